@@ -1,0 +1,1 @@
+"""Data: image loading, report cleaning and vocabulary, data sets, samplers, transforms."""

@@ -35,7 +35,7 @@ def test_names_forgive_case_and_underscores(spelling):
 
 
 def test_unknown_name_lists_the_valid_ones():
-    with pytest.raises(RRGError, match="unknown observation 'Pneumonitis'.*Atelectasis"):
+    with pytest.raises(RRGError, match=r"unknown observation 'Pneumonitis'.*Atelectasis"):
         canonical_name("Pneumonitis")
 
 

@@ -1,0 +1,1 @@
+"""Training and data-preparation commands: ``python -m train <command>``."""

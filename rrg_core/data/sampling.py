@@ -15,20 +15,9 @@ import torch
 from torch.utils.data import Sampler
 
 from rrg_core.errors import RRGError
-from rrg_core.observations import Label, canonical_name, parse_label
+from rrg_core.observations import Label, canonical_name, validate_labels
 
 logger = logging.getLogger(__name__)
-
-
-def _label_of(labels: Mapping[str, object], observation: str) -> Label | None:
-    """The value of ``observation`` in one label dict, forgiving key spelling; missing = unmentioned."""
-    if observation in labels:
-        return parse_label(labels[observation])
-    wanted = observation.lower()
-    for key, value in labels.items():
-        if str(key).strip().lower().replace("_", " ") == wanted:
-            return parse_label(value)
-    return None
 
 
 def split_by_label(labels: Sequence[Mapping[str, object]], observation: str) -> tuple[list[int], list[int]]:
@@ -40,7 +29,7 @@ def split_by_label(labels: Sequence[Mapping[str, object]], observation: str) -> 
     positives: list[int] = []
     negatives: list[int] = []
     for index, item in enumerate(labels):
-        value = _label_of(item, observation)
+        value = validate_labels(item)[observation]
         if value == Label.POSITIVE:
             positives.append(index)
         elif value != Label.UNCERTAIN:

@@ -1,0 +1,46 @@
+"""Evaluation metrics for generated reports and for the models behind them.
+
+- :mod:`~rrg_core.metrics.nlg`: BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap).
+- :mod:`~rrg_core.metrics.clinical`: clinical efficacy (CE) precision/recall/F1 from
+  CheXpert observation labels, micro and macro.
+- :mod:`~rrg_core.metrics.ranking`: AUROC per observation, retrieval Precision@K and
+  UAR's alignment score.
+"""
+
+from rrg_core.metrics.clinical import PRF, ClinicalEfficacy, clinical_efficacy
+from rrg_core.metrics.nlg import (
+    JAVA_METRICS,
+    NLG_METRICS,
+    java_available,
+    nlg_scores,
+    sanitize_text,
+)
+from rrg_core.metrics.ranking import (
+    ALIGNMENT_THRESHOLD,
+    AurocSummary,
+    alignment_score,
+    auroc,
+    auroc_per_observation,
+    category_relevance,
+    precision_at_k,
+    precision_at_ks,
+)
+
+__all__ = [
+    "ALIGNMENT_THRESHOLD",
+    "JAVA_METRICS",
+    "NLG_METRICS",
+    "PRF",
+    "AurocSummary",
+    "ClinicalEfficacy",
+    "alignment_score",
+    "auroc",
+    "auroc_per_observation",
+    "category_relevance",
+    "clinical_efficacy",
+    "java_available",
+    "nlg_scores",
+    "precision_at_k",
+    "precision_at_ks",
+    "sanitize_text",
+]

@@ -43,7 +43,7 @@ class Label(IntEnum):
 
 
 LabelValue = Label | None
-ReportLabels = dict[str, LabelValue]
+LabelDict = dict[str, LabelValue]
 
 _INDEX = {name: i for i, name in enumerate(OBSERVATIONS)}
 _BY_KEY = {name.lower().replace("_", " "): name for name in OBSERVATIONS}
@@ -87,14 +87,14 @@ def parse_label(value: object) -> LabelValue:
     raise RRGError(f"label value {value!r} is not one of 1, 0, -1 or blank")
 
 
-def validate_labels(labels: Mapping[str, object]) -> ReportLabels:
+def validate_labels(labels: Mapping[str, object]) -> LabelDict:
     """Check a label mapping and return it complete: all 14 keys, canonical names, typed values.
 
     Observations missing from ``labels`` are unmentioned (``None``).
     """
     if not isinstance(labels, Mapping):
         raise RRGError(f"labels must be a mapping of observation name to value, got {type(labels).__name__}")
-    result: ReportLabels = dict.fromkeys(OBSERVATIONS)
+    result: LabelDict = dict.fromkeys(OBSERVATIONS)
     for name, value in labels.items():
         result[canonical_name(name)] = parse_label(value)
     return result

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from rrg_core.data.images import load_image
 from rrg_core.errors import DatasetError, ImageLoadError, ImagesMissingError, RRGError
-from rrg_core.observations import OBSERVATIONS, ReportLabels, parse_label
+from rrg_core.observations import OBSERVATIONS, LabelDict, parse_label
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class ChexpertRecord:
     """One CSV row: an image path (relative to the image root) and its 14 labels."""
 
     path: str
-    labels: ReportLabels
+    labels: LabelDict
     line: int  # line in the CSV, for messages
 
 
@@ -72,7 +72,7 @@ def _read_row(path: Path, line: int, row: dict[str, str | None]) -> ChexpertReco
     image = (row.get(PATH_COLUMN) or "").strip()
     if not image:
         raise DatasetError(f"{path}, line {line}: no image path in column {PATH_COLUMN!r}")
-    labels: ReportLabels = {}
+    labels: LabelDict = {}
     for name in OBSERVATIONS:
         value = row.get(name)
         try:
@@ -84,7 +84,7 @@ def _read_row(path: Path, line: int, row: dict[str, str | None]) -> ChexpertReco
     return ChexpertRecord(image, labels, line)
 
 
-def label_vector(labels: ReportLabels) -> torch.Tensor:
+def label_vector(labels: LabelDict) -> torch.Tensor:
     """Labels as a float (14,) vector in OBSERVATIONS order.
 
     1 positive, 0 negative or unmentioned, -1 uncertain (the papers' targets, uncertain marked).
@@ -95,7 +95,7 @@ def label_vector(labels: ReportLabels) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
-class ChexpertDataset(Dataset[tuple[torch.Tensor, ReportLabels | torch.Tensor]]):
+class ChexpertDataset(Dataset[tuple[torch.Tensor, LabelDict | torch.Tensor]]):
     """Items ``(image, labels)``: the transformed image tensor and a label dict or :func:`label_vector`.
 
     Image files are checked when the dataset is built (one ``stat`` each) unless
@@ -140,14 +140,14 @@ class ChexpertDataset(Dataset[tuple[torch.Tensor, ReportLabels | torch.Tensor]])
             )
 
     @property
-    def labels(self) -> list[ReportLabels]:
+    def labels(self) -> list[LabelDict]:
         """Each item's label dict, in order (what :class:`BalancedObservationSampler` takes)."""
         return [record.labels for record in self.records]
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ReportLabels | torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, LabelDict | torch.Tensor]:
         record = self.records[index]
         try:
             image = load_image(self.image_root / record.path).tensor()

@@ -1,0 +1,203 @@
+"""Tests for the rule-based labeler: patterns, aggregation, the CLI, and the hand-labelled gold set."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from rrg_core.labeler import ReportLabels, label_report, label_reports, label_sentence
+from rrg_core.labeler.cli import main
+from rrg_core.observations import OBSERVATIONS, Label
+
+GOLD = Path(__file__).parent / "data" / "labeler_gold.jsonl"
+P, N, U = Label.POSITIVE, Label.NEGATIVE, Label.UNCERTAIN
+
+
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        # mentions and synonyms
+        ("Heart size is enlarged", {"Cardiomegaly": P}),
+        ("The cardiac silhouette is normal", {"Cardiomegaly": N}),
+        ("Normal cardiomediastinal silhouette", {"Cardiomegaly": N, "Enlarged Cardiomediastinum": N}),
+        ("Widened mediastinum", {"Enlarged Cardiomediastinum": P}),
+        ("Mild blunting of the left costophrenic angle", {"Pleural Effusion": P}),
+        ("Sternotomy wires and a pacemaker", {"Support Devices": P}),
+        ("Lines and tubes are in place", {"Support Devices": P}),
+        ("Calcified granuloma in the right upper lobe", {"Lung Lesion": P}),
+        ("Right basilar airspace disease", {"Lung Opacity": P}),
+        ("Pleural thickening at the apex", {"Pleural Other": P}),
+        ("Healed right rib fracture", {"Fracture": P}),
+        ("Large hydropneumothorax", {"Pneumothorax": P, "Pleural Effusion": P}),
+        ("Mild pulmonary vascular congestion", {"Edema": P}),
+        ("Small pericardial effusion", {}),
+        ("The lungs are clear", {"Lung Opacity": N}),
+        ("Emphysema", {}),
+        # negation, lists, pseudo-negation
+        (
+            "No pneumothorax, effusion or consolidation",
+            {"Pneumothorax": N, "Pleural Effusion": N, "Consolidation": N},
+        ),
+        ("Lungs are free of focal airspace disease", {"Lung Opacity": N}),
+        ("Negative for pneumothorax", {"Pneumothorax": N}),
+        ("Pneumothorax is not seen", {"Pneumothorax": N}),
+        ("The effusion has resolved", {"Pleural Effusion": N}),
+        ("No evidence of pneumonia", {"Pneumonia": N}),
+        ("No change in cardiomegaly", {"Cardiomegaly": P}),
+        ("Unchanged cardiomegaly", {"Cardiomegaly": P}),
+        ("No new consolidation", {"Consolidation": N}),
+        ("Nodule, not seen on the prior exam", {"Lung Lesion": P}),
+        # uncertainty, and negation beating it
+        ("Pneumonia cannot be excluded", {"Pneumonia": U}),
+        ("Cannot exclude pneumonia", {"Pneumonia": U}),
+        ("Opacity concerning for pneumonia", {"Lung Opacity": P, "Pneumonia": U}),
+        ("Atelectasis versus scarring", {"Atelectasis": U, "Lung Opacity": U}),
+        ("Atelectasis vs. pneumonia", {"Atelectasis": U, "Pneumonia": U}),
+        ("Possible small effusion", {"Pleural Effusion": U}),
+        ("Borderline heart size", {"Cardiomegaly": U}),
+        ("No opacity to suggest pneumonia", {"Lung Opacity": N, "Pneumonia": N}),
+        # scope ending
+        ("No effusion but there is atelectasis", {"Pleural Effusion": N, "Atelectasis": P}),
+        ("No pneumothorax; small left effusion", {"Pneumothorax": N, "Pleural Effusion": P}),
+        ("Possible nodule, healed rib fracture", {"Lung Lesion": U, "Fracture": P}),
+        # de-identified words
+        ("The xxxx sternotomy xxxx are intact", {"Support Devices": P}),
+        ("Fracture of the superior sternotomy xxxx", {"Support Devices": P}),
+    ],
+)
+def test_label_sentence_patterns(sentence: str, expected: dict[str, Label]) -> None:
+    assert label_sentence(sentence) == expected
+
+
+def test_report_aggregation_and_attribution() -> None:
+    text = "No effusion. Small right effusion. Possible pneumonia. Heart size is normal."
+    result = label_report(text)
+    assert isinstance(result, ReportLabels)
+    assert list(result.labels) == list(OBSERVATIONS)
+    assert result.labels["Pleural Effusion"] == P  # positive beats negative
+    assert result.labels["Pneumonia"] == U
+    assert result.labels["Cardiomegaly"] == N
+    assert result.labels["No Finding"] is None  # an uncertain finding blocks No Finding
+    assert result.sentences["Pleural Effusion"] == ("No effusion", "Small right effusion")
+    assert result.sentences["Atelectasis"] == ()
+    assert label_report("Possible atelectasis. Atelectasis is not seen").labels["Atelectasis"] == U
+
+
+def test_no_finding_rule() -> None:
+    normal = label_report("No acute cardiopulmonary abnormality. The lungs are clear. Left PICC line.")
+    assert normal.labels["No Finding"] == P  # support devices do not count
+    assert normal.labels["Support Devices"] == P
+    assert normal.sentences["No Finding"] == ("No acute cardiopulmonary abnormality",)
+    assert label_report("").labels["No Finding"] == P
+    assert label_report("Stable cardiomegaly.").labels["No Finding"] is None
+
+
+def test_csv_row_and_batch() -> None:
+    row = label_report("Cardiomegaly. No effusion. Possible edema.").to_csv_row()
+    assert len(row) == len(OBSERVATIONS)
+    assert row[OBSERVATIONS.index("Cardiomegaly")] == "1.0"
+    assert row[OBSERVATIONS.index("Pleural Effusion")] == "0.0"
+    assert row[OBSERVATIONS.index("Edema")] == "-1.0"
+    assert row[OBSERVATIONS.index("Fracture")] == ""
+    assert [r.labels for r in label_reports(["Cardiomegaly", "No effusion"])] == [
+        label_report("Cardiomegaly").labels,
+        label_report("No effusion").labels,
+    ]
+
+
+def test_cli_good_and_bad_rows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reports = tmp_path / "reports.csv"
+    huge = "effusion " * 120_000  # about 1 MB in one field
+    reports.write_bytes(
+        b'"No pneumothorax. Heart is enlarged."\n'
+        b'""\n' + f'"{huge}"\n'.encode() + b"bad \xff\xfe bytes, effusion\n"
+        b"\n"
+        b'"Small left effusion, possible atelectasis"\n'
+    )
+    out = tmp_path / "labels.csv"
+    assert main(["--reports", str(reports), "--out", str(out)]) == 0
+    with out.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["Reports", *OBSERVATIONS]
+    assert len(rows) == 7
+    assert rows[1][1 + OBSERVATIONS.index("Cardiomegaly")] == "1.0"
+    assert rows[1][1 + OBSERVATIONS.index("Pneumothorax")] == "0.0"
+    for bad in rows[2:6]:
+        assert set(bad[1:]) == {""}
+    assert rows[6][1 + OBSERVATIONS.index("Atelectasis")] == "-1.0"
+    for number in (2, 3, 4, 5):
+        assert f"row {number}:" in caplog.text
+
+
+def test_cli_missing_file(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rrg_core.labeler", "--reports", str(tmp_path / "no.csv"), "--out", "x.csv"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "not found" in done.stderr
+
+
+def _gold_units() -> tuple[Counter, Counter, Counter, float]:
+    """Unit = an (observation, value) mention of a sentence: true positive when both gold and labeler
+    give that observation that value; a wrong value counts as a false positive for the labeler's value
+    and a false negative for the gold value."""
+    tp: Counter = Counter()
+    fp: Counter = Counter()
+    fn: Counter = Counter()
+    exact = 0
+    lines = GOLD.read_text().splitlines()
+    for line in lines:
+        item = json.loads(line)
+        gold = {(name, value) for name, value in item["labels"].items()}
+        got = {(name, int(value)) for name, value in label_sentence(item["sentence"]).items()}
+        exact += gold == got
+        for unit in gold & got:
+            tp[unit] += 1
+        for unit in got - gold:
+            fp[unit] += 1
+        for unit in gold - got:
+            fn[unit] += 1
+    return tp, fp, fn, exact / len(lines)
+
+
+def _f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def test_gold_set() -> None:
+    tp, fp, fn, exact = _gold_units()
+    assert len(GOLD.read_text().splitlines()) >= 220
+    print(f"\n{'observation':28s}{'value':>6s}{'support':>9s}{'P':>7s}{'R':>7s}{'F1':>7s}")
+    per_observation: dict[str, tuple[int, int, int]] = {}
+    for name in OBSERVATIONS:
+        if name == "No Finding":
+            continue
+        for value in (1, 0, -1):
+            unit = (name, value)
+            support = tp[unit] + fn[unit]
+            if support or fp[unit]:
+                p, r, f = _f1(tp[unit], fp[unit], fn[unit])
+                print(f"{name:28s}{value:>6d}{support:>9d}{p:>7.3f}{r:>7.3f}{f:>7.3f}")
+        sums = tuple(sum(c[(name, v)] for v in (1, 0, -1)) for c in (tp, fp, fn))
+        per_observation[name] = sums  # type: ignore[assignment]
+    micro = _f1(sum(tp.values()), sum(fp.values()), sum(fn.values()))
+    print(
+        f"micro over mentions: P={micro[0]:.3f} R={micro[1]:.3f} F1={micro[2]:.3f};"
+        f" sentences exactly right: {exact:.3f}"
+    )
+    assert micro[2] >= 0.95
+    for name, (t, f, n) in per_observation.items():
+        if t + n >= 5:
+            assert _f1(t, f, n)[2] >= 0.85, name

@@ -25,6 +25,8 @@ _NORMAL_STUDY = re.compile(
     r"|\bno (?:acute )?cardiopulmonary (?:disease|abnormalit\w*|process|findings?)\b"
 )
 
+_PATHOLOGIES = tuple(name for name in OBSERVATIONS if name not in (NO_FINDING, SUPPORT_DEVICES))
+
 _CSV_VALUES = {Label.POSITIVE: "1.0", Label.NEGATIVE: "0.0", Label.UNCERTAIN: "-1.0", None: ""}
 
 
@@ -72,8 +74,9 @@ def label_sentence(sentence: str) -> dict[str, Label]:
 
 def _no_finding(labels: LabelDict) -> Label | None:
     """CheXpert's rule: positive when nothing but Support Devices is positive or uncertain."""
-    for name, value in labels.items():
-        if name not in (NO_FINDING, SUPPORT_DEVICES) and value in (Label.POSITIVE, Label.UNCERTAIN):
+    for name in _PATHOLOGIES:
+        value = labels[name]
+        if value is Label.POSITIVE or value is Label.UNCERTAIN:
             return None
     return Label.POSITIVE
 

@@ -105,6 +105,62 @@ _FINDINGS: dict[str, re.Pattern[str]] = {
     ),
 }
 
+# Cheap substring prefilter: an observation's regex runs only when one of its keys is in the sentence
+# (most sentences name two or three observations, so most regexes are skipped). Keep in step with above.
+_KEYS: dict[str, tuple[str, ...]] = {
+    "Atelectasis": ("atelecta", "collapse"),
+    "Cardiomegaly": ("cardiomegaly", "enlarge"),
+    "Consolidation": ("consolidat",),
+    "Edema": ("edema", "congestion", "failure", "chf", "overload"),
+    "Enlarged Cardiomediastinum": ("mediastin",),
+    "Fracture": ("fractur",),
+    "Lung Lesion": (
+        "nodul",
+        "mass",
+        "granulom",
+        "lesion",
+        "tumo",
+        "neoplasm",
+        "carcinoma",
+        "malignan",
+        "metasta",
+    ),
+    "Lung Opacity": ("opaci", "space", "infiltrat", "scar"),
+    "Pleural Effusion": ("effusion", "fluid", "hydro", "blunt"),
+    "Pleural Other": ("pleura", "fibrothorax", "apical cap"),
+    "Pneumonia": ("pneumoni", "infect"),
+    "Pneumothorax": ("pneumothora",),
+    "Support Devices": (
+        "pace",
+        "defibrillator",
+        "icd",
+        "catheter",
+        "tube",
+        "line",
+        "picc",
+        "sternotomy",
+        "cabg",
+        "clip",
+        "stent",
+        "port",
+        "valve",
+        "hardware",
+        "prosthe",
+        "device",
+        "electrode",
+        "leads",
+        "wire",
+    ),
+}
+_SIZE = "size"  # owner of the keys that call for the heart/mediastinum size reading
+_SIZE_KEYS = ("heart", "cardi", "mediastin", "cardiomegaly")
+_KEY_OWNERS: dict[str, set[str]] = {}
+for _owner, _keys in [*_KEYS.items(), (_SIZE, _SIZE_KEYS)]:
+    for _key in _keys:
+        _KEY_OWNERS.setdefault(_key, set()).add(_owner)
+# One scan finds every key; longest first so "cardiomegaly" is not shadowed by "cardi".
+_KEY_SCAN = re.compile("|".join(re.escape(k) for k in sorted(_KEY_OWNERS, key=len, reverse=True)))
+
 # A pleural-context "thickening" ("effusion versus thickening") is Pleural Other; elsewhere the word
 # is usually fissural or bronchial wall thickening, which is not.
 _BARE_THICKENING = re.compile(r"\b(?<!fissural )(?<!wall )(?<!interstitial )(?<!pleural )thickening\b")
@@ -173,15 +229,21 @@ def _size_mentions(sentence: str) -> list[Mention]:
 
 def find_mentions(sentence: str) -> list[Mention]:
     """All mentions in a lower-cased sentence, in no particular order."""
+    candidates: set[str] = set()
+    for key in _KEY_SCAN.findall(sentence):
+        candidates |= _KEY_OWNERS[key]
     found = [
         Mention(observation, m.start(), m.end())
-        for observation, pattern in _FINDINGS.items()
-        for m in pattern.finditer(sentence)
+        for observation in candidates
+        if observation != _SIZE
+        for m in _FINDINGS[observation].finditer(sentence)
     ]
-    found += [Mention("Lung Lesion", m.start(), m.end()) for m in _NODULAR.finditer(sentence)]
+    if "nodular" in sentence:
+        found += [Mention("Lung Lesion", m.start(), m.end()) for m in _NODULAR.finditer(sentence)]
     if "pleural" in sentence:
         found += [Mention("Pleural Other", m.start(), m.end()) for m in _BARE_THICKENING.finditer(sentence)]
-    found += _size_mentions(sentence)
+    if _SIZE in candidates:
+        found += _size_mentions(sentence)
     found += [
         Mention("Lung Opacity", m.start(), m.end(), Label.NEGATIVE) for m in _LUNGS_CLEAR.finditer(sentence)
     ]

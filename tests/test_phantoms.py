@@ -1,0 +1,210 @@
+"""Phantom generator: masks inside the body, determinism, findings visible, data set loads, --from-reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from rrg_core.data.datasets import R2GenDataset, read_annotation
+from rrg_core.data.images import load_image
+from rrg_core.data.phantoms import FRONTAL, LATERAL, Finding, StudySpec, render_study, sample_study, visible
+from rrg_core.data.phantoms.anatomy import Body, render
+from rrg_core.data.phantoms.findings import OVERLAYS
+from rrg_core.data.phantoms.generate import mask_name, sample_finding
+from rrg_core.data.phantoms.writer import write_from_reports, write_phantoms
+from rrg_core.observations import OBSERVATIONS, Label, validate_labels
+from train.__main__ import main
+
+SIZE = 128
+
+
+def _render(findings: tuple[Finding, ...], seed: int = 0, body: Body | None = None, size: int = SIZE):
+    spec = StudySpec(findings, (), (), body or Body())
+    return render_study(spec, size, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("name", [n for n in OVERLAYS])
+def test_every_finding_has_a_mask_inside_the_body(name: str) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        f = sample_finding(name, rng, uncertain_rate=0.0)
+        rendered = _render((f,), seed=int(rng.integers(1000)))
+        for view in (FRONTAL, LATERAL):
+            key = mask_name(name)
+            if not visible(name, view):
+                assert key not in rendered.masks[view]
+                continue
+            mask = rendered.masks[view][key]
+            assert mask.shape == (SIZE, SIZE) and mask.dtype == bool
+            assert mask.any(), f"{name} ({f}) has an empty {view} mask"
+            assert not (mask & ~rendered.body_masks[view]).any()
+
+
+def test_random_studies_masks_inside_body() -> None:
+    for index in range(20):
+        rng = np.random.default_rng([5, index])
+        spec = sample_study(rng)
+        rendered = render_study(spec, SIZE, rng)
+        for view, masks in rendered.masks.items():
+            image = rendered.images[view]
+            assert image.dtype == np.float32 and image.min() >= 0 and image.max() <= 1
+            for name, mask in masks.items():
+                assert not (mask & ~rendered.body_masks[view]).any(), name
+        assert validate_labels(spec.labels())
+
+
+def _region_mean(image: np.ndarray, mask: np.ndarray) -> float:
+    return float(image[mask].mean())
+
+
+def test_effusion_is_brighter_inside_its_mask() -> None:
+    f = Finding("Pleural Effusion", Label.POSITIVE, "left", None, "large")
+    with_it, without = _render((f,)), _render(())
+    for view in (FRONTAL, LATERAL):
+        mask = with_it.masks[view]["Pleural_Effusion"]
+        assert _region_mean(with_it.images[view], mask) > _region_mean(without.images[view], mask) + 0.05
+
+
+def test_pneumothorax_is_darker_without_markings() -> None:
+    f = Finding("Pneumothorax", Label.POSITIVE, "right", None, "large")
+    with_it, without = _render((f,)), _render(())
+    mask = with_it.masks[FRONTAL]["Pneumothorax"]
+    assert _region_mean(with_it.images[FRONTAL], mask) < _region_mean(without.images[FRONTAL], mask) - 0.02
+    body = Body(noise=0.0)
+    plain = render(SIZE, body, FRONTAL)
+    # No lung markings beyond the pleural line: what the pneumothorax takes away is the markings.
+    lit = _render((f,), body=body).images[FRONTAL]
+    normal = _render((), body=body).images[FRONTAL]
+    markings = plain.masks["markings"][mask]
+    assert markings.sum() > 0
+    assert np.corrcoef(lit[mask] - normal[mask], markings)[0, 1] < -0.5
+
+
+def _ctr(heart: np.ndarray, thorax: float, size: int) -> float:
+    columns = np.flatnonzero(heart.any(axis=0))
+    return (columns[-1] - columns[0] + 1) / (thorax * size)
+
+
+def test_cardiomegaly_raises_the_cardiothoracic_ratio() -> None:
+    normal = render(SIZE * 2, Body(), FRONTAL)
+    big = _render((Finding("Cardiomegaly", Label.POSITIVE, severity="moderate"),), size=SIZE * 2)
+    mask = big.masks[FRONTAL]["Cardiomegaly"]
+    thorax = normal.geometry["thorax"]
+    assert _ctr(normal.masks["heart"] > 0.3, thorax, SIZE * 2) < 0.5 < _ctr(mask, thorax, SIZE * 2)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_different_seed_differs(tmp_path: Path) -> None:
+    write_phantoms(tmp_path / "a", 6, seed=7, size=SIZE)
+    write_phantoms(tmp_path / "b", 6, seed=7, size=SIZE, workers=2)
+    write_phantoms(tmp_path / "c", 6, seed=8, size=SIZE)
+    a, b, c = (_files(tmp_path / x) for x in "abc")
+    assert a == b
+    assert a != c
+    # A study does not depend on N.
+    write_phantoms(tmp_path / "d", 3, seed=7, size=SIZE)
+    d = _files(tmp_path / "d")
+    assert all(a[k] == v for k, v in d.items() if k.startswith(("images", "masks")))
+
+
+def test_cli_writes_a_loadable_data_set(tmp_path: Path) -> None:
+    out = tmp_path / "ph"
+    assert main(["phantoms", "--out", str(out), "--n", "12", "--seed", "1", "--size", str(SIZE)]) == 0
+    splits = read_annotation(out)
+    assert set(splits) == {"train", "val", "test"} and sum(len(v) for v in splits.values()) == 12
+    for records in splits.values():
+        for r in records:
+            assert set(r.extra["labels"]) == set(OBSERVATIONS)
+            validate_labels(r.extra["labels"])
+            assert r.image_paths == (f"{r.id}/0.png", f"{r.id}/1.png")
+    dataset = R2GenDataset(out, "train", load_images=True)
+    item = dataset[0]
+    assert item["images"].shape == (2, 1, SIZE, SIZE)
+    radiograph = load_image(out / "images" / dataset.records[0].image_paths[0])
+    assert radiograph.meta.bits_stored == 16
+    for mask_file in (out / "masks").rglob("*.png"):
+        assert load_image(mask_file).values.max() == 255
+        break
+
+
+def _stand_in_labeler(text: str) -> SimpleNamespace:
+    labels: dict[str, Label | None] = dict.fromkeys(OBSERVATIONS)
+    sentences: dict[str, tuple[str, ...]] = {}
+    for sentence in text.split(". "):
+        lower = sentence.lower()
+        for name in OBSERVATIONS:
+            if name.lower() in lower:
+                labels[name] = Label.NEGATIVE if lower.startswith("no ") else Label.POSITIVE
+                sentences[name] = (*sentences.get(name, ()), sentence)
+    return SimpleNamespace(labels=labels, sentences=sentences)
+
+
+def test_from_reports_keeps_ids_reports_splits_paths(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    studies = {
+        "train": [
+            {
+                "id": "CXR1_IM-1",
+                "report": "Small left pleural effusion. No pneumothorax.",
+                "image_path": ["CXR1_IM-1/0.png", "CXR1_IM-1/1.png"],
+                "split": "train",
+            }
+        ],
+        "val": [
+            {
+                "id": "CXR2_IM-2",
+                "report": "The lungs are clear. Calcified granuloma in the right upper lobe.",
+                "image_path": ["CXR2_IM-2/0.png", "CXR2_IM-2/1.png"],
+                "split": "val",
+            }
+        ],
+        "test": [
+            {
+                "id": "CXR3_IM-3",
+                "report": "Large right pneumothorax. Cardiomegaly.",
+                "image_path": ["CXR3_IM-3/0.png", "CXR3_IM-3/1.png"],
+                "split": "test",
+            }
+        ],
+    }
+    (source / "annotation.json").write_text(json.dumps(studies), encoding="utf-8")
+    out = tmp_path / "iu_phantom"
+    write_from_reports(source / "annotation.json", out, size=SIZE, labeler=_stand_in_labeler)
+    written = json.loads((out / "annotation.json").read_text(encoding="utf-8"))
+    for split, entries in studies.items():
+        assert len(written[split]) == 1
+        got, want = written[split][0], entries[0]
+        assert {k: got[k] for k in want} == want
+        assert set(got["labels"]) == set(OBSERVATIONS)
+    assert written["train"][0]["labels"]["Pleural Effusion"] == 1
+    assert written["train"][0]["labels"]["Pneumothorax"] == 0
+    assert (out / "masks" / "CXR1_IM-1" / "frontal_Pleural_Effusion.png").is_file()
+    assert (out / "masks" / "CXR2_IM-2" / "frontal_granuloma.png").is_file()
+    assert (out / "masks" / "CXR3_IM-3" / "frontal_Pneumothorax.png").is_file()
+    for split in studies:
+        assert len(R2GenDataset(out, split, load_images=True)) == 1
+
+
+def test_bad_arguments_are_refused(tmp_path: Path) -> None:
+    assert main(["phantoms", "--out", str(tmp_path / "x"), "--n", "0"]) == 2
+    assert main(["phantoms", "--out", str(tmp_path / "x"), "--size", "16"]) == 2
+
+
+def test_uncertain_findings_are_fainter() -> None:
+    sure = Finding("Consolidation", Label.POSITIVE, "left", "lower", "large")
+    hedged = dataclasses.replace(sure, certainty=Label.UNCERTAIN)
+    base = _render(())
+    a, b = _render((sure,)), _render((hedged,))
+    mask = a.masks[FRONTAL]["Consolidation"] & b.masks[FRONTAL]["Consolidation"]
+    gain_sure = _region_mean(a.images[FRONTAL], mask) - _region_mean(base.images[FRONTAL], mask)
+    gain_hedged = _region_mean(b.images[FRONTAL], mask) - _region_mean(base.images[FRONTAL], mask)
+    assert gain_sure > gain_hedged > 0

@@ -17,7 +17,7 @@ from rrg_core.data.phantoms.findings import (
     apply_to_body,
     visible,
 )
-from rrg_core.data.phantoms.reports import NEGATIVES, study_labels, write_report
+from rrg_core.data.phantoms.reports import LUNG_FINDINGS, NEGATIVES, study_labels, write_report
 from rrg_core.observations import Label, LabelDict
 
 # How often each observation is drawn among a study's findings (relative weights).
@@ -83,7 +83,7 @@ class StudySpec:
 
     def labels(self) -> LabelDict:
         """The labels the report states."""
-        return study_labels(self.findings, self.negatives)
+        return study_labels(self.findings, self.negatives, self.extras)
 
 
 @dataclass
@@ -133,10 +133,14 @@ def sample_study(
     chosen = rng.choice(names, size=count, replace=False, p=weights / weights.sum()) if count else []
     findings = tuple(sample_finding(str(n), rng) for n in sorted(chosen, key=names.index))
     extras: tuple[Finding, ...] = ()
-    if rng.random() < extra_rate:
-        extras = (sample_finding(str(rng.choice(EXTRAS)), rng, uncertain_rate=0.0),)
     present = {f.name for f in findings}
-    negatives = tuple(n for n in NEGATIVES if n not in present and rng.random() < NEGATIVE_RATE.get(n, 0.0))
+    if rng.random() < extra_rate:
+        options = [e for e in EXTRAS if not (e == "granuloma" and "Lung Lesion" in present)]
+        extras = (sample_finding(str(rng.choice(options)), rng, uncertain_rate=0.0),)
+    if any(e.name == "granuloma" for e in extras):
+        present.add("Lung Lesion")  # a granuloma is a Lung Lesion: never also "no nodules"
+    rates = {**NEGATIVE_RATE, "Lung Opacity": 0.1 if present & LUNG_FINDINGS else 0.7}
+    negatives = tuple(n for n in NEGATIVES if n not in present and rng.random() < rates.get(n, 0.0))
     return StudySpec(findings, extras, negatives, body)
 
 
@@ -157,6 +161,9 @@ def render_study(
             change, mask = OVERLAYS[f.name](scene, f, rng)
             delta += change
             masks[mask_name(f.name)] = mask & body_mask
+        if "granuloma" in masks:  # a granuloma is a Lung Lesion too (see reports.study_labels)
+            lesion = masks.get("Lung_Lesion")
+            masks["Lung_Lesion"] = masks["granuloma"] if lesion is None else lesion | masks["granuloma"]
         out.images[view] = expose(scene, rng, delta)
         out.body_masks[view] = body_mask
         out.masks[view] = masks

@@ -51,10 +51,7 @@ NEGATIVES: dict[str, tuple[str, ...]] = {
     ),
     "Consolidation": ("No focal consolidation.", "There is no focal airspace consolidation."),
     "Edema": ("No pulmonary edema.", "There is no edema."),
-    "Enlarged Cardiomediastinum": (
-        "The cardiomediastinal silhouette is within normal limits.",
-        "The mediastinum is not widened.",
-    ),
+    "Enlarged Cardiomediastinum": ("The mediastinum is not widened.", "Mediastinal contours are normal."),
     "Fracture": ("No acute rib fracture.", "No displaced fracture is seen."),
     "Lung Lesion": ("No suspicious pulmonary nodule or mass.", "No pulmonary nodules."),
     "Lung Opacity": ("No focal opacity.", "There is no focal airspace opacity."),
@@ -64,6 +61,14 @@ NEGATIVES: dict[str, tuple[str, ...]] = {
     "Pneumothorax": ("No pneumothorax.", "There is no pneumothorax."),
 }
 """Negative statements; each names only its observation (the labeler should read 0 there)."""
+
+LUNGS_CLEAR = ("The lungs are clear.", "Lungs are clear bilaterally.")
+"""Lung Opacity negatives (the project labeler's convention), used only when no lung finding is stated."""
+CARDIOMEDIASTINAL_NORMAL = (
+    "The cardiomediastinal silhouette is within normal limits.",
+    "Normal cardiomediastinal silhouette.",
+)
+"""Negative for both Cardiomegaly and Enlarged Cardiomediastinum at once."""
 
 _HEDGES = ("Possible {np}.", "Findings may represent {np}.", "{Np} cannot be excluded.", "Questionable {np}.")
 _STATEMENTS = ("There is {np}.", "{Np}.", "{Np} is noted.", "{Np} is present.")
@@ -182,6 +187,14 @@ def write_report(
     parts: list[tuple[str, str]] = [(f.name, finding_sentence(f, rng)) for f in findings]
     parts += [(f.name, _extra_sentence(f, rng)) for f in extras]
     negs = list(negatives)
+    if "Cardiomegaly" in negs and "Enlarged Cardiomediastinum" in negs and rng.random() < 0.5:
+        negs.remove("Cardiomegaly")
+        negs.remove("Enlarged Cardiomediastinum")
+        parts.append(("Cardiomegaly", str(rng.choice(CARDIOMEDIASTINAL_NORMAL))))
+    lungs_stated = any(f.name in LUNG_FINDINGS for f in findings)
+    if "Lung Opacity" in negs and not lungs_stated and rng.random() < 0.8:
+        negs.remove("Lung Opacity")
+        parts.append(("clear", str(rng.choice(LUNGS_CLEAR))))
     if "Pneumothorax" in negs and "Pleural Effusion" in negs and rng.random() < 0.5:
         negs.remove("Pneumothorax")
         negs.remove("Pleural Effusion")
@@ -196,8 +209,6 @@ def write_report(
             )
         )
     parts += [(name, str(rng.choice(NEGATIVES[name]))) for name in negs]
-    if not any(f.name in LUNG_FINDINGS for f in findings) and rng.random() < 0.8:
-        parts.append(("clear", str(rng.choice(["The lungs are clear.", "Lungs are clear bilaterally."]))))
     if rng.random() < 0.6:
         parts.sort(key=lambda p: _ORGAN_ORDER.index(p[0]) if p[0] in _ORGAN_ORDER else 0)
     else:
@@ -205,11 +216,15 @@ def write_report(
     return " ".join(sentence for _, sentence in parts)
 
 
-def study_labels(findings: tuple[Finding, ...], negatives: tuple[str, ...]) -> LabelDict:
+def study_labels(
+    findings: tuple[Finding, ...], negatives: tuple[str, ...], extras: tuple[Finding, ...] = ()
+) -> LabelDict:
     """The labels the report states: 1 / -1 for findings, 0 for negatives, derived No Finding."""
     labels: LabelDict = dict.fromkeys(OBSERVATIONS)
     for name in negatives:
         labels[name] = Label.NEGATIVE
+    if any(e.name == "granuloma" for e in extras):
+        labels["Lung Lesion"] = Label.POSITIVE  # the project labeler's convention, as in CheXpert
     for f in findings:
         labels[f.name] = f.certainty
     abnormal = any(
@@ -292,6 +307,9 @@ def findings_from_labels(
         if name == "No Finding" or value not in (Label.POSITIVE, Label.UNCERTAIN):
             continue
         text = " ".join(sentences.get(name, ())) or report
+        said = sentences.get(name, ())
+        if name == "Lung Lesion" and said and all(_EXTRA_PATTERNS["granuloma"].search(x) for x in said):
+            continue  # drawn as the granuloma extra below
         attrs = parse_attributes(name, text)
         devices = (
             tuple(d for d, p in _DEVICE_PATTERNS.items() if p.search(text))

@@ -110,9 +110,9 @@ def frontal_geometry(b: Body) -> dict[str, float]:
         "dome_height": 0.06 * (1 - 0.8 * b.hyperinflation),
         "thorax": thorax,
         "heart_w": heart_w,
-        "heart_cu": 0.2 * heart_w,
-        "heart_cv": base - 0.15,
-        "heart_rv": 0.15 + 0.1 * (b.ctr - 0.44),
+        "heart_cu": 0.24 * heart_w,
+        "heart_cv": base - 0.16,
+        "heart_rv": 0.16 + 0.1 * (b.ctr - 0.44),
         "med_ru": 0.06 * w * b.mediastinum,
         "hilum_v": top + 0.3 * insp,
     }
@@ -138,7 +138,7 @@ def render_frontal(size: int, b: Body) -> Scene:
         if box is not None:
             lungs[side][box] = _lung(g, *g.coords(box), cu, geo, side)
     heart = ellipse(
-        g, geo["heart_cu"], geo["heart_cv"], geo["heart_w"] / 2, geo["heart_rv"], angle=-0.25, edge=2
+        g, geo["heart_cu"], geo["heart_cv"], geo["heart_w"] / 2, geo["heart_rv"], angle=-0.45, edge=2
     ).full(size)
     med_ru = geo["med_ru"]
     knob = ellipse(g, 0.055 + 0.03 * b.aorta, 0.3 - 0.02 * b.aorta, 0.035 + 0.015 * b.aorta, 0.04, edge=2)
@@ -158,7 +158,8 @@ def render_frontal(size: int, b: Body) -> Scene:
     # Gastric bubble under the left hemidiaphragm: air in the fundus.
     ellipse(g, 0.17 * b.width, geo["dome_base"] + 0.06, 0.05, 0.025, edge=3).add_to(d, -0.18)
     spine = _spine(g, b, FRONTAL)
-    bones = _ribs(g, geo, b) + _clavicles(g, b) + spine
+    # Ribs show mostly against the air of the lungs; over soft tissue they are faint.
+    bones = _ribs(g, geo, b) * (F32(0.35) + F32(0.65) * lung) + _clavicles(g, b) * F32(0.8) + spine
     d += F32(BONE) * bones * body
     if b.aorta_calcified:
         ellipse(g, 0.085 + 0.03 * b.aorta, 0.265, 0.012, 0.02, edge=1).add_to(d, 0.2)
@@ -230,7 +231,7 @@ def _ribs(g: Grid, geo: dict[str, float], b: Body) -> np.ndarray:
     ribs = np.maximum(ribs, F32(0.45) * soft(F32(0.18) - np.abs(ant - np.floor(ant) - F32(0.5)), edge))
     cage = soft(F32(half) - a, 2 * g.px) * soft(a - F32(0.04), 2 * g.px)
     cage *= soft(F32(geo["dome_base"]) - v, 4 * g.px) * soft(v - F32(0.08), 2 * g.px)
-    out[box] = ribs * cage * F32(0.55)
+    out[box] = ribs * cage * F32(0.4)
     return out
 
 
@@ -299,7 +300,7 @@ def render_lateral(size: int, b: Body) -> Scene:
     segment(g, (-0.31, 0.2), (-0.27, 0.6), 0.012, edge=2).add_to(d, 0.12)  # sternum
     bones = _spine(g, b, LATERAL)
     ph = (v - F32(0.5) * u) * F32(1 / 0.055)
-    ribs = soft(F32(0.2) - np.abs(ph - np.floor(ph) - F32(0.5)), 0.1) * lung_field * F32(0.3)
+    ribs = soft(F32(0.2) - np.abs(ph - np.floor(ph) - F32(0.5)), 0.1) * lung * F32(0.3)
     d += F32(BONE) * (bones + ribs) * body
     if b.aorta_calcified:
         ellipse(g, 0.06, 0.2, 0.04, 0.01, angle=0.6, edge=1).add_to(d, 0.2)

@@ -78,7 +78,7 @@ def apply_to_body(body: Body, findings: tuple[Finding, ...]) -> Body:
             changes["hyperinflation"] = 0.5 + 0.5 * s
             changes["inspiration"] = max(body.inspiration, 1.0)
         elif f.name == "scoliosis":
-            changes["scoliosis"] = (0.012 + 0.03 * s) * (1 if f.side != "left" else -1)
+            changes["scoliosis"] = (0.015 + 0.045 * s) * (1 if f.side != "left" else -1)
         elif f.name == "spine_degeneration":
             changes["osteophytes"] = 0.5 + 0.5 * s
         elif f.name == "aorta":
@@ -220,10 +220,10 @@ def pleural_effusion(scene: Scene, f: Finding, rng: np.random.Generator) -> tupl
         if scene.view == FRONTAL:
             sign = -1.0 if side == "right" else 1.0
             lateral = np.clip((u * F32(sign) - F32(0.02)) * F32(1 / (geo["lung_cu"] + geo["lung_ru"])), 0, 1)
-            lung = scene.masks[f"lung_{side}"]
+            lung = _lung_of(scene, side)  # not over the heart: fluid replaces lung air
         else:
             lateral = np.clip((u + F32(0.2)) * F32(1 / 0.5), 0, 1)  # the meniscus rises posteriorly
-            lung = scene.masks["lung_field"]
+            lung = scene.masks["lungs"]
         level = F32(geo["dome_base"] - height) - F32(height * 0.9) * lateral**3
         fluid = soft(v - level, 4 * g.px) * lung
         region = np.maximum(region, fluid)
@@ -246,9 +246,9 @@ def pneumothorax(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np
     )
     lung = scene.masks[f"lung_{side}"]
     region = np.clip(lung - collapsed, 0, 1) * (F32(1) - scene.masks["heart"])
-    line = np.clip(collapsed - (collapsed > 0.99).astype(F32), 0, 1) * lung
+    line = F32(4) * collapsed * (F32(1) - collapsed) * lung  # peaks on the visceral pleura
     faint = F32(f.strength / _STRENGTH[f.severity])
-    delta = -(scene.masks["markings"] * F32(0.07) + F32(0.05)) * region * faint + F32(0.12) * line * faint
+    delta = (-(scene.masks["markings"] * F32(0.07) + F32(0.09)) * region + F32(0.2) * line) * faint
     return _result(delta, region, 0.5)
 
 

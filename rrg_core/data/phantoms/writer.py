@@ -47,13 +47,17 @@ def save_png16(path: Path, image: np.ndarray) -> None:
     """Save a [0, 1] float image as a 16-bit grey PNG (Pillow mode I;16)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.rint(np.clip(image, 0, 1) * 65535).astype("<u2")
-    Image.frombytes("I;16", (data.shape[1], data.shape[0]), data.tobytes()).save(path, format="PNG")
+    Image.frombytes("I;16", (data.shape[1], data.shape[0]), data.tobytes()).save(
+        path, format="PNG", compress_level=1
+    )
 
 
 def save_mask(path: Path, mask: np.ndarray) -> None:
     """Save a boolean mask as an 8-bit PNG, 0 or 255."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mask.astype(np.uint8) * np.uint8(255), mode="L").save(path, format="PNG")
+    Image.fromarray(mask.astype(np.uint8) * np.uint8(255), mode="L").save(
+        path, format="PNG", compress_level=1
+    )
 
 
 def labels_json(labels: LabelDict) -> dict[str, int | None]:

@@ -201,3 +201,8 @@ def test_gold_set() -> None:
     for name, (t, f, n) in per_observation.items():
         if t + n >= 5:
             assert _f1(t, f, n)[2] >= 0.85, name
+
+
+def test_hedge_after_the_finding_makes_it_uncertain():
+    assert label_sentence("Mild basilar atelectasis may be present.") == {"Atelectasis": Label.UNCERTAIN}
+    assert label_sentence("A small effusion could also be seen") == {"Pleural Effusion": Label.UNCERTAIN}

@@ -263,37 +263,28 @@ def sentences_of(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
 
 
+# Checked in order: the first pattern found in the sentence gives the attribute.
+_ZONE_WORDS = (("upper", r"upper|apex|apical"), ("mid", r"middle|\bmid|lingul|perihilar"),
+               ("lower", r"lower|base|basilar|basal|retrocardiac"))
+_SEVERITY_WORDS = (("large", r"large|severe|marked|extensive|massive"), ("moderate", r"moderate"),
+                   ("mild", r"small|mild|minimal|trace|tiny|subtle|borderline"))
+
+
+def _first_match(text: str, choices: tuple[tuple[str, str], ...]) -> str | None:
+    """The value of the first (value, pattern) pair whose pattern occurs in ``text``."""
+    return next((value for value, pattern in choices if re.search(pattern, text)), None)
+
+
 def parse_attributes(name: str, text: str) -> dict[str, str | None]:
     """Side, zone and severity words of a finding from the sentences that mention it."""
     t = text.lower()
     left, right = bool(re.search(r"\bleft\b", t)), bool(re.search(r"\bright\b", t))
-    side = (
-        "bilateral"
-        if re.search(r"bilateral|both|bibasilar|bibasal", t) or (left and right)
-        else "left"
-        if left
-        else "right"
-        if right
-        else None
-    )
-    zone = (
-        "upper"
-        if re.search(r"upper|apex|apical", t)
-        else "mid"
-        if re.search(r"middle|\bmid|lingul|perihilar", t)
-        else "lower"
-        if re.search(r"lower|base|basilar|basal|retrocardiac", t)
-        else None
-    )
-    severity = (
-        "large"
-        if re.search(r"large|severe|marked|extensive|massive", t)
-        else "moderate"
-        if re.search(r"moderate", t)
-        else "mild"
-        if re.search(r"small|mild|minimal|trace|tiny|subtle|borderline", t)
-        else None
-    )
+    if re.search(r"bilateral|both|bibasilar|bibasal", t) or (left and right):
+        side: str | None = "bilateral"
+    else:
+        side = "left" if left else "right" if right else None
+    zone = _first_match(t, _ZONE_WORDS)
+    severity = _first_match(t, _SEVERITY_WORDS)
     return {"side": side, "zone": zone, "severity": severity}
 
 

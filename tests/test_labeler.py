@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
+from labeler_scoring import format_table, load_set, prf, score_set
 
 from rrg_core.labeler import ReportLabels, label_report, label_reports, label_sentence
 from rrg_core.labeler.cli import main
@@ -146,61 +145,15 @@ def test_cli_missing_file(tmp_path: Path) -> None:
     assert done.stderr.strip().count("\n") == 0 and "not found" in done.stderr
 
 
-def _gold_units() -> tuple[Counter, Counter, Counter, float]:
-    """Unit = an (observation, value) mention of a sentence: true positive when both gold and labeler
-    give that observation that value; a wrong value counts as a false positive for the labeler's value
-    and a false negative for the gold value."""
-    tp: Counter = Counter()
-    fp: Counter = Counter()
-    fn: Counter = Counter()
-    exact = 0
-    lines = GOLD.read_text().splitlines()
-    for line in lines:
-        item = json.loads(line)
-        gold = {(name, value) for name, value in item["labels"].items()}
-        got = {(name, int(value)) for name, value in label_sentence(item["sentence"]).items()}
-        exact += gold == got
-        for unit in gold & got:
-            tp[unit] += 1
-        for unit in got - gold:
-            fp[unit] += 1
-        for unit in gold - got:
-            fn[unit] += 1
-    return tp, fp, fn, exact / len(lines)
-
-
-def _f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
-
-
 def test_gold_set() -> None:
-    tp, fp, fn, exact = _gold_units()
-    assert len(GOLD.read_text().splitlines()) >= 220
-    print(f"\n{'observation':28s}{'value':>6s}{'support':>9s}{'P':>7s}{'R':>7s}{'F1':>7s}")
-    per_observation: dict[str, tuple[int, int, int]] = {}
-    for name in OBSERVATIONS:
-        if name == "No Finding":
-            continue
-        for value in (1, 0, -1):
-            unit = (name, value)
-            support = tp[unit] + fn[unit]
-            if support or fp[unit]:
-                p, r, f = _f1(tp[unit], fp[unit], fn[unit])
-                print(f"{name:28s}{value:>6d}{support:>9d}{p:>7.3f}{r:>7.3f}{f:>7.3f}")
-        sums = tuple(sum(c[(name, v)] for v in (1, 0, -1)) for c in (tp, fp, fn))
-        per_observation[name] = sums  # type: ignore[assignment]
-    micro = _f1(sum(tp.values()), sum(fp.values()), sum(fn.values()))
-    print(
-        f"micro over mentions: P={micro[0]:.3f} R={micro[1]:.3f} F1={micro[2]:.3f};"
-        f" sentences exactly right: {exact:.3f}"
-    )
-    assert micro[2] >= 0.95
-    for name, (t, f, n) in per_observation.items():
+    items = load_set(GOLD)
+    assert len(items) >= 220
+    score = score_set(items, label_sentence)
+    print("\n" + format_table(score))
+    assert score.micro()[2] >= 0.95
+    for name, (t, f, n) in score.per_observation().items():
         if t + n >= 5:
-            assert _f1(t, f, n)[2] >= 0.85, name
+            assert prf(t, f, n)[2] >= 0.85, name
 
 
 def test_hedge_after_the_finding_makes_it_uncertain():

@@ -159,3 +159,19 @@ def test_gold_set() -> None:
 def test_hedge_after_the_finding_makes_it_uncertain():
     assert label_sentence("Mild basilar atelectasis may be present.") == {"Atelectasis": Label.UNCERTAIN}
     assert label_sentence("A small effusion could also be seen") == {"Pleural Effusion": Label.UNCERTAIN}
+
+
+def test_pleural_spaces_clear_negates_effusion_and_pneumothorax():
+    assert label_sentence("The pleural spaces are clear.") == {
+        "Pleural Effusion": Label.NEGATIVE, "Pneumothorax": Label.NEGATIVE}
+
+
+def test_unchanged_findings_listed_with_or_stay_positive():
+    assert label_sentence("No significant change in the left pneumothorax or pleural effusion") == {
+        "Pneumothorax": Label.POSITIVE, "Pleural Effusion": Label.POSITIVE}
+
+
+def test_joint_prosthesis_is_a_device_and_knee_effusion_is_not_pleural():
+    assert label_sentence("Left shoulder arthroplasty.") == {"Support Devices": Label.POSITIVE}
+    assert label_sentence("Prosthetic left hip") == {"Support Devices": Label.POSITIVE}
+    assert label_sentence("Small suprapatellar effusion") == {}

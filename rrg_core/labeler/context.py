@@ -126,6 +126,8 @@ def classify(
         return Label.NEGATIVE
     if "unc_pre" in kinds or "unc_post" in kinds:
         return Label.UNCERTAIN
+    if any(t.kind == "pseudo" and t.end <= start for t in clause.triggers):
+        return Label.POSITIVE  # "no change in X or Y": both are there, merely unchanged
     if _is_alternative(sentence, clause, start, end, finding_spans):
         return Label.UNCERTAIN
     return Label.POSITIVE

@@ -70,7 +70,7 @@ _FINDINGS: dict[str, re.Pattern[str]] = {
         r"\b(?<!pleural )scar(?:s|ring|red)?\b",
     ),
     "Pleural Effusion": _rx(
-        r"\b(?<!pericardial )(?<!joint )effusions?\b",
+        r"\b(?<!pericardial )(?<!joint )(?<!suprapatellar )(?<!knee )effusions?\b",
         r"\b(?<!fluid )(?<!pericardial )fluid\b(?! overload)",
         r"\bhydro(?:pneumo)?thorax\b",
         r"\bblunt\w*(?: of)?(?: the| both| bilateral| \w+){0,3} (?:costophrenic|sulc\w+|recess\w*|angles?)",
@@ -101,7 +101,8 @@ _FINDINGS: dict[str, re.Pattern[str]] = {
         r"\bport-?a-?cath\b",
         r"\bvalve (?:replacement|prosthesis)\b",
         r"\bprosthetic valve\b",
-        r"\b(?:hardware|prosthes[ie]s|devices?|electrodes?|(?:ekg |pacer |pacing )?leads|sternal wires?)\b",
+        r"\b(?:hardware|prosthes[ie]s|prosthetic|arthroplasty|devices?|electrodes?"
+        r"|(?:ekg |pacer |pacing )?leads|sternal wires?)\b",
     ),
 }
 
@@ -146,6 +147,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "valve",
         "hardware",
         "prosthe",
+        "arthroplasty",
         "device",
         "electrode",
         "leads",
@@ -186,6 +188,8 @@ _SEGMENT = re.compile(r",|\bwith(?:out)?\b")
 
 _LUNGS_CLEAR = re.compile(r"\blungs?\b(?: \w+){0,4}? clear\b|\bclear lungs?\b")
 _ANGLES_SHARP = re.compile(r"\b(?:costophrenic|sulc\w+)(?: \w+){0,3} (?:sharp|clear|preserved)\b")
+# "The pleural spaces are clear": no fluid and no air in the pleura.
+_PLEURA_CLEAR = re.compile(r"\bpleural spaces?\b(?: \w+){0,3}? (?:clear|normal|unremarkable)\b")
 
 _FIXED = {"unc": Label.UNCERTAIN, "neg": Label.NEGATIVE, "pos": None}
 
@@ -251,4 +255,10 @@ def find_mentions(sentence: str) -> list[Mention]:
         Mention("Pleural Effusion", m.start(), m.end(), Label.NEGATIVE)
         for m in _ANGLES_SHARP.finditer(sentence)
     ]
+    if "pleural space" in sentence:
+        found += [
+            Mention(observation, m.start(), m.end(), Label.NEGATIVE)
+            for m in _PLEURA_CLEAR.finditer(sentence)
+            for observation in ("Pleural Effusion", "Pneumothorax")
+        ]
     return found

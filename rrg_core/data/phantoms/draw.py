@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
@@ -34,12 +35,15 @@ class Grid:
         return 1.0 / (self.size * self.scale)
 
     def coords(self, box: Box | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(u, v)`` float32 arrays over ``box`` (rows, cols), the whole image by default."""
-        rows, cols = box if box is not None else (slice(0, self.size), slice(0, self.size))
-        y = (np.arange(rows.start, rows.stop, dtype=F32)[:, None] + 0.5) / self.size - 0.5 - self.shift[1]
-        x = (np.arange(cols.start, cols.stop, dtype=F32)[None, :] + 0.5) / self.size - 0.5 - self.shift[0]
-        c, s = F32(math.cos(self.angle) / self.scale), F32(math.sin(self.angle) / self.scale)
-        return c * x + s * y, -s * x + c * y + F32(0.5)
+        """``(u, v)`` float32 arrays over ``box`` (rows, cols), the whole image by default.
+
+        Read-only views of the whole image's coordinates, computed once per grid (a study draws
+        through the same grid some forty times).
+        """
+        u, v = _full_coords(self)
+        if box is None:
+            return u, v
+        return u[box], v[box]
 
     def box(self, u0: float, u1: float, v0: float, v1: float) -> Box | None:
         """The pixel box covering the patient box ``[u0, u1] x [v0, v1]`` (plus a margin); None if empty."""
@@ -59,6 +63,16 @@ class Grid:
     def full(self) -> Box:
         """The whole image as a box."""
         return slice(0, self.size), slice(0, self.size)
+
+
+@lru_cache(maxsize=8)
+def _full_coords(g: Grid) -> tuple[np.ndarray, np.ndarray]:
+    y = (np.arange(g.size, dtype=F32)[:, None] + F32(0.5)) * F32(1 / g.size) - F32(0.5 + g.shift[1])
+    x = (np.arange(g.size, dtype=F32)[None, :] + F32(0.5)) * F32(1 / g.size) - F32(0.5 + g.shift[0])
+    c, s = F32(math.cos(g.angle) / g.scale), F32(math.sin(g.angle) / g.scale)
+    u, v = c * x + s * y, -s * x + c * y + F32(0.5)
+    u.flags.writeable = v.flags.writeable = False
+    return u, v
 
 
 @dataclass
@@ -90,7 +104,16 @@ EMPTY = Patch(None, np.zeros((0, 0), F32))
 
 def soft(signed: np.ndarray, width: float) -> np.ndarray:
     """Coverage from a signed distance (positive inside), ramping over ``width``."""
-    return np.clip(signed * F32(1.0 / width) + F32(0.5), 0.0, 1.0)
+    out = signed * F32(1.0 / width)
+    out += F32(0.5)
+    return np.clip(out, F32(0), F32(1), out=out)
+
+
+def soft_(signed: np.ndarray, width: float) -> np.ndarray:
+    """:func:`soft` in place: ``signed`` (a float32 temporary) becomes the coverage."""
+    signed *= F32(1.0 / width)
+    signed += F32(0.5)
+    return np.clip(signed, F32(0), F32(1), out=signed)
 
 
 def ellipse(
@@ -109,9 +132,17 @@ def ellipse(
     if angle:
         c, s = F32(math.cos(angle)), F32(math.sin(angle))
         du, dv = c * du + s * dv, -s * du + c * dv
-    r = np.sqrt((du * F32(1 / ru)) ** 2 + (dv * F32(1 / rv)) ** 2)
+    du *= F32(1 / ru)
+    dv *= F32(1 / rv)
+    du *= du
+    dv *= dv
+    du += dv
+    r = np.sqrt(du, out=du)
     # (1 - r) * min radius approximates the distance to the border near it.
-    return Patch(box, soft((F32(1) - r) * F32(min(ru, rv)), edge * g.px))
+    k = min(ru, rv) / (edge * g.px)
+    r *= F32(-k)
+    r += F32(k + 0.5)
+    return Patch(box, np.clip(r, F32(0), F32(1), out=r))
 
 
 def segment(
@@ -130,9 +161,18 @@ def segment(
     u, v = g.coords(box)
     du, dv = p1[0] - p0[0], p1[1] - p0[1]
     length2 = max(du * du + dv * dv, 1e-12)
-    t = np.clip(((u - F32(p0[0])) * F32(du) + (v - F32(p0[1])) * F32(dv)) * F32(1 / length2), 0.0, 1.0)
-    dist = np.sqrt((u - F32(p0[0]) - t * F32(du)) ** 2 + (v - F32(p0[1]) - t * F32(dv)) ** 2)
-    return Patch(box, soft(F32(half_width) - dist, edge * g.px))
+    pu, pv = u - F32(p0[0]), v - F32(p0[1])
+    t = pu * F32(du / length2)
+    t += pv * F32(dv / length2)
+    np.clip(t, F32(0), F32(1), out=t)
+    pu -= t * F32(du)
+    pv -= t * F32(dv)
+    pu *= pu
+    pv *= pv
+    pu += pv
+    dist = np.sqrt(pu, out=pu)
+    np.subtract(F32(half_width), dist, out=dist)
+    return Patch(box, soft_(dist, edge * g.px))
 
 
 def polyline(g: Grid, points: list[tuple[float, float]], half_width: float, edge: float = 1.5) -> Patch:

@@ -10,14 +10,12 @@ from torch import nn
 
 from rrg_core.models.decoder import (
     DecoderConfig,
-    DeepPrompts,
     MultiHeadAttention,
     TransformerDecoder,
     _causal_mask,
     eq11_bias,
-    freeze_all_but,
-    trainable_parameter_share,
 )
+from rrg_core.models.prompt_tuning import DeepPrompts, freeze_all_but, trainable_parameter_share
 
 B, T, L = 2, 6, 5
 

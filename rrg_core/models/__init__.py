@@ -1,0 +1,1 @@
+"""Neural network parts: image and text encoders, decoders and heads."""

@@ -210,3 +210,47 @@ def test_uncertain_findings_are_fainter() -> None:
     gain_sure = _region_mean(a.images[FRONTAL], mask) - _region_mean(base.images[FRONTAL], mask)
     gain_hedged = _region_mean(b.images[FRONTAL], mask) - _region_mean(base.images[FRONTAL], mask)
     assert gain_sure > gain_hedged > 0
+
+
+@pytest.mark.parametrize("seed", [0, 3, 11])
+def test_mask_files_follow_the_labels(tmp_path: Path, seed: int) -> None:
+    """A stated positive or uncertain observation visible in a view has a mask file; an absent one none."""
+    out = tmp_path / "ph"
+    write_phantoms(out, 10, seed=seed, size=SIZE)
+    splits = json.loads((out / "annotation.json").read_text(encoding="utf-8"))
+    checked = 0
+    for entry in (e for entries in splits.values() for e in entries):
+        for name, value in entry["labels"].items():
+            if name == "No Finding":
+                continue
+            for view in (FRONTAL, LATERAL):
+                path = out / "masks" / entry["id"] / f"{view}_{name.replace(' ', '_')}.png"
+                if value in (1, -1) and visible(name, view):
+                    assert path.is_file(), f"{entry['id']}: {name} ({value}) has no {view} mask"
+                    checked += 1
+                elif value in (0, None):
+                    assert not path.exists(), f"{entry['id']}: {name} is absent but {path.name} exists"
+    assert checked > 0
+
+
+def test_fracture_is_a_small_visible_break() -> None:
+    f = Finding("Fracture", Label.POSITIVE, "right", "mid")
+    body = Body(noise=0.0)
+    broken, intact = _render((f,), body=body, size=256), _render((), body=body, size=256)
+    mask = broken.masks[FRONTAL]["Fracture"]
+    assert 0 < mask.sum() < 0.005 * mask.size  # tight around the break
+    change = np.abs(broken.images[FRONTAL] - intact.images[FRONTAL])
+    assert change[mask].max() > 0.04  # the step and the gap show at 256 px
+    assert change[~mask].max() < 0.02  # and only there
+
+
+def test_scoliosis_bends_the_spine() -> None:
+    curved = render(SIZE * 2, Body(scoliosis=0.1), FRONTAL).masks["spine"] > 0.3
+    straight = render(SIZE * 2, Body(), FRONTAL).masks["spine"] > 0.3
+
+    def centre_columns(mask: np.ndarray) -> np.ndarray:
+        rows = np.flatnonzero(mask.any(axis=1))
+        return np.array([np.flatnonzero(mask[r]).mean() for r in rows])
+
+    assert np.ptp(centre_columns(straight)) < 3
+    assert np.ptp(centre_columns(curved)) > 0.12 * SIZE * 2  # a curve of more than a vertebra's width

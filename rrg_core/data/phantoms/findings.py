@@ -11,58 +11,55 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-from rrg_core.data.phantoms.anatomy import FRONTAL, LATERAL, Body, Scene, _lung
-from rrg_core.data.phantoms.draw import F32, Patch, ellipse, polyline, segment, soft, union
+from rrg_core.data.phantoms.anatomy import BONE, FRONTAL, LATERAL, Body, Scene
+from rrg_core.data.phantoms.draw import (
+    F32,
+    Patch,
+    clip,
+    ellipse,
+    polyline,
+    rows_between,
+    segment,
+    soft,
+    soft_,
+    union,
+)
+from rrg_core.data.phantoms.frontal import lung_field
+from rrg_core.data.phantoms.overlay import (
+    DEVICES,
+    EXTRAS,
+    SEVERITIES,
+    SIDES,
+    STRENGTH,
+    UNCERTAIN_STRENGTH,
+    VISIBLE_IN,
+    ZONES,
+    Finding,
+    lung_half_width,
+    open_lung,
+    result,
+    visible,
+    zone_centre,
+)
+from rrg_core.data.phantoms.ribs import RIB_WEIGHT
 from rrg_core.observations import Label
 
-SIDES = ("right", "left", "bilateral")
-ZONES = ("upper", "mid", "lower")
-SEVERITIES = ("mild", "moderate", "large")
-DEVICES = ("pacemaker", "sternotomy", "central line", "endotracheal tube", "nasogastric tube")
-EXTRAS = ("granuloma", "spine_degeneration", "scoliosis", "hyperinflation", "aorta", "hiatal_hernia")
-_STRENGTH = {"mild": 0.55, "moderate": 0.8, "large": 1.0, None: 0.8}
-_ZONE_FRACTION = {"upper": 0.2, "mid": 0.47, "lower": 0.75, None: 0.6}
-UNCERTAIN_STRENGTH = 0.45  # hedged findings are drawn faint
-
-# Where a finding can be seen; the others show in both views.
-VISIBLE_IN: dict[str, tuple[str, ...]] = {
-    "Pneumothorax": (FRONTAL,),
-    "Fracture": (FRONTAL,),
-    "Pleural Other": (FRONTAL,),
-}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One finding of a study: an observation (or an extra, see :data:`EXTRAS`) and its attributes."""
-
-    name: str
-    certainty: Label = Label.POSITIVE
-    side: str | None = None  # right | left | bilateral (the patient's side)
-    zone: str | None = None  # upper | mid | lower
-    severity: str | None = None  # mild | moderate | large
-    devices: tuple[str, ...] = ()
-
-    @property
-    def strength(self) -> float:
-        """Drawing intensity factor: severity, times a faint factor when hedged."""
-        factor = UNCERTAIN_STRENGTH if self.certainty == Label.UNCERTAIN else 1.0
-        return _STRENGTH.get(self.severity, 0.8) * factor
-
-    def sides(self) -> tuple[str, ...]:
-        """The lungs it affects."""
-        if self.side == "bilateral":
-            return ("right", "left")
-        return (self.side or "right",)
-
-
-def visible(name: str, view: str) -> bool:
-    """Whether a finding shows in ``view``."""
-    return view in VISIBLE_IN.get(name, (FRONTAL, LATERAL))
+__all__ = [
+    "DEVICES",
+    "EXTRAS",
+    "OVERLAYS",
+    "SEVERITIES",
+    "SIDES",
+    "UNCERTAIN_STRENGTH",
+    "VISIBLE_IN",
+    "ZONES",
+    "Finding",
+    "apply_to_body",
+    "visible",
+]
 
 
 def apply_to_body(body: Body, findings: tuple[Finding, ...]) -> Body:
@@ -78,7 +75,7 @@ def apply_to_body(body: Body, findings: tuple[Finding, ...]) -> Body:
             changes["hyperinflation"] = 0.5 + 0.5 * s
             changes["inspiration"] = max(body.inspiration, 1.0)
         elif f.name == "scoliosis":
-            changes["scoliosis"] = (0.015 + 0.045 * s) * (1 if f.side != "left" else -1)
+            changes["scoliosis"] = (0.04 + 0.06 * s) * (1 if f.side != "left" else -1)
         elif f.name == "spine_degeneration":
             changes["osteophytes"] = 0.5 + 0.5 * s
         elif f.name == "aorta":
@@ -87,95 +84,66 @@ def apply_to_body(body: Body, findings: tuple[Finding, ...]) -> Body:
     return dataclasses.replace(body, **changes)  # type: ignore[arg-type]
 
 
-def _centre(scene: Scene, side: str, zone: str | None, rng: np.random.Generator) -> tuple[float, float]:
-    """A point in the given lung and zone (jittered)."""
-    geo = scene.geometry
-    top, bottom = geo["lung_top"], geo["dome_base"] - 0.04
-    v = top + (bottom - top) * (_ZONE_FRACTION[zone] + rng.uniform(-0.05, 0.05))
-    if scene.view == LATERAL:
-        return float(rng.uniform(-0.1, 0.12)), float(v)
-    sign = -1.0 if side == "right" else 1.0
-    return float(sign * geo["lung_cu"] * rng.uniform(0.9, 1.15)), float(v)
-
-
-def _lung_of(scene: Scene, side: str) -> np.ndarray:
-    if scene.view == LATERAL:
-        return scene.masks["lungs"]
-    return scene.masks[f"lung_{side}"] * (
-        F32(1) - np.maximum(scene.masks["heart"], scene.masks["mediastinum"])
-    )
-
-
-def lung_half_width(geo: dict[str, float], v: float) -> float:
-    """Half-width of a frontal lung at height ``v`` (the pear shape of anatomy._lung)."""
-    top, rv, ru = geo["lung_top"], geo["lung_rv"], geo["lung_ru"]
-    t = min(max((v - top) / (1.2 * rv), 0.0), 1.0)
-    across = max(1.0 - ((v - top - rv) / rv) ** 2, 0.0) ** 0.5
-    return ru * (0.45 + 0.55 * t**0.5) * across
-
-
-def _result(delta: np.ndarray, region: np.ndarray, threshold: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    return delta, region > threshold
+def _patchy(
+    scene: Scene,
+    f: Finding,
+    rng: np.random.Generator,
+    count: int,
+    offset: tuple[float, float],
+    radii: tuple[tuple[float, float], tuple[float, float]],
+    edge: float,
+    level: float,
+    tilt: float = 0.0,
+    bronchogram: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Airspace opacity in each affected lung: ``count`` hazy ellipses jittered by ``offset`` (std,
+    u then v) around a point of the zone, radii drawn from ``radii`` ranges, tilted up to ``tilt``
+    radians, bounded by the lung; ``bronchogram`` adds an air bronchogram (a lucent branch)."""
+    g, size = scene.grid, scene.grid.size
+    region = np.zeros((size, size), F32)
+    delta = np.zeros((size, size), F32)
+    for side in f.sides():
+        cu, cv = zone_centre(scene, side, f.zone, rng)
+        patches = [
+            ellipse(
+                g,
+                cu + rng.normal(0, offset[0]),
+                cv + rng.normal(0, offset[1]),
+                rng.uniform(*radii[0]),
+                rng.uniform(*radii[1]),
+                angle=rng.uniform(-tilt, tilt) if tilt else 0.0,
+                edge=edge,
+            )
+            for _ in range(count)
+        ]
+        blob = union(size, patches)
+        blob *= open_lung(scene, side)
+        np.maximum(region, blob, out=region)
+        if bronchogram:
+            r = radii[1][1]
+            branch = segment(g, (cu - 0.3 * r, cv - 0.4 * r), (cu + 0.4 * r, cv + 0.5 * r), 0.004)
+            if branch.box is not None:  # after the region: the bronchogram is inside it
+                blob[branch.box] *= F32(1) - F32(0.5) * branch.values
+        delta += blob
+    delta *= F32(level * f.strength)
+    return result(delta, region)
 
 
 def consolidation(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Lobar/segmental airspace opacity with air bronchograms, bounded by the lung."""
-    size, delta, region = scene.grid.size, None, None
-    for side in f.sides():
-        cu, cv = _centre(scene, side, f.zone, rng)
-        r = 0.05 + 0.05 * _STRENGTH[f.severity]
-        blob = ellipse(scene.grid, cu, cv, r * 1.2, r, angle=rng.uniform(-0.5, 0.5), edge=10).full(size)
-        blob *= _lung_of(scene, side)
-        bronchi = segment(scene.grid, (cu - 0.3 * r, cv - 0.4 * r), (cu + 0.4 * r, cv + 0.5 * r), 0.004).full(
-            size
-        )
-        d = F32(0.3 * f.strength) * blob * (F32(1) - F32(0.5) * bronchi)
-        delta = d if delta is None else delta + d
-        region = blob if region is None else np.maximum(region, blob)
-    return _result(delta, region)
+    """Lobar/segmental airspace opacity: one dense confluent blob with an air bronchogram."""
+    r = 0.05 + 0.05 * STRENGTH[f.severity]
+    return _patchy(scene, f, rng, 1, (0.0, 0.0), ((1.2 * r, 1.2 * r), (r, r)), 10, 0.3, 0.5, True)
 
 
 def pneumonia(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Patchy, confluent airspace opacity: a cluster of hazy blobs in a zone."""
-    size = scene.grid.size
-    region = np.zeros((size, size), F32)
-    for side in f.sides():
-        cu, cv = _centre(scene, side, f.zone, rng)
-        spread = 0.04 + 0.04 * _STRENGTH[f.severity]
-        patches = [
-            ellipse(
-                scene.grid,
-                cu + rng.normal(0, spread),
-                cv + rng.normal(0, spread * 0.7),
-                spread * rng.uniform(0.5, 0.9),
-                spread * rng.uniform(0.4, 0.8),
-                edge=8,
-            )
-            for _ in range(4)
-        ]
-        region = np.maximum(region, union(size, patches) * _lung_of(scene, side))
-    return _result(F32(0.28 * f.strength) * region, region)
+    s = 0.04 + 0.04 * STRENGTH[f.severity]
+    return _patchy(scene, f, rng, 4, (s, 0.7 * s), ((0.5 * s, 0.9 * s), (0.4 * s, 0.8 * s)), 8, 0.28)
 
 
 def lung_opacity(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Ill-defined patchy opacity, fainter than consolidation."""
-    size = scene.grid.size
-    region = np.zeros((size, size), F32)
-    for side in f.sides():
-        cu, cv = _centre(scene, side, f.zone, rng)
-        patches = [
-            ellipse(
-                scene.grid,
-                cu + rng.normal(0, 0.03),
-                cv + rng.normal(0, 0.025),
-                rng.uniform(0.02, 0.04),
-                rng.uniform(0.015, 0.035),
-                edge=6,
-            )
-            for _ in range(3)
-        ]
-        region = np.maximum(region, union(size, patches) * _lung_of(scene, side))
-    return _result(F32(0.2 * f.strength) * region, region)
+    """Ill-defined patchy opacity, fainter and smaller than pneumonia's."""
+    return _patchy(scene, f, rng, 3, (0.03, 0.025), ((0.02, 0.04), (0.015, 0.035)), 6, 0.2)
 
 
 def atelectasis(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -184,12 +152,12 @@ def atelectasis(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.
     region = np.zeros((size, size), F32)
     zone = f.zone or "lower"
     for side in f.sides():
-        cu, cv = _centre(scene, side, zone, rng)
-        length = 0.05 + 0.05 * _STRENGTH[f.severity]
+        cu, cv = zone_centre(scene, side, zone, rng)
+        length = 0.05 + 0.05 * STRENGTH[f.severity]
         tilt = rng.uniform(-0.2, 0.2)
-        band = ellipse(scene.grid, cu, cv, length, 0.008 + 0.01 * _STRENGTH[f.severity], angle=tilt, edge=2.5)
-        region = np.maximum(region, band.full(size) * _lung_of(scene, side))
-    return _result(F32(0.3 * f.strength) * region, region)
+        band = ellipse(scene.grid, cu, cv, length, 0.008 + 0.01 * STRENGTH[f.severity], angle=tilt, edge=2.5)
+        region = np.maximum(region, band.full(size) * open_lung(scene, side))
+    return result(F32(0.3 * f.strength) * region, region)
 
 
 def edema(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -200,35 +168,38 @@ def edema(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarra
     if scene.view == FRONTAL:
         for sign in (-1.0, 1.0):
             parts.append(ellipse(g, sign * 0.13, hv + 0.03, 0.12, 0.16, edge=14))
-            for k in range(4 + int(3 * _STRENGTH[f.severity])):  # Kerley B: short lines at the pleura
+            for k in range(4 + int(3 * STRENGTH[f.severity])):  # Kerley B: short lines at the pleura
                 v = geo["dome_base"] - 0.06 - 0.018 * k
                 edge_u = sign * (geo["lung_cu"] + lung_half_width(geo, v) * 0.97)
                 parts.append(segment(g, (edge_u, v), (edge_u - sign * 0.035, v), 0.0035, edge=1.2))
     else:
         parts.append(ellipse(g, 0.03, hv + 0.02, 0.16, 0.17, edge=14))
     region = union(size, parts) * scene.masks["lungs"]
-    return _result(F32(0.22 * f.strength) * region, region, 0.25)
+    return result(F32(0.22 * f.strength) * region, region, 0.25)
 
 
 def pleural_effusion(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Fluid in the dependent pleural space: a meniscus rising laterally, blunting the angle."""
     g, size, geo = scene.grid, scene.grid.size, scene.geometry
-    u, v = g.coords()
-    height = (geo["dome_base"] - geo["lung_top"]) * (0.1 + 0.35 * _STRENGTH[f.severity])
+    height = (geo["dome_base"] - geo["lung_top"]) * (0.1 + 0.35 * STRENGTH[f.severity])
     region = np.zeros((size, size), F32)
+    u, v = g.coords()
+    rows = rows_between(v, geo["dome_base"] - 1.9 * height - 0.03, 2.0)  # below the highest meniscus
+    u, v = u[rows], v[rows]
     for side in f.sides():
         if scene.view == FRONTAL:
             sign = -1.0 if side == "right" else 1.0
-            lateral = np.clip((u * F32(sign) - F32(0.02)) * F32(1 / (geo["lung_cu"] + geo["lung_ru"])), 0, 1)
-            lung = _lung_of(scene, side)  # not over the heart: fluid replaces lung air
+            lateral = clip((u * F32(sign) - F32(0.02)) * F32(1 / (geo["lung_cu"] + geo["lung_ru"])), 0, 1)
+            lung = open_lung(scene, side)  # not over the heart: fluid replaces lung air
         else:
-            lateral = np.clip((u + F32(0.2)) * F32(1 / 0.5), 0, 1)  # the meniscus rises posteriorly
+            lateral = clip((u + F32(0.2)) * F32(1 / 0.5), 0, 1)  # the meniscus rises posteriorly
             lung = scene.masks["lungs"]
         level = F32(geo["dome_base"] - height) - F32(height * 0.9) * lateral**3
-        fluid = soft(v - level, 4 * g.px) * lung
-        region = np.maximum(region, fluid)
-    return _result(
-        F32(0.34 * (0.7 + 0.3 * f.strength)) * region * F32(f.strength / _STRENGTH[f.severity]), region, 0.5
+        fluid = soft_(v - level, 4 * g.px)
+        fluid *= lung[rows]
+        np.maximum(region[rows], fluid, out=region[rows])
+    return result(
+        F32(0.34 * (0.7 + 0.3 * f.strength)) * region * F32(f.strength / STRENGTH[f.severity]), region, 0.5
     )
 
 
@@ -238,18 +209,18 @@ def pneumothorax(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np
     u, v = g.coords()
     side = f.side if f.side in ("left", "right") else "right"
     sign = -1.0 if side == "right" else 1.0
-    shrink = 1.0 - 0.35 * _STRENGTH[f.severity]  # the collapsed lung's linear scale
+    shrink = 1.0 - 0.35 * STRENGTH[f.severity]  # the collapsed lung's linear scale
     hu, hv = sign * geo["lung_cu"] * 0.6, geo["dome_base"]
     cu = sign * geo["lung_cu"]
-    collapsed = _lung(
+    collapsed = lung_field(
         g, F32(hu) + (u - F32(hu)) * F32(1 / shrink), F32(hv) + (v - F32(hv)) * F32(1 / shrink), cu, geo, side
     )
     lung = scene.masks[f"lung_{side}"]
-    region = np.clip(lung - collapsed, 0, 1) * (F32(1) - scene.masks["heart"])
+    region = clip(lung - collapsed, F32(0), F32(1)) * (F32(1) - scene.masks["heart"])
     line = F32(4) * collapsed * (F32(1) - collapsed) * lung  # peaks on the visceral pleura
-    faint = F32(f.strength / _STRENGTH[f.severity])
+    faint = F32(f.strength / STRENGTH[f.severity])
     delta = (-(scene.masks["markings"] * F32(0.07) + F32(0.09)) * region + F32(0.2) * line) * faint
-    return _result(delta, region, 0.5)
+    return result(delta, region, 0.5)
 
 
 def lung_lesion(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -258,31 +229,58 @@ def lung_lesion(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.
     region = np.zeros((size, size), F32)
     radius = {"mild": 0.015, "moderate": 0.028, "large": 0.055}.get(f.severity or "moderate", 0.028)
     for side in f.sides():
-        cu, cv = _centre(scene, side, f.zone, rng)
+        cu, cv = zone_centre(scene, side, f.zone, rng)
         blob = ellipse(scene.grid, cu, cv, radius, radius * rng.uniform(0.85, 1.0), edge=2)
         region = np.maximum(region, blob.full(size))
-    return _result(F32(0.32 * f.strength / _STRENGTH[f.severity]) * region, region, 0.5)
-
-
-def _rib_v(a: float, index: int, scene: Scene) -> float:
-    """Centre of posterior rib ``index`` at distance ``a`` from the midline (matches anatomy._ribs)."""
-    spacing = 0.05 * scene.body.inspiration
-    return 0.08 + 1.6 * (a - 0.12) ** 2 - 0.02 + (index + 0.5) * spacing
+    return result(F32(0.32 * f.strength / STRENGTH[f.severity]) * region, region, 0.5)
 
 
 def fracture(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A rib fracture: a lucent gap across a posterior rib with a small step and callus."""
-    g, size = scene.grid, scene.grid.size
+    """A rib fracture: a lucent break across one posterior rib, its lateral fragment stepped off."""
+    g, size, geo = scene.grid, scene.grid.size, scene.geometry
     side = f.side if f.side in ("left", "right") else "right"
     sign = -1.0 if side == "right" else 1.0
-    index = {"upper": 3, "mid": 5, "lower": 7}.get(f.zone or "mid", 5) + int(rng.integers(-1, 2))
-    a = scene.geometry["thorax"] / 2 * rng.uniform(0.72, 0.85)
-    cv = _rib_v(a, index, scene)
-    gap = segment(g, (sign * a, cv - 0.016), (sign * (a + 0.006), cv + 0.016), 0.0035, edge=1).full(size)
-    callus = ellipse(g, sign * (a + 0.01), cv + 0.006, 0.012, 0.009, edge=2).full(size)
-    delta = (F32(0.1) * callus - F32(0.18) * gap) * F32(f.strength / _STRENGTH[f.severity])
-    region = ellipse(g, sign * a, cv, 0.03, 0.03, edge=1).full(size)
-    return _result(delta, region, 0.5)
+    index = {"upper": 4, "mid": 5, "lower": 7}.get(f.zone or "mid", 5) + int(rng.integers(-1, 2))
+    ribs = scene.ribs[side]
+    where = float(rng.uniform(0.3, 0.7))
+    at = geo["lung_cu"]
+    for _ in range(3):  # over the lateral half of the lung, where the rib crosses it
+        cv = ribs.centre(index, at)
+        at = geo["lung_cu"] + where * lung_half_width(geo, cv)
+    cv = ribs.centre(index, at)
+    box = g.box(sign * at - 0.06, sign * at + 0.06, cv - 0.06, cv + 0.06)
+    delta = np.zeros((size, size), F32)
+    region = np.zeros((size, size), bool)
+    if box is not None:
+        u, v = g.coords(box)
+        a = u * F32(sign)
+        across = a - F32(at) - F32(0.35) * (v - F32(cv))  # the break line, slightly oblique
+        beyond = soft(across, 1.0 * g.px)
+        step = 1.2 * ribs.half_width(index) * float(rng.choice([-1.0, 1.0]))
+        # The lateral fragment is stepped off at the break and bends back into line further out.
+        shift = beyond * clip(F32(1) - across * F32(1 / 0.035), F32(0), F32(1)) * F32(step)
+        original = ribs.band(a, v, g.px, index)
+        broken = ribs.band(a, v - shift, g.px, index)
+        broken *= F32(1) - soft(F32(0.005) - np.abs(across), 1.0 * g.px)  # the lucent gap
+        weight = F32(BONE * RIB_WEIGHT * f.strength / STRENGTH[f.severity])
+        weight *= F32(0.35) + F32(0.65) * scene.masks["lungs"][box]
+        change = weight * (broken - original)
+        delta[box] = change
+        # The mask: what changed, grown by two pixels (tight around the break and the fragment).
+        magnitude = np.abs(change)
+        region[box] = _grow(magnitude > F32(0.1) * magnitude.max(), 2)
+    return delta, region
+
+
+def _grow(mask: np.ndarray, px: int) -> np.ndarray:
+    """``mask`` dilated by a (2 px + 1)-wide square."""
+    padded = np.pad(mask, px)
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    for dy in range(2 * px + 1):
+        for dx in range(2 * px + 1):
+            out |= padded[dy : dy + h, dx : dx + w]
+    return out
 
 
 def pleural_other(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -291,12 +289,12 @@ def pleural_other(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[n
     region = np.zeros((size, size), F32)
     for side in f.sides():
         sign = -1.0 if side == "right" else 1.0
-        _, cv = _centre(scene, side, f.zone, rng)
+        _, cv = zone_centre(scene, side, f.zone, rng)
         edge_u = sign * (geo["lung_cu"] + lung_half_width(geo, cv) * 0.93)
-        band = ellipse(g, edge_u, cv, 0.014, 0.06 + 0.03 * _STRENGTH[f.severity], angle=-sign * 0.15, edge=2)
+        band = ellipse(g, edge_u, cv, 0.014, 0.06 + 0.03 * STRENGTH[f.severity], angle=-sign * 0.15, edge=2)
         region = np.maximum(region, band.full(size) * scene.masks[f"lung_{side}"])
     level = 0.5 if f.severity == "large" else 0.3
-    return _result(F32(level * f.strength / _STRENGTH[f.severity]) * region, region)
+    return result(F32(level * f.strength / STRENGTH[f.severity]) * region, region)
 
 
 def support_devices(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -332,25 +330,25 @@ def support_devices(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple
     delta = np.zeros((size, size), F32)
     for p, level in parts:
         p.add_to(delta, level * (0.5 if f.certainty == Label.UNCERTAIN else 1.0))
-    return _result(delta, union(size, [p for p, _ in parts]), 0.3)
+    return result(delta, union(size, [p for p, _ in parts]), 0.3)
 
 
 def granuloma(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A small calcified (very bright) dot in the lung."""
-    cu, cv = _centre(scene, (f.sides()[0]), f.zone, rng)
+    cu, cv = zone_centre(scene, (f.sides()[0]), f.zone, rng)
     dot = ellipse(scene.grid, cu, cv, 0.008, 0.008, edge=1).full(scene.grid.size)
-    return _result(F32(0.5) * dot, ellipse(scene.grid, cu, cv, 0.014, 0.014).full(scene.grid.size), 0.5)
+    return result(F32(0.5) * dot, ellipse(scene.grid, cu, cv, 0.014, 0.014).full(scene.grid.size), 0.5)
 
 
 def hiatal_hernia(scene: Scene, f: Finding, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A retrocardiac round density with an air-fluid level (air cap above fluid)."""
     g, size, geo = scene.grid, scene.grid.size, scene.geometry
-    r = 0.035 + 0.03 * _STRENGTH[f.severity]
+    r = 0.035 + 0.03 * STRENGTH[f.severity]
     cu, cv = (0.12, geo["dome_base"] - 0.05) if scene.view == LATERAL else (0.01, geo["dome_base"] - 0.06)
     sac = ellipse(g, cu, cv, r * 1.2, r, edge=2).full(size)
     _, v = g.coords()
     air = sac * (v < F32(cv - 0.2 * r)).astype(F32)
-    return _result(F32(0.1) * sac - F32(0.3) * air, sac, 0.5)
+    return result(F32(0.1) * sac - F32(0.3) * air, sac, 0.5)
 
 
 def _structure(key: str) -> Callable[[Scene, Finding, np.random.Generator], tuple[np.ndarray, np.ndarray]]:

@@ -1,0 +1,283 @@
+"""DCRRG: DCCLIP (Steps 1-2) plus the report decoder for Steps 3-4 (paper sec. 3.3-3.4, Table 7).
+
+Step 3 trains a 2-layer post-LN decoder to write one observation's description from an image, or
+from a report's text as an augmented view of the image. Step 4 writes full reports: P-Tuning v2 deep
+prompts and a new output head train while encoders and decoder stay frozen (or, for Table 4's
+ablation, everything trains: FFT).
+
+Choices the paper leaves open, made here:
+
+- **Memory**: the image feature map (B, C, h, w) (two views side by side, see :mod:`dcclip`) is
+  flattened to h*w rows, the text token states to their T rows; each modality has its own
+  ``Linear -> LayerNorm`` into d_model (the LayerNorm puts both on one scale, as the text stands in
+  for the image).
+- **Observation prompt**: a learned d_model vector per observation, plus a 15th for "full report",
+  is *prepended to the memory* as one extra row *and added to every memory row*. In the memory rather
+  than the decoder input, the token sequence stays exactly the report (BOS, words, EOS), so Step 3
+  and Step 4 share positions and beam search; added to every row, each cross-attention read carries
+  the observation, however the attention is spread. The "full report" vector is its own parameter
+  (never trained in Step 3) and trains with the deep prompts in Step 4.
+- **Two output heads**: ``decoder.head`` stays the Step-3 (description) head; Step 4 uses
+  ``report_head``, installed in the decoder only for the duration of a call. So one model gives both
+  Table 7's descriptions and the full report. (Not safe for concurrent calls from several threads.)
+- The token loss (eq. 14) is averaged over non-pad target tokens rather than summed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from rrg_core.models.beam_search import beam_search
+from rrg_core.models.dcclip import DCCLIP, DCCLIPConfig, Inputs
+from rrg_core.models.decoder import DecoderConfig, TransformerDecoder
+from rrg_core.models.prompt_tuning import DeepPrompts, freeze_all_but, trainable_parameter_share
+from rrg_core.observations import NUM_OBSERVATIONS, OBSERVATIONS
+
+FULL_REPORT = NUM_OBSERVATIONS  # prompt index 14: "write the full report"
+
+
+@dataclass
+class DCRRGConfig:
+    """DCCLIP's config plus the decoder's; the defaults are a small model (paper: d_model 512)."""
+
+    vocab_size: int
+    clip: DCCLIPConfig = field(default_factory=DCCLIPConfig)
+    d_model: int = 256
+    n_heads: int = 8
+    n_layers: int = 2
+    d_ff: int = 1024
+    dropout: float = 0.1
+    max_length: int = 100
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    n_prefix: int = 16
+    prefix_hidden: int | None = None
+    threshold: float = 0.5
+
+    def decoder_config(self) -> DecoderConfig:
+        """The post-LN decoder of eqs 10-12."""
+        sizes = dict(d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff)
+        return DecoderConfig(
+            vocab_size=self.vocab_size, dropout=self.dropout, max_length=self.max_length, post_norm=True,
+            pad_id=self.pad_id, **sizes,
+        )  # fmt: skip
+
+
+@dataclass
+class ObservationRow:
+    """One row of Table 7: Step-1 probability, thresholded label, Step-3 description token ids."""
+
+    observation: str
+    probability: float
+    label: int
+    description_ids: list[int]
+
+
+class DCRRG(nn.Module):
+    """The four-step DCRRG model; takes tensors (and texts for the text encoder), knows no files."""
+
+    def __init__(self, config: DCRRGConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.clip = DCCLIP(config.clip)
+        d = config.d_model
+        self.image_memory = nn.Sequential(nn.Linear(self.clip.image_encoder.out_channels, d), nn.LayerNorm(d))
+        self.text_memory = nn.Sequential(nn.Linear(self.clip.text_encoder.hidden_size, d), nn.LayerNorm(d))
+        self.observation_prompts = nn.Embedding(NUM_OBSERVATIONS, d)
+        self.report_prompt = nn.Parameter(torch.randn(d) * 0.02)
+        self.decoder = TransformerDecoder(config.decoder_config())
+        self.report_head = nn.Linear(d, config.vocab_size)
+        self.deep_prompts = self._new_prompts()
+        # Whether Step 4 uses the deep prompts (PT) or not (FFT); a buffer so checkpoints keep it.
+        self.register_buffer("use_deep_prompts", torch.tensor(False))
+        self.register_buffer("thresholds", torch.full((NUM_OBSERVATIONS,), float(config.threshold)))
+
+    def _new_prompts(self) -> DeepPrompts | None:
+        if self.config.n_prefix <= 0:
+            return None
+        return DeepPrompts.for_decoder(self.decoder.config, self.config.n_prefix, self.config.prefix_hidden)
+
+    def set_thresholds(self, values: Tensor | list[float] | float) -> None:
+        """Per-observation decision thresholds on the Step-1 probability (14 values or one for all)."""
+        new = torch.as_tensor(values, dtype=self.thresholds.dtype).to(self.thresholds.device)
+        if new.numel() not in (1, NUM_OBSERVATIONS) or not bool(((new >= 0) & (new <= 1)).all()):
+            raise ValueError(f"need 1 or {NUM_OBSERVATIONS} thresholds in [0, 1], got {new.tolist()}")
+        self.thresholds.copy_(new.expand(NUM_OBSERVATIONS))
+
+    # -- memory ---------------------------------------------------------------------------------
+
+    def prompt_vectors(self, prompt_index: Tensor) -> Tensor:
+        """(B, d) prompt vectors; index 0-13 an observation, 14 (:data:`FULL_REPORT`) the full report."""
+        prompt_index = prompt_index.long()
+        observation = self.observation_prompts(prompt_index.clamp(max=NUM_OBSERVATIONS - 1))
+        full = prompt_index[:, None] == FULL_REPORT
+        return torch.where(full, self.report_prompt.to(observation.dtype).expand_as(observation), observation)
+
+    def encode_memory(self, inputs: Inputs) -> tuple[Tensor, Tensor | None]:
+        """Decoder memory (B, L, d) and mask (B, L) or None from images (tensor) or texts (list)."""
+        if isinstance(inputs, Tensor):
+            fmap = self.clip.encode_image(inputs)[1]
+            return self.image_memory(fmap.flatten(2).transpose(1, 2)), None
+        features = self.clip.encode_text_features(inputs)
+        return self.text_memory(features.token_states), features.attention_mask.bool()
+
+    def condition(self, memory: Tensor, mask: Tensor | None, prompt_index: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the prompt to every memory row and prepend it as a row of its own (module docstring)."""
+        prompt = self.prompt_vectors(prompt_index.to(memory.device))[:, None, :]  # (B, 1, d)
+        memory = torch.cat([prompt, memory + prompt], dim=1)
+        if mask is None:
+            mask = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
+        else:
+            mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
+        return memory, mask
+
+    # -- heads and prompts ----------------------------------------------------------------------
+
+    @contextmanager
+    def _decoding(self, full_report: bool) -> Iterator[list | None]:
+        """Install Step 4's head (and yield its prefixes' source) for a full report; restore after."""
+        description_head = self.decoder.head
+        use_prompts = full_report and self.deep_prompts is not None and bool(self.use_deep_prompts)
+        if full_report:
+            self.decoder.head = self.report_head
+        try:
+            yield self.deep_prompts if use_prompts else None
+        finally:
+            self.decoder.head = description_head
+
+    def _logits(self, memory: Tensor, mask: Tensor, tokens: Tensor, full_report: bool) -> Tensor:
+        with self._decoding(full_report) as prompts:
+            prefixes = None if prompts is None else prompts(tokens.shape[0])
+            return self.decoder(tokens, memory, mask, prefixes=prefixes).logits
+
+    def token_loss(self, logits: Tensor, target_ids: Tensor) -> Tensor:
+        """Eq. 14: next-token cross-entropy, averaged over non-pad targets."""
+        return functional.cross_entropy(
+            logits.flatten(0, 1), target_ids.flatten(), ignore_index=self.config.pad_id
+        )
+
+    # -- training steps -------------------------------------------------------------------------
+
+    def step3_loss(self, inputs: Inputs, observation_index: Tensor, description_ids: Tensor) -> Tensor:
+        """Step 3: describe observation k (B,) from images or texts; ids (B, T) = BOS ... EOS PAD."""
+        memory, mask = self.condition(*self.encode_memory(inputs), observation_index)
+        ids = description_ids.to(memory.device)
+        return self.token_loss(self._logits(memory, mask, ids[:, :-1], full_report=False), ids[:, 1:])
+
+    def step4_loss(self, images: Tensor, report_ids: Tensor) -> Tensor:
+        """Step 4: the full report (B, T) from images, with the deep prompts when PT is enabled."""
+        memory, mask = self.encode_memory(images)
+        full = torch.full((memory.shape[0],), FULL_REPORT, device=memory.device)
+        memory, mask = self.condition(memory, mask, full)
+        ids = report_ids.to(memory.device)
+        return self.token_loss(self._logits(memory, mask, ids[:, :-1], full_report=True), ids[:, 1:])
+
+    def freeze_encoders(self) -> None:
+        """Step 3's setting: DCCLIP fixed, memory projections, prompts and decoder train."""
+        self.requires_grad_(True)
+        self.clip.requires_grad_(False)
+
+    def enable_prompt_tuning(self, reset: bool = True) -> tuple[int, int, float]:
+        """Step 4 (PT): freeze everything but fresh deep prompts, a fresh report head and the
+        full-report prompt vector. Returns (trainable, total, share). ``reset=False`` keeps the
+        current prompts and head (to continue from a checkpoint)."""
+        if self.config.n_prefix <= 0:
+            raise ValueError("prompt tuning needs n_prefix > 0")
+        if reset or self.deep_prompts is None:
+            device = self.decoder.head.weight.device
+            self.deep_prompts = self._new_prompts().to(device)
+            description_head = self.decoder.head
+            self.report_head = self.decoder.replace_head()  # a fresh, randomly initialised head
+            self.decoder.head = description_head
+        self.use_deep_prompts.fill_(True)
+        freeze_all_but(self, [self.deep_prompts, self.report_head])
+        self.report_prompt.requires_grad_(True)
+        return trainable_parameter_share(self)
+
+    def enable_full_finetuning(self, new_head: bool = False) -> tuple[int, int, float]:
+        """Step 4 (FFT, Table 4): every parameter trains, no deep prompts; optionally a fresh head."""
+        if new_head:
+            self.report_head = nn.Linear(self.config.d_model, self.config.vocab_size).to(
+                self.report_prompt.device
+            )
+        self.use_deep_prompts.fill_(False)
+        self.requires_grad_(True)
+        return trainable_parameter_share(self)
+
+    # -- inference ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: Tensor,
+        *,
+        beam_size: int = 3,
+        max_length: int | None = None,
+        observation: int | None = None,
+    ) -> list[list[int]]:
+        """Beam-search token ids (no BOS; EOS last unless cut at ``max_length``) per study.
+
+        ``observation`` None: the full report (Step 4); an index 0-13: that observation's Step-3
+        description.
+        """
+        memory, mask = self.encode_memory(images)
+        index = FULL_REPORT if observation is None else int(observation)
+        if not 0 <= index <= FULL_REPORT:
+            raise ValueError(f"observation must be None or 0..{NUM_OBSERVATIONS - 1}, got {observation}")
+        prompts = torch.full((memory.shape[0],), index, device=memory.device)
+        return self._beam(memory, mask, prompts, beam_size, max_length)
+
+    def _beam(
+        self,
+        memory: Tensor,
+        mask: Tensor | None,
+        prompt_index: Tensor,
+        beam_size: int,
+        max_length: int | None,
+    ) -> list[list[int]]:
+        memory, mask = self.condition(memory, mask, prompt_index)
+        full_report = bool((prompt_index == FULL_REPORT).all())
+        if not full_report and bool((prompt_index == FULL_REPORT).any()):
+            raise ValueError("one beam search writes either descriptions or full reports, not both")
+        limit = self.config.max_length if max_length is None else min(max_length, self.config.max_length)
+        with self._decoding(full_report) as prompts:
+            prefixes = None if prompts is None else prompts(memory.shape[0])
+            result = beam_search(
+                self.decoder.beam_step_fn(), batch_size=memory.shape[0], bos_id=self.config.bos_id,
+                eos_id=self.config.eos_id, pad_id=self.config.pad_id, beam_size=beam_size, max_length=limit,
+                device=memory.device, init_state=self.decoder.init_cache(memory, mask, prefixes=prefixes),
+            )  # fmt: skip
+        return [
+            row[:length] for row, length in zip(result.tokens.tolist(), result.lengths.tolist(), strict=True)
+        ]
+
+    @torch.no_grad()
+    def describe(
+        self, images: Tensor, *, beam_size: int = 3, max_length: int | None = None
+    ) -> list[list[ObservationRow]]:
+        """Table 7 for each study: 14 rows of Step-1 probability, label and Step-3 description."""
+        uni, fmap = self.clip.encode_image(images)  # one encoder pass serves both heads
+        probabilities = self.clip.observation_logits(uni, "image").softmax(dim=-1)[..., 1]  # (B, 14)
+        labels = (probabilities >= self.thresholds.to(probabilities.device)).long()
+        memory = self.image_memory(fmap.flatten(2).transpose(1, 2))
+        batch = memory.shape[0]
+        every = torch.arange(NUM_OBSERVATIONS, device=memory.device).repeat(batch)  # study-major rows
+        ids = self._beam(
+            memory.repeat_interleave(NUM_OBSERVATIONS, dim=0), None, every, beam_size, max_length
+        )
+        return [
+            [
+                ObservationRow(
+                    name, float(probabilities[b, k]), int(labels[b, k]), ids[b * NUM_OBSERVATIONS + k]
+                )
+                for k, name in enumerate(OBSERVATIONS)
+            ]
+            for b in range(batch)
+        ]

@@ -141,7 +141,7 @@ class DCRRG(nn.Module):
     # -- heads and prompts ----------------------------------------------------------------------
 
     @contextmanager
-    def _decoding(self, full_report: bool) -> Iterator[list | None]:
+    def _decoding(self, full_report: bool) -> Iterator[DeepPrompts | None]:
         """Install Step 4's head (and yield its prefixes' source) for a full report; restore after."""
         description_head = self.decoder.head
         use_prompts = full_report and self.deep_prompts is not None and bool(self.use_deep_prompts)

@@ -5,6 +5,7 @@
   CheXpert observation labels, micro and macro.
 - :mod:`~rrg_core.metrics.ranking`: AUROC per observation, retrieval Precision@K and
   UAR's alignment score.
+- :mod:`~rrg_core.metrics.thresholds`: per-observation F1-maximising decision thresholds.
 """
 
 from rrg_core.metrics.clinical import PRF, ClinicalEfficacy, clinical_efficacy
@@ -25,6 +26,7 @@ from rrg_core.metrics.ranking import (
     precision_at_k,
     precision_at_ks,
 )
+from rrg_core.metrics.thresholds import choose_thresholds
 
 __all__ = [
     "ALIGNMENT_THRESHOLD",
@@ -37,6 +39,7 @@ __all__ = [
     "auroc",
     "auroc_per_observation",
     "category_relevance",
+    "choose_thresholds",
     "clinical_efficacy",
     "java_available",
     "nlg_scores",

@@ -28,6 +28,7 @@ from rrg_core.data.datasets import R2GenDataset, StudyRecord, read_annotation
 from rrg_core.errors import DatasetError, RRGError
 from rrg_core.evaluation import EvaluationResult, ReportGenerator, evaluate_model, format_table
 from rrg_core.metrics import JAVA_METRICS, NLG_METRICS, java_available
+from train.generator_registry import BUILTIN_GENERATORS
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ class GeneratorFactory(Protocol):
         ...
 
 
-GENERATORS: dict[str, GeneratorFactory] = {}
-"""Checkpoint kind -> generator factory (filled by the model commands; empty until they land)."""
+GENERATORS: dict[str, GeneratorFactory] = dict(BUILTIN_GENERATORS)
+"""Checkpoint kind -> generator factory (the built-in ones from :mod:`train.generator_registry`)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

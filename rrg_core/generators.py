@@ -1,0 +1,194 @@
+"""Trained models as :class:`~rrg_core.evaluation.ReportGenerator`\\ s: DCRRG.
+
+:class:`DCRRGGenerator` wraps a loaded :class:`~rrg_core.models.dcrrg.DCRRG` for evaluation (and,
+through :meth:`DCRRGGenerator.describe`, for the serving pipeline): it takes the studies' views as
+the data sets load them, applies the DCRRG evaluation transform itself and returns, per study, the
+Step-4 report, the 14 Step-1 observation probabilities (for AUROC) and the DCCLIP global image
+embedding (for image-to-report P@K, with :meth:`DCRRGGenerator.embed_reports` on the text side).
+
+Views: each study's views are transformed one by one and stacked as (V, 3, H, W); a batch is
+(N, V, 3, H, W) and the model fuses the views (mean of pooled features, feature maps side by side).
+A study with fewer views than the batch's most repeats its views in turn to match (a single view is
+repeated, as :mod:`rrg_core.models.dcclip` prescribes), so mixed batches need no second pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional
+
+from rrg_core.checkpoints import Checkpoint, CheckpointError
+from rrg_core.data.datasets import StudyRecord
+from rrg_core.data.transforms import RadiographTransform, build_transform, dcrrg_transform_config
+from rrg_core.data.vocab import Vocabulary
+from rrg_core.errors import RRGError
+from rrg_core.evaluation import GeneratedReport
+from rrg_core.models.dcrrg import DCRRG, ObservationRow
+from rrg_core.models.dcrrg_io import load_dcrrg
+from rrg_core.observations import OBSERVATIONS
+
+ImageSize = int | tuple[int, int] | list[int]
+
+
+class DCRRGGenerator:
+    """DCRRG behind the ReportGenerator protocol (module docstring); always in eval mode, no gradients.
+
+    Args:
+        model: a DCRRG (moved to ``device`` and put in eval mode here).
+        vocab: the checkpoint's vocabulary; reports are ``vocab.decode(ids)``, the cleaned form.
+        device: where the model runs; images are moved there before the transform, so resizing runs
+            on the accelerator too.
+        beam_size: beam width of the Step-4 report (and of :meth:`describe`'s descriptions).
+        image_size: the model's input side (or (height, width)); None for the backbone's own
+            (224 for both DCRRG backbones). Small presets train at other sizes and record it.
+        name: the model's name in evaluation results.
+        batch_size: studies per forward pass; :func:`~rrg_core.evaluation.evaluate_model` may pass
+            larger batches, which are split (to bound memory during beam search).
+        max_length: token limit of a generated report; None for the model's own.
+    """
+
+    needs_images = True
+
+    def __init__(
+        self,
+        model: DCRRG,
+        vocab: Vocabulary,
+        *,
+        device: str | torch.device,
+        beam_size: int = 3,
+        image_size: ImageSize | None = None,
+        name: str = "DCRRG",
+        batch_size: int = 16,
+        max_length: int | None = None,
+    ) -> None:
+        if beam_size < 1 or batch_size < 1:
+            raise RRGError(f"beam size and batch size must be at least 1, got {beam_size} and {batch_size}")
+        if len(vocab) != model.config.vocab_size:
+            raise RRGError(f"vocabulary of {len(vocab)} tokens for a model of {model.config.vocab_size}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.vocab = vocab
+        self.beam_size = beam_size
+        self.name = name
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.transform = dcrrg_eval_transform(model, image_size)
+
+    # -- the ReportGenerator protocol ------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, records: Sequence[StudyRecord], images: list[Tensor] | None) -> list[GeneratedReport]:
+        """One report per record: text, Step-1 probabilities and global image embedding."""
+        stacks = self._check(records, images)
+        self._eval_mode()
+        reports: list[GeneratedReport] = []
+        for start in range(0, len(records), self.batch_size):
+            batch = self.prepare(stacks[start : start + self.batch_size])
+            # One encoder pass for the Step-1 heads; generate() encodes again for the decoder
+            # memory (DCRRG has no public entry point taking encoder features).
+            uni = self.model.clip.encode_image(batch)[0]
+            probabilities = self.model.clip.observation_logits(uni, "image").softmax(dim=-1)[..., 1]
+            embeddings = functional.normalize(self.model.clip.global_embedding(uni, "image"), dim=-1)
+            ids = self.model.generate(batch, beam_size=self.beam_size, max_length=self.max_length)
+            for offset, tokens in enumerate(ids):
+                record = records[start + offset]
+                reports.append(
+                    GeneratedReport(
+                        id=record.id,
+                        text=self.vocab.decode(tokens),
+                        probabilities=dict(zip(OBSERVATIONS, probabilities[offset].tolist(), strict=True)),
+                        image_embedding=embeddings[offset].float().cpu().tolist(),
+                    )
+                )
+        return reports
+
+    @torch.no_grad()
+    def embed_reports(self, texts: Sequence[str]) -> Tensor:
+        """(N, P) unit-length DCCLIP global text embeddings (zero prompt) of cleaned reports, on the CPU."""
+        self._eval_mode()
+        texts = list(texts)
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            uni = self.model.clip.encode_text(texts[start : start + self.batch_size])
+            parts.append(functional.normalize(self.model.clip.global_embedding(uni, "text"), dim=-1).cpu())
+        if not parts:
+            return torch.empty(0, self.model.config.clip.projection_dim)
+        return torch.cat(parts).float()
+
+    # -- for the serving pipeline ----------------------------------------------------------------
+
+    @torch.no_grad()
+    def describe(self, images: list[Tensor]) -> list[list[ObservationRow]]:
+        """Table 7 per study (14 rows: probability, thresholded label, Step-3 description ids)."""
+        if not images:
+            return []
+        self._eval_mode()
+        rows: list[list[ObservationRow]] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = self.prepare(images[start : start + self.batch_size])
+            rows.extend(self.model.describe(batch, beam_size=self.beam_size, max_length=self.max_length))
+        return rows
+
+    # -- images ----------------------------------------------------------------------------------
+
+    def prepare(self, stacks: Sequence[Tensor]) -> Tensor:
+        """Loaded views ((V, 1, H, W) per study, [0, 1]) -> (N, V_max, 3, h, w) on the device."""
+        studies = []
+        for stack in stacks:
+            if stack.dim() != 4 or stack.shape[0] < 1:
+                raise RRGError(f"a study's images must be (V, 1, H, W), got {tuple(stack.shape)}")
+            views = stack.to(self.device, non_blocking=True)
+            studies.append(torch.stack([self.transform(view) for view in views]))
+        most = max(study.shape[0] for study in studies)
+        # Repeat views in turn up to the batch's count: a single view becomes V copies of itself.
+        filled = [study[torch.arange(most, device=study.device) % study.shape[0]] for study in studies]
+        return torch.stack(filled)
+
+    def _check(self, records: Sequence[StudyRecord], images: list[Tensor] | None) -> list[Tensor]:
+        if images is None:
+            raise RRGError(f"{self.name} writes reports from images: none were given")
+        if len(images) != len(records):
+            raise RRGError(f"{len(records)} studies but {len(images)} image stacks")
+        return list(images)
+
+    def _eval_mode(self) -> None:
+        # A caller may have switched the shared model to training (e.g. between epochs): dropout
+        # and batch-norm updates must not leak into generated reports.
+        if self.model.training:
+            self.model.eval()
+
+
+def dcrrg_eval_transform(model: DCRRG, image_size: ImageSize | None = None) -> RadiographTransform:
+    """The DCRRG evaluation transform for ``model``: grey -> 3 channels, resize, the encoder's mean/std.
+
+    The encoder's own ``mean``/``std`` win over the preset's: they are what its weights expect.
+    """
+    encoder = model.clip.image_encoder
+    config = dcrrg_transform_config(encoder.name, train=False)
+    size = encoder.input_size if image_size is None else image_size
+    config = dataclasses.replace(config, resize=size, mean=encoder.mean, std=encoder.std)
+    return build_transform(config, train=False)
+
+
+def dcrrg_generator_from_checkpoint(
+    checkpoint: Checkpoint, device: str | torch.device, *, beam_size: int = 3
+) -> DCRRGGenerator:
+    """The :data:`train.evaluate_cmd.GENERATORS` factory of kind ``dcrrg``.
+
+    The input size is the checkpoint's ``image_size`` config entry when training recorded one (small
+    presets), else the backbone's.
+    """
+    model, checkpoint = load_dcrrg(checkpoint, device)
+    if checkpoint.vocab is None:
+        raise CheckpointError(f"{checkpoint.folder}: a DCRRG checkpoint needs its vocab.json")
+    return DCRRGGenerator(
+        model,
+        checkpoint.vocab,
+        device=device,
+        beam_size=beam_size,
+        image_size=checkpoint.config.get("image_size"),
+    )

@@ -1,0 +1,150 @@
+"""DCRRGGenerator: DCRRG behind the ReportGenerator protocol, and ``python -m train evaluate`` with it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rrg_core.checkpoints import load_checkpoint
+from rrg_core.data.datasets import StudyRecord, read_annotation
+from rrg_core.data.phantoms import write_phantoms
+from rrg_core.data.vocab import Vocabulary
+from rrg_core.errors import RRGError
+from rrg_core.evaluation import GeneratedReport, ReportGenerator
+from rrg_core.generators import DCRRGGenerator, dcrrg_eval_transform, dcrrg_generator_from_checkpoint
+from rrg_core.models.dcclip import DCCLIPConfig
+from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
+from rrg_core.models.dcrrg_io import load_dcrrg, save_dcrrg
+from rrg_core.observations import OBSERVATIONS
+from train import evaluate_cmd
+from train.__main__ import main
+
+IMAGE_SIZE = 64  # the tiny checkpoint records it, as a small training preset would
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("phantoms")
+    write_phantoms(folder, 24, seed=0, size=64)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(phantoms, tmp_path_factory):
+    """A tiny random DCRRG checkpoint with the phantoms' vocabulary."""
+    torch.manual_seed(0)
+    vocab = Vocabulary.build([r.report for r in read_annotation(phantoms)["train"]], min_count=1)
+    clip = DCCLIPConfig(pretrained=None, text_encoder="tiny-random", projection_dim=16, projection_hidden=32)
+    config = DCRRGConfig(vocab_size=len(vocab), clip=clip, d_model=32, d_ff=64, n_prefix=2, max_length=12)
+    folder = tmp_path_factory.mktemp("runs") / "dcrrg"
+    return save_dcrrg(DCRRG(config), folder, vocab=vocab, extra_config={"image_size": IMAGE_SIZE})
+
+
+@pytest.fixture(scope="module")
+def generator(run):
+    return dcrrg_generator_from_checkpoint(load_checkpoint(run), "cpu", beam_size=2)
+
+
+def _records(n: int) -> list[StudyRecord]:
+    return [StudyRecord(f"s{i}", "the heart is normal .", [f"s{i}/0.png"], "test") for i in range(n)]
+
+
+def _stacks(views: list[int], size: int = 80) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.rand(v, 1, size, size, generator=generator) for v in views]
+
+
+def test_one_report_per_record_with_probabilities_and_an_embedding(generator):
+    assert isinstance(generator, ReportGenerator) and generator.name == "DCRRG"
+    generator.batch_size = 2  # 5 studies: three internal batches
+    try:
+        reports = generator.generate(_records(5), _stacks([2, 2, 1, 2, 2]))
+    finally:
+        generator.batch_size = 16
+    assert [r.id for r in reports] == [f"s{i}" for i in range(5)]
+    for report in reports:
+        assert isinstance(report, GeneratedReport) and isinstance(report.text, str)
+        assert set(report.probabilities) == set(OBSERVATIONS)
+        assert all(0.0 <= p <= 1.0 for p in report.probabilities.values())
+        assert len(report.image_embedding) == 16
+        assert sum(x * x for x in report.image_embedding) == pytest.approx(1.0, abs=1e-5)
+        assert "<" not in report.text  # decoded without special tokens
+
+
+def test_batching_does_not_change_the_output(generator):
+    records, stacks = _records(3), _stacks([2, 2, 2])
+    together = generator.generate(records, stacks)
+    alone = [generator.generate([r], [s])[0] for r, s in zip(records, stacks, strict=True)]
+    for a, b in zip(together, alone, strict=True):
+        assert a.text == b.text
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+
+
+def test_views_are_transformed_and_single_views_repeated(generator):
+    batch = generator.prepare(_stacks([2, 1]))
+    assert batch.shape == (2, 2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert torch.equal(batch[1, 0], batch[1, 1])  # the single view, repeated
+    assert torch.equal(batch[0, :, 0], batch[0, :, 2])  # grey repeated to three channels
+    # EfficientNet-Lite0 normalises with mean = std = 0.5: [0, 1] -> [-1, 1]
+    assert batch.min() >= -1.0 and batch.max() <= 1.0 and batch.min() < -0.9
+
+
+def test_the_transform_defaults_to_the_backbone_size(generator):
+    assert dcrrg_eval_transform(generator.model).config.resize == (224, 224)
+    assert generator.transform.config.resize == (IMAGE_SIZE, IMAGE_SIZE)
+
+
+def test_embed_reports_gives_unit_rows(generator):
+    embeddings = generator.embed_reports(
+        ["the heart is normal .", "small left effusion .", "no acute disease ."]
+    )
+    assert embeddings.shape == (3, 16) and embeddings.device.type == "cpu"
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert generator.embed_reports([]).shape == (0, 16)
+
+
+def test_describe_passes_through(generator):
+    rows = generator.describe(_stacks([2, 1]))
+    assert len(rows) == 2 and [row.observation for row in rows[0]] == list(OBSERVATIONS)
+    assert generator.describe([]) == []
+
+
+def test_training_mode_does_not_leak_into_generation(generator):
+    generator.model.train()
+    generator.generate(_records(1), _stacks([2]))
+    assert not generator.model.training
+
+
+def test_bad_inputs_are_refused(generator, run):
+    with pytest.raises(RRGError, match="from images"):
+        generator.generate(_records(1), None)
+    with pytest.raises(RRGError, match="image stacks"):
+        generator.generate(_records(2), _stacks([2]))
+    with pytest.raises(RRGError, match=r"\(V, 1, H, W\)"):
+        generator.generate(_records(1), [torch.rand(1, 64, 64)])
+    model, _ = load_dcrrg(run)
+    with pytest.raises(RRGError, match="vocabulary"):
+        DCRRGGenerator(model, Vocabulary(["a"]), device="cpu")
+
+
+def test_the_factory_is_registered(run):
+    built = evaluate_cmd.GENERATORS["dcrrg"](load_checkpoint(run), torch.device("cpu"), beam_size=1)
+    assert isinstance(built, DCRRGGenerator) and built.beam_size == 1
+
+
+def test_cli_evaluates_a_dcrrg_checkpoint_end_to_end(phantoms, run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--checkpoint", str(run), "--data", str(phantoms), "--split", "test",
+            "--no-baselines", "--out", str(out), "--metrics", "BLEU_4", "ROUGE_L",
+            "--workers", "0", "--device", "cpu", "--beam-size", "2"]  # fmt: skip
+    assert main(argv) == 0
+    assert "| DCRRG |" in capsys.readouterr().out
+    result = json.loads((out / "metrics.json").read_text())["DCRRG"]
+    assert result["num_studies"] == len(read_annotation(phantoms)["test"])
+    assert set(result["nlg"]) == {"BLEU_4", "ROUGE_L"}
+    assert result["auroc"] is not None and "num_defined" in result["auroc"]
+    assert result["retrieval"] is not None and "P@1" in result["retrieval"]
+    assert 0.0 <= result["retrieval"]["P@1"] <= 1.0
+    assert json.loads((run / "metrics.json").read_text())["test"]["model"] == "DCRRG"

@@ -1,0 +1,141 @@
+"""A resumable per-step runner: numbered step folders, the plan of what to skip, and the training loop.
+
+A run folder holds one checkpoint folder per finished step (``step1/``, ``step2/``, ...). Checkpoint
+saves are atomic, so a step folder with its config.json and weights is a finished step: a rerun skips
+it and continues from the last finished step before the first one still to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from train.common.distributed import DistInfo
+from train.common.runtime import Precision
+
+logger = logging.getLogger(__name__)
+
+
+def step_folder(run_dir: Path, step: int) -> Path:
+    """``RUN_DIR/step<k>``."""
+    return run_dir / f"step{step}"
+
+
+def step_complete(run_dir: Path, step: int) -> bool:
+    """Whether step ``step`` finished: its checkpoint folder has its config and weights."""
+    folder = step_folder(run_dir, step)
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Steps to run, steps skipped as finished, and the checkpoint to start from (None: fresh)."""
+
+    todo: tuple[int, ...]
+    skipped: tuple[int, ...]
+    start_from: Path | None
+
+
+def plan_steps(run_dir: Path, requested: Sequence[int]) -> StepPlan:
+    """Skip finished requested steps; start from the last finished step before the first to do.
+
+    ``--steps 3,4`` thus starts from ``step2/`` when it is there (and from scratch otherwise).
+    """
+    todo = tuple(k for k in requested if not step_complete(run_dir, k))
+    skipped = tuple(k for k in requested if k not in todo)
+    before = todo[0] if todo else max(requested) + 1
+    done = [k for k in range(1, before) if step_complete(run_dir, k)]
+    return StepPlan(todo, skipped, step_folder(run_dir, done[-1]) if done else None)
+
+
+def index_batches(
+    count: int, batch_size: int, generator: torch.Generator, info: DistInfo
+) -> Iterator[torch.Tensor]:
+    """Endless batches of indices into ``count`` examples: a fresh seeded shuffle per epoch.
+
+    Under DDP every rank draws the same permutation and takes its own interleaved share, as
+    DistributedSampler does; the shares are padded to equal length so ranks stay in step.
+    """
+    if count < 1:
+        raise ValueError("no training examples")
+    while True:
+        order = torch.randperm(count, generator=generator)
+        per_rank = math.ceil(count / info.world_size)
+        order = order.repeat(math.ceil(per_rank * info.world_size / count))[: per_rank * info.world_size]
+        mine = order[info.rank :: info.world_size]
+        for start in range(0, len(mine), batch_size):
+            batch = mine[start : start + batch_size]
+            if len(batch) == batch_size or start == 0:
+                yield batch
+
+
+class LossModule(nn.Module):
+    """Holds the model and one step's loss function, so DDP sees the loss as ``forward``.
+
+    DDP synchronises gradients only for computations that go through the wrapper's forward; the
+    DCRRG losses are methods, hence this thin module.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        """The loss of one batch."""
+        return self.loss_fn(self.model, batch)
+
+
+@dataclass
+class LoopSpec:
+    """One step's loop: iterations, how many count as an epoch, examples per batch (for images/s)."""
+
+    name: str
+    iterations: int
+    epoch_iterations: int
+    examples_per_batch: int
+
+
+def train_loop(
+    module: nn.Module,
+    batches: Iterator[Any],
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    spec: LoopSpec,
+    info: DistInfo,
+) -> list[float]:
+    """Run ``spec.iterations`` optimizer steps; a tqdm bar and a one-line summary per epoch (rank 0).
+
+    Returns the mean loss of each epoch (the last one may be partial).
+    """
+    epochs: list[float] = []
+    running, seen, started = 0.0, 0, time.perf_counter()
+    bar = tqdm(total=spec.iterations, desc=spec.name, unit="it", disable=not info.is_main, leave=False)
+    for iteration in range(1, spec.iterations + 1):
+        with precision.autocast():
+            loss = module(next(batches))
+        precision.step(loss, optimizer)
+        running, seen = running + float(loss.detach()), seen + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{running / seen:.4f}")
+        if iteration % spec.epoch_iterations == 0 or iteration == spec.iterations:
+            seconds = time.perf_counter() - started
+            rate = seen * spec.examples_per_batch * info.world_size / max(seconds, 1e-9)
+            epochs.append(running / seen)
+            if info.is_main:
+                bar.write(
+                    f"{spec.name} epoch {len(epochs)}: loss {running / seen:.4f}, {rate:.1f} images/s, "
+                    f"{seconds:.1f}s"
+                )
+            running, seen, started = 0.0, 0, time.perf_counter()
+    bar.close()
+    return epochs

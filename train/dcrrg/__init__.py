@@ -1,0 +1,1 @@
+"""``python -m train dcrrg``: the four DCRRG training steps (see :mod:`train.dcrrg.cli`)."""

@@ -1,0 +1,156 @@
+"""Turn a data folder (plus optional extra data) into :class:`TrainData` and the validation set."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rrg_core.data.chexpert import read_chexpert_csv
+from rrg_core.data.datasets import (
+    IMAGES_DIR,
+    DatasetSpec,
+    StudyRecord,
+    check_images,
+    detect_spec,
+    read_annotation,
+)
+from rrg_core.data.vocab import Vocabulary
+from rrg_core.errors import DatasetError, ImagesMissingError
+from rrg_core.observations import OBSERVATIONS, Label
+from train.common.distributed import DistInfo, barrier
+from train.dcrrg.data import (
+    StudyLabels,
+    balance_weights,
+    cache_images,
+    description,
+    label_studies,
+    targets_and_keep,
+    transform_config,
+)  # fmt: skip
+from train.dcrrg.steps import TrainData
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """The training data, the validation studies (images + NaN-for-uncertain targets), vocab, spec."""
+
+    train: TrainData
+    val_images: torch.Tensor
+    val_targets: torch.Tensor
+    vocab: Vocabulary
+    spec: DatasetSpec
+    train_records: list[StudyRecord]
+
+
+def _split_with_images(root: Path, split: str, views: int, required: bool) -> list[StudyRecord]:
+    splits = read_annotation(root)
+    records = splits.get(split, [])
+    if required and not records:
+        raise DatasetError(f"{root}: split {split!r} has no studies (has: {', '.join(splits) or 'none'})")
+    if records:
+        if not (root / IMAGES_DIR).is_dir():
+            raise ImagesMissingError(f"{root} has no {IMAGES_DIR}/ folder: no images to train on")
+        check_images(records, root / IMAGES_DIR, views, f"{root} split {split!r}")
+    return records
+
+
+def read_records(
+    data: Path, extra: Path | None
+) -> tuple[list[StudyRecord], list[StudyRecord], DatasetSpec, dict]:
+    """Training records (data's train split, then extra's train split), validation records, spec, paths.
+
+    ``paths`` maps study id -> absolute image paths (extra data keeps its own images/ folder).
+    """
+    if not data.is_dir():
+        raise DatasetError(f"data folder {data} not found")
+    spec = detect_spec(r for records in read_annotation(data).values() for r in records)
+    train = _split_with_images(data, "train", spec.views, required=True)
+    val = _split_with_images(data, "val", spec.views, required=False)
+    paths = {r.id: [data / IMAGES_DIR / p for p in r.image_paths] for r in train + val}
+    if extra is not None:
+        if not extra.is_dir():
+            raise DatasetError(f"--extra folder {extra} not found")
+        # Only the extra set's train split: its val/test studies must stay unseen.
+        extra_train = _split_with_images(extra, "train", 1, required=True)
+        clashes = {r.id for r in extra_train} & set(paths)
+        if clashes:
+            raise DatasetError(f"--extra repeats study ids of --data (e.g. {sorted(clashes)[0]})")
+        paths.update({r.id: [extra / IMAGES_DIR / p for p in r.image_paths] for r in extra_train})
+        train = train + extra_train
+        logger.info("extra data: %d training studies from %s", len(extra_train), extra)
+    return train, val, spec, paths
+
+
+def labels_for(records: list[StudyRecord], cache: Path, info: DistInfo) -> dict[str, StudyLabels]:
+    """Label the studies once: rank 0 labels and writes the cache, the other ranks then read it."""
+    if info.is_main:
+        labels = label_studies(records, cache)
+    barrier(info)
+    return labels if info.is_main else label_studies(records, cache if cache.is_file() else None)
+
+
+def nan_targets(studies: list[StudyLabels]) -> torch.Tensor:
+    """(N, 14) 1/0 targets with NaN for uncertain labels (skipped by AUROC and threshold choice)."""
+    rows = [
+        [
+            float("nan") if s.labels[k] == Label.UNCERTAIN else float(s.labels[k] == Label.POSITIVE)
+            for k in OBSERVATIONS
+        ]
+        for s in studies
+    ]
+    return torch.tensor(rows).reshape(len(studies), len(OBSERVATIONS))
+
+
+def _extra_chexpert(csv: Path, root: Path, size: int, views: int, workers: int, show: bool) -> tuple:
+    records = read_chexpert_csv(csv)
+    missing = [r.path for r in records if not (root / r.path).is_file()]
+    if not records or missing:
+        raise ImagesMissingError(
+            f"--extra-chexpert {csv}: {len(missing)} of {len(records)} images missing under {root}"
+        )
+    studies = [StudyLabels({k: r.labels.get(k) for k in OBSERVATIONS}, {}) for r in records]
+    images = cache_images([[root / r.path] for r in records], size, views, workers, show)
+    return images, studies
+
+
+def prepare(args: Any, preset: dict, run_dir: Path, vocab: Vocabulary | None, info: DistInfo) -> Prepared:
+    """Read, label, build the vocabulary (unless resuming with one), encode and cache the images."""
+    train, val, spec, paths = read_records(args.data, args.extra)
+    labels = labels_for(train + val, run_dir / "labels.json", info)
+    if vocab is None:
+        vocab = Vocabulary.build((r.report for r in train), spec.min_count)
+    logger.info("vocabulary: %d tokens (min count %d)", len(vocab), spec.min_count)
+    studies = [labels[r.id] for r in train]
+    desc_length = int(preset["model"]["description_max_length"])
+    descriptions = [[vocab.encode(description(s, k), desc_length) for k in OBSERVATIONS] for s in studies]
+    size, workers, show = int(preset["image_size"]), args.workers, info.is_main
+    backbone = preset["model"]["image_encoder"]
+    images = cache_images([paths[r.id] for r in train], size, spec.views, workers, show)
+    val_images = cache_images([paths[r.id] for r in val], size, spec.views, workers, show)
+    targets, keep = targets_and_keep(studies)
+    balance = not args.no_balance
+    extra_images = extra_targets = extra_weights = None
+    if args.extra_chexpert is not None:
+        extra_images, extra_studies = _extra_chexpert(
+            args.extra_chexpert, args.extra_root, size, spec.views, workers, show
+        )
+        extra_targets, extra_keep = targets_and_keep(extra_studies)
+        # The balancing weights are computed over the whole image side, reports and extra images together.
+        every = balance_weights(torch.cat([targets, extra_targets]), torch.cat([keep, extra_keep]), balance)
+        weights, extra_weights = every[: len(train)], every[len(train) :]
+    else:
+        weights = balance_weights(targets, keep, balance)
+    data = TrainData(
+        images=images, reports=[r.report for r in train],
+        report_ids=[vocab.encode(r.report, spec.max_length) for r in train], descriptions=descriptions,
+        targets=targets, weights=weights, extra_images=extra_images, extra_targets=extra_targets,
+        extra_weights=extra_weights, transform=transform_config(backbone, size), pad_id=vocab.pad_id,
+    )  # fmt: skip
+    val_targets = nan_targets([labels[r.id] for r in val])
+    return Prepared(data, val_images, val_targets, vocab, spec, train)

@@ -1,0 +1,78 @@
+"""DCRRG training presets: YAML files in ``train/configs/dcrrg_<name>.yaml``, overridable by ``--set``.
+
+A preset is a nested mapping: ``image_size``, ``beam_size``, ``weight_decay``, ``model`` (the
+DCRRGConfig / DCCLIPConfig fields) and ``step1`` ... ``step4`` (``epochs``, ``batch_size``, ``lr``,
+optional ``max_iterations``). ``--set step1.lr=3e-4`` replaces one existing field; a key the preset
+does not have is refused, so a typo cannot be silently ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rrg_core.errors import RRGError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+PRESETS: tuple[str, ...] = ("demo", "cpu", "paper")
+STEPS: tuple[int, ...] = (1, 2, 3, 4)
+# Fields that may be absent from a preset but still set (None means "not given").
+_OPTIONAL = {f"step{k}.max_iterations" for k in STEPS}
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The preset's mapping; an unknown name raises :class:`RRGError` listing the known ones."""
+    path = CONFIG_DIR / f"dcrrg_{name}.yaml"
+    if name not in PRESETS or not path.is_file():
+        raise RRGError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise RRGError(f"{path}: a preset must be a mapping")
+    data["name"] = name
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as YAML reads it: numbers, true/false, null, or a string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(preset: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """A copy of ``preset`` with each ``key.path=value`` applied; bad items raise :class:`RRGError`."""
+    result = copy.deepcopy(preset)
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise RRGError(f"--set expects key=value (e.g. step1.lr=3e-4), got {item!r}")
+        parts = key.strip().split(".")
+        node = result
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise RRGError(f"--set {key}: the preset has no section {part!r}")
+            node = node[part]
+        if parts[-1] not in node and key.strip() not in _OPTIONAL:
+            known = ", ".join(sorted(node)) if isinstance(node, dict) else ""
+            raise RRGError(f"--set {key}: unknown key {parts[-1]!r} (known here: {known})")
+        node[parts[-1]] = parse_value(raw)
+    return result
+
+
+def step_settings(preset: dict[str, Any], step: int) -> dict[str, Any]:
+    """One step's settings, checked: positive epochs, batch size and learning rate."""
+    settings = dict(preset[f"step{step}"])
+    checks = {"epochs": float, "batch_size": int, "lr": float}
+    for field, kind in checks.items():
+        value = settings.get(field)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise RRGError(f"step{step}.{field} must be a positive number, got {value!r}")
+        settings[field] = kind(value)
+    limit = settings.get("max_iterations")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise RRGError(f"step{step}.max_iterations must be a positive integer, got {limit!r}")
+    return settings

@@ -1,0 +1,145 @@
+"""``python -m train dcrrg``: a micro run of all four steps, resuming, bad input, and the data helpers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from rrg_core.data.phantoms import write_phantoms
+from rrg_core.labeler import label_sentence
+from rrg_core.models.dcrrg_io import load_dcrrg
+from rrg_core.observations import OBSERVATIONS, Label
+from train.__main__ import main
+from train.common.runner import plan_steps
+from train.dcrrg.data import NORMAL_SENTENCES, StudyLabels, balance_weights, description
+
+# A tiny model: random image encoder at 64 px, tiny text encoder, one iteration per step.
+_STEPS = [
+    a for k in (1, 2, 3, 4) for a in ("--set", f"step{k}.max_iterations=1", "--set", f"step{k}.batch_size=4")
+]
+MICRO = [
+    "--preset", "demo", "--pretrained", "none", "--text-encoder", "tiny-random", "--workers", "0",
+    "--set", "image_size=64", "--set", "model.d_model=32", "--set", "model.d_ff=64",
+    "--set", "model.projection_dim=32", "--set", "model.projection_hidden=32", "--set", "model.n_prefix=2",
+    *_STEPS,
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("phantoms")
+    write_phantoms(out, n=24, seed=0, size=64)
+    return out
+
+
+@pytest.fixture(scope="module")
+def micro_run(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("run") / "dcrrg"
+    os.environ.setdefault("RRG_TRAIN_THREADS", "1")
+    assert main(["dcrrg", "--data", str(phantoms), "--out", str(run), *MICRO]) == 0
+    return run
+
+
+def test_micro_run_writes_every_step_and_a_loadable_final_checkpoint(micro_run: Path) -> None:
+    for k in (1, 2, 3, 4):
+        assert (micro_run / f"step{k}" / "model.safetensors").is_file()
+    model, checkpoint = load_dcrrg(micro_run)
+    assert checkpoint.config["training"]["steps_done"] == [1, 2, 3, 4]
+    assert checkpoint.config["training"]["preset"] == "demo"
+    assert set(checkpoint.metrics) == {"step1", "step2", "step3", "step4"}
+    assert "thresholds" in checkpoint.metrics["step1"]
+    assert (
+        checkpoint.metrics["step4"]["mode"] == "pt" and 0 < checkpoint.metrics["step4"]["trainable_share"] < 1
+    )
+    assert (micro_run / "labels.json").is_file()
+    ids = model.generate(torch.zeros(1, 2, 3, 64, 64), beam_size=2, max_length=8)
+    assert len(ids) == 1
+
+
+def test_rerun_skips_completed_steps(
+    micro_run: Path, phantoms: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = {k: (micro_run / f"step{k}" / "model.safetensors").stat().st_mtime_ns for k in (1, 2, 3, 4)}
+    with caplog.at_level(logging.INFO):
+        assert main(["dcrrg", "--data", str(phantoms), "--out", str(micro_run), *MICRO]) == 0
+    assert "is complete, skipped" in caplog.text
+    after = {k: (micro_run / f"step{k}" / "model.safetensors").stat().st_mtime_ns for k in (1, 2, 3, 4)}
+    assert before == after
+
+
+def test_steps_3_4_resume_from_step2(
+    micro_run: Path, phantoms: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "resumed"
+    for k in (1, 2):
+        shutil.copytree(micro_run / f"step{k}", run / f"step{k}")
+    with caplog.at_level(logging.INFO):
+        assert main(["dcrrg", "--data", str(phantoms), "--out", str(run), "--steps", "3,4", *MICRO]) == 0
+    assert f"starting from {run / 'step2'}" in caplog.text
+    assert (run / "step4" / "config.json").is_file()
+    assert load_dcrrg(run)[1].config["training"]["steps_done"] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"--preset": "huge"},
+        {"--data": "/nonexistent/data"},
+        {"--set": "step1.no_such_key=3"},
+        {"--steps": "4,3"},
+    ],
+)
+def test_bad_input_exits_2(change: dict[str, str], phantoms: Path, tmp_path: Path, capsys) -> None:
+    args = {"--preset": "demo", "--data": str(phantoms), "--out": str(tmp_path / "run"), **change}
+    assert main(["dcrrg", *(x for pair in args.items() for x in pair)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_data_without_images_exits_2(phantoms: Path, tmp_path: Path) -> None:
+    data = tmp_path / "reports_only"
+    data.mkdir()
+    shutil.copy(phantoms / "annotation.json", data / "annotation.json")
+    assert main(["dcrrg", "--preset", "demo", "--data", str(data), "--out", str(tmp_path / "run")]) == 2
+
+
+def test_normal_sentences_are_negative_for_their_observation() -> None:
+    for name, sentence in NORMAL_SENTENCES.items():
+        if name != "No Finding":  # a report-level conclusion, not a sentence label
+            assert label_sentence(sentence)[name] == Label.NEGATIVE, sentence
+
+
+def test_descriptions_follow_table_7() -> None:
+    labels = dict.fromkeys(OBSERVATIONS)
+    labels["Pleural Effusion"] = 1
+    study = StudyLabels(labels, {"Pleural Effusion": ["small left pleural effusion."]})
+    assert description(study, "Pleural Effusion") == "small left pleural effusion."
+    assert description(study, "Pneumothorax") == NORMAL_SENTENCES["Pneumothorax"]
+    assert description(study, "No Finding") == ""  # abnormal study: no true normal sentence
+    normal = StudyLabels({**dict.fromkeys(OBSERVATIONS), "No Finding": 1}, {})
+    assert description(normal, "No Finding") == NORMAL_SENTENCES["No Finding"]
+
+
+def test_balance_weights_give_both_classes_equal_weight() -> None:
+    targets = torch.tensor([[1.0], [0.0], [0.0], [0.0], [1.0]]).expand(5, 14).clone()
+    keep = torch.ones(5, 14, dtype=torch.bool)
+    keep[3, 0] = False  # an uncertain label is dropped
+    weights = balance_weights(targets, keep, balance=True)
+    assert weights[3, 0] == 0
+    assert torch.allclose((weights * targets).sum(0), (weights * (1 - targets)).sum(0))
+    assert torch.equal(balance_weights(targets, keep, balance=False), keep.float())
+
+
+def test_plan_steps(tmp_path: Path) -> None:
+    for k in (1, 2):
+        (tmp_path / f"step{k}").mkdir()
+        (tmp_path / f"step{k}" / "config.json").write_text("{}")
+        (tmp_path / f"step{k}" / "model.safetensors").write_text("")
+    plan = plan_steps(tmp_path, [1, 2, 3, 4])
+    assert plan.todo == (3, 4) and plan.skipped == (1, 2) and plan.start_from == tmp_path / "step2"
+    assert plan_steps(tmp_path, [3, 4]).start_from == tmp_path / "step2"
+    assert plan_steps(tmp_path / "empty", [1]).start_from is None

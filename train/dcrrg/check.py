@@ -40,7 +40,7 @@ def score_run(run_dir: Path, data: Path, split: str = "test", beam_size: int = 3
             record = records[start + offset]
             probs = dict(zip(OBSERVATIONS, probabilities[offset].tolist(), strict=True))
             generated.append(GeneratedReport(record.id, checkpoint.vocab.decode(row), probabilities=probs))
-    result = evaluate_reports(records, generated, metrics=("BLEU",))
+    result = evaluate_reports(records, generated, metrics=("BLEU_4",))
     auroc = result.auroc
     return {
         "studies": len(records),
@@ -48,6 +48,6 @@ def score_run(run_dir: Path, data: Path, split: str = "test", beam_size: int = 3
         "auroc": auroc.per_observation if auroc is not None else {},
         "ce_micro_f1": result.clinical.micro.f1,
         "ce_macro_f1": result.clinical.macro.f1,
-        "bleu4": result.nlg.get("BLEU-4", result.nlg.get("bleu4")),
+        "bleu4": result.nlg.get("BLEU_4"),
         "examples": [(s.reference, s.generated) for s in result.studies[:3]],
     }

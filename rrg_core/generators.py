@@ -179,8 +179,8 @@ def dcrrg_generator_from_checkpoint(
 ) -> DCRRGGenerator:
     """The :data:`train.evaluate_cmd.GENERATORS` factory of kind ``dcrrg``.
 
-    The input size is the checkpoint's ``image_size`` config entry when training recorded one (small
-    presets), else the backbone's.
+    The input size is the one training recorded (small presets train below 224), else the backbone's:
+    see :func:`checkpoint_image_size`.
     """
     model, checkpoint = load_dcrrg(checkpoint, device)
     if checkpoint.vocab is None:
@@ -190,5 +190,18 @@ def dcrrg_generator_from_checkpoint(
         checkpoint.vocab,
         device=device,
         beam_size=beam_size,
-        image_size=checkpoint.config.get("image_size"),
+        image_size=checkpoint_image_size(checkpoint.config),
     )
+
+
+def checkpoint_image_size(config: dict) -> ImageSize | None:
+    """The input size a DCRRG checkpoint was trained at, or None when it records none.
+
+    A top-level ``image_size`` entry wins; else the preset settings ``python -m train dcrrg`` stores
+    (``training.settings.image_size``).
+    """
+    if config.get("image_size") is not None:
+        return config["image_size"]
+    training = config.get("training")
+    settings = training.get("settings") if isinstance(training, dict) else None
+    return settings.get("image_size") if isinstance(settings, dict) else None

@@ -13,7 +13,12 @@ from rrg_core.data.phantoms import write_phantoms
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import GeneratedReport, ReportGenerator
-from rrg_core.generators import DCRRGGenerator, dcrrg_eval_transform, dcrrg_generator_from_checkpoint
+from rrg_core.generators import (
+    DCRRGGenerator,
+    checkpoint_image_size,
+    dcrrg_eval_transform,
+    dcrrg_generator_from_checkpoint,
+)
 from rrg_core.models.dcclip import DCCLIPConfig
 from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
 from rrg_core.models.dcrrg_io import load_dcrrg, save_dcrrg
@@ -94,6 +99,12 @@ def test_views_are_transformed_and_single_views_repeated(generator):
 def test_the_transform_defaults_to_the_backbone_size(generator):
     assert dcrrg_eval_transform(generator.model).config.resize == (224, 224)
     assert generator.transform.config.resize == (IMAGE_SIZE, IMAGE_SIZE)
+
+
+def test_the_trained_image_size_is_read_from_either_config_entry():
+    assert checkpoint_image_size({"image_size": 96, "training": {"settings": {"image_size": 128}}}) == 96
+    assert checkpoint_image_size({"training": {"settings": {"image_size": 128}}}) == 128  # train dcrrg
+    assert checkpoint_image_size({"model": {}}) is None
 
 
 def test_embed_reports_gives_unit_rows(generator):

@@ -202,3 +202,33 @@ def test_step1_head_overfits_eight_images() -> None:
         accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
     print(f"\nStep-1 overfit: accuracy {accuracy:.3f} after {steps} steps")
     assert accuracy == 1.0
+
+
+def test_cached_encoder_features_give_the_same_losses_and_memory(model: DCRRG) -> None:
+    from rrg_core.models.dcrrg import EncoderFeatures
+
+    model.eval()  # no dropout: the image, text and cached paths must agree exactly
+    n, index = len(TEXTS), torch.arange(len(TEXTS))
+    studies = images(n, views=2)
+    ids = report_ids(n)
+    image_features = model.encoder_features(studies)
+    text_features = model.encoder_features(TEXTS)
+    assert image_features.attention_mask is None and image_features.states.dim() == 4
+    assert not image_features.states.requires_grad
+    with torch.no_grad():
+        for direct, cached in (
+            (model.step3_loss(studies, index, ids), model.step3_loss(image_features, index, ids)),
+            (model.step3_loss(TEXTS, index, ids), model.step3_loss(text_features, index, ids)),
+            (model.step4_loss(studies, ids), model.step4_loss(image_features, ids)),
+        ):
+            torch.testing.assert_close(direct, cached)
+        memory, mask = model.encode_memory(studies)
+        cached_memory, cached_mask = model.encode_memory_from_features(image_features)
+        torch.testing.assert_close(memory, cached_memory)
+        assert mask is None and cached_mask is None
+    assert isinstance(text_features, EncoderFeatures)
+    # gradients reach the decoder through cached features
+    model.train()
+    model.freeze_encoders()
+    model.step3_loss(image_features, index, ids).backward()
+    assert any(_grads(model.decoder)) and any(_grads(model.image_memory))

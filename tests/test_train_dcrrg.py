@@ -160,3 +160,42 @@ def test_demo_quality(tmp_path: Path) -> None:
     scores = score_run(run, data, "test")
     assert scores["auroc_mean"] >= 0.95, scores
     assert scores["ce_micro_f1"] >= 0.8, scores
+
+
+def test_step1_from_cached_early_layers_matches_step1_loss() -> None:
+    from rrg_core.models.dcclip import DCCLIPConfig
+    from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
+    from train.dcrrg.steps import _image_layers, freeze_early_image_layers, image_step1_loss_from_early
+
+    torch.manual_seed(0)
+    clip = DCCLIPConfig(pretrained=None, text_encoder="tiny-random", projection_dim=32, projection_hidden=32)
+    model = DCRRG(DCRRGConfig(vocab_size=20, clip=clip, d_model=32, n_heads=4, d_ff=64, n_prefix=2))
+    model.eval()
+    images = torch.randn(3, 2, 3, 64, 64)
+    targets = (torch.rand(3, 14) > 0.5).float()
+    weights = torch.rand(3, 14)
+    with torch.no_grad():
+        early = torch.nn.Sequential(*_image_layers(model, 5)[0])(images.flatten(0, 1)).unflatten(0, (3, 2))
+        expected = model.clip.step1_loss(images, None, targets, weights)
+        torch.testing.assert_close(image_step1_loss_from_early(model, early, 5, targets, weights), expected)
+    model.clip.requires_grad_(True)
+    frozen = freeze_early_image_layers(model, 5)
+    body = model.clip.image_encoder.body
+    assert frozen > 0 and not any(p.requires_grad for p in body.conv_stem.parameters())
+    assert all(p.requires_grad for p in body.conv_head.parameters())
+    assert freeze_early_image_layers(model, None) == 0
+    with pytest.raises(ValueError):
+        freeze_early_image_layers(model, 99)
+
+
+def test_train_from_block_is_a_step1_setting() -> None:
+    from rrg_core.errors import RRGError
+    from train.dcrrg.presets import apply_overrides, load_preset, step_settings
+
+    preset = apply_overrides(load_preset("cpu"), ["step1.train_from_block=4"])
+    assert step_settings(preset, 1)["train_from_block"] == 4
+    for bad in ("-1", "1.5", "true"):
+        with pytest.raises(RRGError):
+            step_settings(apply_overrides(load_preset("cpu"), [f"step1.train_from_block={bad}"]), 1)
+    with pytest.raises(RRGError):
+        apply_overrides(load_preset("cpu"), ["step3.train_from_block=4"])

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -68,6 +69,30 @@ class DCRRGConfig:
             vocab_size=self.vocab_size, dropout=self.dropout, max_length=self.max_length, post_norm=True,
             pad_id=self.pad_id, **sizes,
         )  # fmt: skip
+
+
+class EncoderFeatures(NamedTuple):
+    """Precomputed frozen-encoder outputs that stand in for images or texts in Steps 3-4.
+
+    ``states`` is an image feature map (B, C, h, w) (views side by side, as
+    :meth:`DCCLIP.encode_image` returns it) when ``attention_mask`` is None, else text token states
+    (B, T, H) with their (B, T) attention mask. With the encoders frozen and in eval mode, computing
+    these once per study and training on them gives the same losses as passing the images or texts.
+    """
+
+    states: Tensor
+    attention_mask: Tensor | None = None
+
+    @classmethod
+    def of_images(cls, feature_map: Tensor) -> EncoderFeatures:
+        return cls(feature_map, None)
+
+    @classmethod
+    def of_texts(cls, token_states: Tensor, attention_mask: Tensor) -> EncoderFeatures:
+        return cls(token_states, attention_mask)
+
+
+MemoryInputs = Inputs | EncoderFeatures
 
 
 @dataclass
@@ -120,13 +145,34 @@ class DCRRG(nn.Module):
         full = prompt_index[:, None] == FULL_REPORT
         return torch.where(full, self.report_prompt.to(observation.dtype).expand_as(observation), observation)
 
-    def encode_memory(self, inputs: Inputs) -> tuple[Tensor, Tensor | None]:
-        """Decoder memory (B, L, d) and mask (B, L) or None from images (tensor) or texts (list)."""
+    @torch.no_grad()
+    def encoder_features(self, inputs: Inputs) -> EncoderFeatures:
+        """The frozen encoders' outputs for images (tensor) or texts (list), without gradients;
+        call in eval mode to cache them (Steps 3-4 then train on :class:`EncoderFeatures`)."""
+        if isinstance(inputs, Tensor):
+            return EncoderFeatures.of_images(self.clip.encode_image(inputs)[1])
+        features = self.clip.encode_text_features(inputs)
+        return EncoderFeatures.of_texts(features.token_states, features.attention_mask)
+
+    def encode_memory_from_features(self, features: EncoderFeatures) -> tuple[Tensor, Tensor | None]:
+        """Decoder memory (B, L, d) and mask (B, L) or None from precomputed encoder outputs."""
+        if features.attention_mask is None:
+            fmap = features.states
+            return self.image_memory(fmap.flatten(2).transpose(1, 2)), None
+        return self.text_memory(features.states), features.attention_mask.bool()
+
+    def encode_memory(self, inputs: MemoryInputs) -> tuple[Tensor, Tensor | None]:
+        """Decoder memory (B, L, d) and mask (B, L) or None from images (tensor), texts (list) or
+        precomputed :class:`EncoderFeatures`."""
+        if isinstance(inputs, EncoderFeatures):
+            return self.encode_memory_from_features(inputs)
         if isinstance(inputs, Tensor):
             fmap = self.clip.encode_image(inputs)[1]
-            return self.image_memory(fmap.flatten(2).transpose(1, 2)), None
+            return self.encode_memory_from_features(EncoderFeatures.of_images(fmap))
         features = self.clip.encode_text_features(inputs)
-        return self.text_memory(features.token_states), features.attention_mask.bool()
+        return self.encode_memory_from_features(
+            EncoderFeatures.of_texts(features.token_states, features.attention_mask)
+        )
 
     def condition(self, memory: Tensor, mask: Tensor | None, prompt_index: Tensor) -> tuple[Tensor, Tensor]:
         """Add the prompt to every memory row and prepend it as a row of its own (module docstring)."""
@@ -165,14 +211,16 @@ class DCRRG(nn.Module):
 
     # -- training steps -------------------------------------------------------------------------
 
-    def step3_loss(self, inputs: Inputs, observation_index: Tensor, description_ids: Tensor) -> Tensor:
-        """Step 3: describe observation k (B,) from images or texts; ids (B, T) = BOS ... EOS PAD."""
+    def step3_loss(self, inputs: MemoryInputs, observation_index: Tensor, description_ids: Tensor) -> Tensor:
+        """Step 3: describe observation k (B,) from images, texts or their cached
+        :class:`EncoderFeatures`; ids (B, T) = BOS ... EOS PAD."""
         memory, mask = self.condition(*self.encode_memory(inputs), observation_index)
         ids = description_ids.to(memory.device)
         return self.token_loss(self._logits(memory, mask, ids[:, :-1], full_report=False), ids[:, 1:])
 
-    def step4_loss(self, images: Tensor, report_ids: Tensor) -> Tensor:
-        """Step 4: the full report (B, T) from images, with the deep prompts when PT is enabled."""
+    def step4_loss(self, images: Tensor | EncoderFeatures, report_ids: Tensor) -> Tensor:
+        """Step 4: the full report (B, T) from images (or their cached :class:`EncoderFeatures`),
+        with the deep prompts when PT is enabled."""
         memory, mask = self.encode_memory(images)
         full = torch.full((memory.shape[0],), FULL_REPORT, device=memory.device)
         memory, mask = self.condition(memory, mask, full)

@@ -2,8 +2,10 @@
 
 A preset is a nested mapping: ``image_size``, ``beam_size``, ``weight_decay``, ``model`` (the
 DCRRGConfig / DCCLIPConfig fields) and ``step1`` ... ``step4`` (``epochs``, ``batch_size``, ``lr``,
-optional ``max_iterations``). ``--set step1.lr=3e-4`` replaces one existing field; a key the preset
-does not have is refused, so a typo cannot be silently ignored.
+optional ``max_iterations``; Step 1 also an optional ``train_from_block``: the image encoder's layers
+before that EfficientNet block stay frozen, None or absent = all train). ``--set step1.lr=3e-4``
+replaces one existing field; a key the preset does not have is refused, so a typo cannot be silently
+ignored.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PRESETS: tuple[str, ...] = ("demo", "cpu", "paper")
 STEPS: tuple[int, ...] = (1, 2, 3, 4)
 # Fields that may be absent from a preset but still set (None means "not given").
-_OPTIONAL = {f"step{k}.max_iterations" for k in STEPS}
+_OPTIONAL = {f"step{k}.max_iterations" for k in STEPS} | {"step1.train_from_block"}
 
 
 def load_preset(name: str) -> dict[str, Any]:
@@ -75,4 +77,9 @@ def step_settings(preset: dict[str, Any], step: int) -> dict[str, Any]:
     limit = settings.get("max_iterations")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise RRGError(f"step{step}.max_iterations must be a positive integer, got {limit!r}")
+    start = settings.get("train_from_block")
+    if start is not None and (
+        step != 1 or not isinstance(start, int) or isinstance(start, bool) or start < 0
+    ):
+        raise RRGError(f"step{step}.train_from_block must be a non-negative integer in step1, got {start!r}")
     return settings

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn import functional
 
 from rrg_core.data.transforms import TransformConfig
 from rrg_core.metrics import auroc_per_observation
-from rrg_core.models.dcrrg import DCRRG
+from rrg_core.models.dcrrg import DCRRG, EncoderFeatures
 from rrg_core.observations import NUM_OBSERVATIONS, OBSERVATIONS
 from train.common.distributed import DistInfo, sync_buffers, wrap_ddp
 from train.common.runner import LoopSpec, LossModule, index_batches, train_loop
@@ -47,6 +48,25 @@ class TrainData:
     extra_weights: Tensor | None
     transform: TransformConfig
     pad_id: int
+    # Frozen-encoder outputs per study (see cached_features); Steps 1-2 clear it, as they change them.
+    encoded: CachedFeatures | None = None
+
+
+@dataclass
+class CachedFeatures:
+    """Per-study outputs of the frozen encoders (eval mode), computed once for Steps 3-4."""
+
+    feature_maps: Tensor  # (N, C, h, V*w) image feature maps, views side by side
+    token_states: Tensor  # (N, T, H) report token states, padded to one T
+    attention_mask: Tensor  # (N, T)
+
+    def images(self, index: Tensor) -> EncoderFeatures:
+        return EncoderFeatures.of_images(self.feature_maps[index])
+
+    def texts(self, index: Tensor) -> EncoderFeatures:
+        mask = self.attention_mask[index]
+        width = max(1, int(mask.sum(1).max()))  # trim the batch's common padding
+        return EncoderFeatures.of_texts(self.token_states[index, :width], mask[:, :width])
 
 
 @dataclass
@@ -91,16 +111,122 @@ def _images(data: TrainData, cached: Tensor, ctx: StepContext) -> Tensor:
     return to_model_input(cached, data.transform, ctx.device)
 
 
+@torch.no_grad()
+def cached_features(model: DCRRG, data: TrainData, ctx: StepContext, batch: int = 32) -> CachedFeatures:
+    """The frozen encoders' image feature maps and report token states of every training study,
+    computed once (encoders in eval mode, as Steps 3-4 run them) and kept in ``data.encoded``.
+
+    Steps 3 and 4 (PT) never change the encoders, so each study's decoder memory input is the same on
+    every iteration; re-running the image encoder per batch was most of their cost.
+    """
+    if data.encoded is not None:
+        return data.encoded
+    was_training = model.clip.training
+    model.clip.eval()
+    maps, states, masks = [], [], []
+    for start in range(0, len(data.reports), batch):
+        images = _images(data, data.images[start : start + batch], ctx)
+        maps.append(model.encoder_features(images).states.float())
+        text = model.encoder_features(data.reports[start : start + batch])
+        states.append(text.states.float())
+        masks.append(text.attention_mask)
+    model.clip.train(was_training)
+    width = max(s.shape[1] for s in states)
+    token_states = torch.cat([functional_pad(s, width, dim=1) for s in states])
+    attention_mask = torch.cat([functional_pad(m, width, dim=1) for m in masks])
+    data.encoded = CachedFeatures(torch.cat(maps), token_states, attention_mask)
+    return data.encoded
+
+
+def functional_pad(tensor: Tensor, width: int, dim: int) -> Tensor:
+    """Zero-pad ``tensor`` along ``dim`` to ``width``."""
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
+
+
+def _image_layers(model: DCRRG, train_from_block: int) -> tuple[list[nn.Module], list[nn.Module]]:
+    """The image encoder's layers before EfficientNet block ``train_from_block`` (stem and blocks
+    0..k-1 of the flat 16-block numbering) and from it on (blocks k.., head conv and norm)."""
+    body = model.clip.image_encoder.body
+    if not all(hasattr(body, name) for name in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
+        raise ValueError("train_from_block needs the efficientnet_lite0 image encoder")
+    flat = [block for stage in body.blocks for block in stage]
+    if not 0 < train_from_block <= len(flat):
+        raise ValueError(f"train_from_block must be in 1..{len(flat)}, got {train_from_block}")
+    early = [body.conv_stem, body.bn1, *flat[:train_from_block]]
+    return early, [*flat[train_from_block:], body.conv_head, body.bn2]
+
+
+def freeze_early_image_layers(model: DCRRG, train_from_block: int | None) -> int:
+    """Freeze the image encoder's layers before EfficientNet block ``train_from_block``, their batch
+    norms in eval mode; returns the number of frozen parameters (0 for None: every layer trains).
+
+    Why: low-level ImageNet features (edges, textures) transfer to radiographs, and on a CPU the
+    early high-resolution blocks are most of a Step-1 iteration (at 128 px, stage 1 alone is about
+    40% of the encoder's forward). Frozen, with no augmentation, their output per view is fixed, so
+    Step 1 computes it once (:func:`early_image_features`) and trains the later blocks on it.
+    """
+    if not train_from_block:
+        return 0
+    early, _ = _image_layers(model, train_from_block)
+    for module in early:
+        module.requires_grad_(False)
+        module.eval()
+    return sum(p.numel() for module in early for p in module.parameters())
+
+
+@torch.no_grad()
+def early_image_features(
+    model: DCRRG, data: TrainData, images: Tensor, train_from_block: int, ctx: StepContext, batch: int = 32
+) -> Tensor:
+    """The frozen early layers' output (N, V, C, h, w) for cached uint8 studies (N, V, S, S)."""
+    early = nn.Sequential(*_image_layers(model, train_from_block)[0])
+    out = []
+    for start in range(0, len(images), batch):
+        x = _images(data, images[start : start + batch], ctx)
+        out.append(early(x.flatten(0, 1)).unflatten(0, x.shape[:2]))
+    return torch.cat(out)
+
+
+def image_step1_loss_from_early(
+    model: DCRRG, features: Tensor, train_from_block: int, targets: Tensor, keep: Tensor
+) -> Tensor:
+    """:meth:`DCCLIP.step1_loss` on images (all 14 observations, weighted), starting from the early
+    layers' output (N, V, C, h, w): the same pooled embedding (mean of each view's pooled map over
+    the views) and the same weighted CE, without re-running the frozen layers."""
+    late = nn.Sequential(*_image_layers(model, train_from_block)[1])
+    n, views = features.shape[:2]
+    pooled = late(features.flatten(0, 1)).mean(dim=(2, 3)).unflatten(0, (n, views)).mean(dim=1)
+    logits = model.clip.observation_logits(pooled, "image")
+    losses = functional.cross_entropy(logits.reshape(-1, 2), targets.reshape(-1).long(), reduction="none")
+    weights = keep.reshape(-1).to(losses.dtype)
+    return (losses * weights).sum() / weights.sum().clamp(min=1.0)
+
+
 def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> dict[str, Any]:
     """Step 1: observation-level CE on images and on report texts, all 14 labels per study, weighted
-    by :func:`train.dcrrg.data.balance_weights`; extra image-only data joins the image side."""
+    by :func:`train.dcrrg.data.balance_weights`; extra image-only data joins the image side.
+
+    ``settings["train_from_block"]`` (optional) freezes the image encoder's early layers
+    (:func:`freeze_early_image_layers`)."""
+    data.encoded = None
     model.requires_grad_(False)
     model.clip.requires_grad_(True)
     model.train()
+    start = settings.get("train_from_block")
+    frozen = freeze_early_image_layers(model, start)
     images, targets, weights = data.images, data.targets, data.weights
     if data.extra_images is not None:
         images = torch.cat([images, data.extra_images])
         targets, weights = torch.cat([targets, data.extra_targets]), torch.cat([weights, data.extra_weights])
+    early = early_image_features(model, data, images, start, ctx) if start else None
+    if frozen and ctx.info.is_main:
+        logger.info("step1: image encoder layers before block %d frozen (%d parameters), their "
+                    "output cached", start, frozen)  # fmt: skip
     size = settings["batch_size"]
     image_stream = index_batches(len(images), size, ctx.generator, ctx.info)
     text_stream = index_batches(len(data.reports), size, ctx.generator, ctx.info)
@@ -108,7 +234,7 @@ def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
     def batches() -> Iterator[dict[str, Any]]:
         for image_index, text_index in zip(image_stream, text_stream, strict=False):
             yield {
-                "images": _images(data, images[image_index], ctx),
+                "images": _images(data, images[image_index], ctx) if early is None else early[image_index],
                 "image_targets": targets[image_index], "image_weights": weights[image_index],
                 "texts": [data.reports[i] for i in text_index.tolist()],
                 "text_targets": data.targets[text_index], "text_weights": data.weights[text_index],
@@ -116,9 +242,11 @@ def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
 
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
         device = ctx.device
-        image = m.clip.step1_loss(
-            b["images"], None, b["image_targets"].to(device), b["image_weights"].to(device)
-        )
+        image_targets, image_weights = b["image_targets"].to(device), b["image_weights"].to(device)
+        if early is None:
+            image = m.clip.step1_loss(b["images"], None, image_targets, image_weights)
+        else:
+            image = image_step1_loss_from_early(m, b["images"], start, image_targets, image_weights)
         text = m.clip.step1_loss(b["texts"], None, b["text_targets"].to(device), b["text_weights"].to(device))
         return image + text
 
@@ -127,6 +255,7 @@ def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
 
 def step2(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> dict[str, Any]:
     """Step 2: the CSM loss on image-report pairs; both sides carry the report's labels."""
+    data.encoded = None
     model.requires_grad_(False)
     model.clip.requires_grad_(True)
     model.train()
@@ -152,6 +281,7 @@ def step3(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
     model.freeze_encoders()
     model.train()
     model.clip.eval()
+    cache = cached_features(model, data, ctx)
     count = len(data.reports) * NUM_OBSERVATIONS
     stream = index_batches(count, settings["batch_size"], ctx.generator, ctx.info)
 
@@ -162,8 +292,8 @@ def step3(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
                 data.descriptions[s][k] for s, k in zip(studies.tolist(), observations.tolist(), strict=True)
             ]
             yield {
-                "images": _images(data, data.images[studies], ctx),
-                "texts": [data.reports[s] for s in studies.tolist()],
+                "images": cache.images(studies),
+                "texts": cache.texts(studies),
                 "observations": observations.to(ctx.device),
                 "ids": pad_ids(ids, data.pad_id).to(ctx.device),
             }
@@ -185,15 +315,17 @@ def step4(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext, mode:
     if ctx.info.is_main:
         logger.info("step4 (%s): %d of %d parameters train (%.2f%%)", mode, trainable, total, 100 * share)
     model.train()
-    if mode == "pt":
+    cache = None
+    if mode == "pt":  # encoders frozen: train on their cached outputs
         model.clip.eval()
+        cache = cached_features(model, data, ctx)
     stream = index_batches(len(data.reports), settings["batch_size"], ctx.generator, ctx.info)
 
     def batches() -> Iterator[dict[str, Any]]:
         for index in stream:
             ids = [data.report_ids[i] for i in index.tolist()]
             yield {
-                "images": _images(data, data.images[index], ctx),
+                "images": _images(data, data.images[index], ctx) if cache is None else cache.images(index),
                 "ids": pad_ids(ids, data.pad_id).to(ctx.device),
             }
 

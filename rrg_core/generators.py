@@ -195,13 +195,5 @@ def dcrrg_generator_from_checkpoint(
 
 
 def checkpoint_image_size(config: dict) -> ImageSize | None:
-    """The input size a DCRRG checkpoint was trained at, or None when it records none.
-
-    A top-level ``image_size`` entry wins; else the preset settings ``python -m train dcrrg`` stores
-    (``training.settings.image_size``).
-    """
-    if config.get("image_size") is not None:
-        return config["image_size"]
-    training = config.get("training")
-    settings = training.get("settings") if isinstance(training, dict) else None
-    return settings.get("image_size") if isinstance(settings, dict) else None
+    """The input size a DCRRG checkpoint was trained at (its top-level ``image_size``), or None."""
+    return config.get("image_size")

@@ -101,9 +101,8 @@ def test_the_transform_defaults_to_the_backbone_size(generator):
     assert generator.transform.config.resize == (IMAGE_SIZE, IMAGE_SIZE)
 
 
-def test_the_trained_image_size_is_read_from_either_config_entry():
-    assert checkpoint_image_size({"image_size": 96, "training": {"settings": {"image_size": 128}}}) == 96
-    assert checkpoint_image_size({"training": {"settings": {"image_size": 128}}}) == 128  # train dcrrg
+def test_the_trained_image_size_is_read_from_the_config():
+    assert checkpoint_image_size({"image_size": 96, "model": {}}) == 96
     assert checkpoint_image_size({"model": {}}) is None
 
 

@@ -51,6 +51,7 @@ def test_micro_run_writes_every_step_and_a_loadable_final_checkpoint(micro_run: 
     model, checkpoint = load_dcrrg(micro_run)
     assert checkpoint.config["training"]["steps_done"] == [1, 2, 3, 4]
     assert checkpoint.config["training"]["preset"] == "demo"
+    assert checkpoint.config["image_size"] == 64  # what the generator resizes evaluation images to
     assert set(checkpoint.metrics) == {"step1", "step2", "step3", "step4"}
     assert "thresholds" in checkpoint.metrics["step1"]
     assert (

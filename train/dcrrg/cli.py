@@ -143,7 +143,9 @@ def _save_kwargs(
         "settings": preset,
     }
     return dict(
-        vocab=prepared.vocab, extra_config={"training": training}, metrics=metrics, preset=preset["name"],
+        # image_size at the top: the one entry every consumer of the checkpoint reads its input size from.
+        vocab=prepared.vocab, extra_config={"image_size": preset["image_size"], "training": training},
+        metrics=metrics, preset=preset["name"],
         data_fingerprint=data_fingerprint(args.data),
     )  # fmt: skip
 

@@ -27,7 +27,7 @@ from rrg_core.data.transforms import RadiographTransform, build_transform, dcrrg
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import GeneratedReport
-from rrg_core.models.dcrrg import DCRRG, ObservationRow
+from rrg_core.models.dcrrg import DCRRG, EncoderFeatures, ObservationRow
 from rrg_core.models.dcrrg_io import load_dcrrg
 from rrg_core.observations import OBSERVATIONS
 
@@ -88,12 +88,13 @@ class DCRRGGenerator:
         reports: list[GeneratedReport] = []
         for start in range(0, len(records), self.batch_size):
             batch = self.prepare(stacks[start : start + self.batch_size])
-            # One encoder pass for the Step-1 heads; generate() encodes again for the decoder
-            # memory (DCRRG has no public entry point taking encoder features).
-            uni = self.model.clip.encode_image(batch)[0]
+            # One encoder pass serves the Step-1 heads, the embedding and the decoder memory.
+            uni, feature_map = self.model.clip.encode_image(batch)
             probabilities = self.model.clip.observation_logits(uni, "image").softmax(dim=-1)[..., 1]
             embeddings = functional.normalize(self.model.clip.global_embedding(uni, "image"), dim=-1)
-            ids = self.model.generate(batch, beam_size=self.beam_size, max_length=self.max_length)
+            ids = self.model.generate(
+                EncoderFeatures.of_images(feature_map), beam_size=self.beam_size, max_length=self.max_length
+            )
             for offset, tokens in enumerate(ids):
                 record = records[start + offset]
                 reports.append(

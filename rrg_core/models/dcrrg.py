@@ -264,7 +264,7 @@ class DCRRG(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        images: Tensor,
+        images: MemoryInputs,
         *,
         beam_size: int = 3,
         max_length: int | None = None,
@@ -272,8 +272,9 @@ class DCRRG(nn.Module):
     ) -> list[list[int]]:
         """Beam-search token ids (no BOS; EOS last unless cut at ``max_length``) per study.
 
-        ``observation`` None: the full report (Step 4); an index 0-13: that observation's Step-3
-        description.
+        ``images`` may also be the :class:`EncoderFeatures` of images already encoded, so a caller
+        that needs the Step-1 outputs too runs the encoder once. ``observation`` None: the full
+        report (Step 4); an index 0-13: that observation's Step-3 description.
         """
         memory, mask = self.encode_memory(images)
         index = FULL_REPORT if observation is None else int(observation)
@@ -314,7 +315,7 @@ class DCRRG(nn.Module):
         uni, fmap = self.clip.encode_image(images)  # one encoder pass serves both heads
         probabilities = self.clip.observation_logits(uni, "image").softmax(dim=-1)[..., 1]  # (B, 14)
         labels = (probabilities >= self.thresholds.to(probabilities.device)).long()
-        memory = self.image_memory(fmap.flatten(2).transpose(1, 2))
+        memory, _ = self.encode_memory_from_features(EncoderFeatures.of_images(fmap))
         batch = memory.shape[0]
         every = torch.arange(NUM_OBSERVATIONS, device=memory.device).repeat(batch)  # study-major rows
         ids = self._beam(

@@ -7,8 +7,7 @@ import logging
 import sys
 
 from rrg_core.errors import RRGError
-from train import evaluate_cmd, phantoms_cmd, vocab_cmd
-from train.dcrrg import cli as dcrrg_cmd
+from train import dcrrg_cmd, evaluate_cmd, phantoms_cmd, vocab_cmd
 
 # Each command module exposes add_parser(subparsers) and run(args) -> int.
 COMMANDS = (vocab_cmd, phantoms_cmd, evaluate_cmd, dcrrg_cmd)

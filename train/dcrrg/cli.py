@@ -27,42 +27,12 @@ from train.common.runner import plan_steps, step_folder
 from train.common.runtime import Precision, apply_thread_policy, choose_device, seed_everything
 from train.dcrrg import steps as dcrrg_steps
 from train.dcrrg.prepare import Prepared, prepare
-from train.dcrrg.presets import PRESETS, STEPS, apply_overrides, load_preset, step_settings
+from train.dcrrg.presets import STEPS, apply_overrides, load_preset, step_settings
 
 logger = logging.getLogger(__name__)
 
 _CLIP_FIELDS = {f.name for f in dataclasses.fields(DCCLIPConfig)}
 _DECODER_FIELDS = {"d_model", "n_heads", "n_layers", "d_ff", "dropout", "n_prefix", "prefix_hidden"}
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the command."""
-    p = subparsers.add_parser(
-        "dcrrg", help="train DCRRG (Steps 1-4) into a resumable run folder",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    p.add_argument(
-        "--preset", required=True, help=f"one of {', '.join(PRESETS)} (train/configs/dcrrg_*.yaml)"
-    )
-    p.add_argument("--data", required=True, type=Path, help="data folder (R2Gen layout with images/)")
-    p.add_argument("--out", required=True, type=Path, help="run folder (RUN_DIR)")
-    p.add_argument("--steps", default="1,2,3,4", help="steps to run, e.g. 1,2,3,4 (default) or 3,4")
-    p.add_argument("--seed", type=int, default=0, help="seed for everything (default 0)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument(
-        "--image-encoder", choices=("efficientnet_lite0", "resnet50"), help="override the preset's"
-    )
-    p.add_argument("--pretrained", help="image encoder weights: imagenet, none or a state-dict PATH")
-    p.add_argument("--text-encoder", help="Hugging Face id or folder (default: the preset's)")
-    p.add_argument("--no-balance", action="store_true", help="Step 1 without per-observation balancing")
-    p.add_argument("--extra-chexpert", type=Path, help="CheXpert-style CSV of extra Step-1 images")
-    p.add_argument("--extra-root", type=Path, help="folder the --extra-chexpert paths are relative to")
-    p.add_argument("--extra", type=Path, help="extra R2Gen-layout data (its train split joins training)")
-    p.add_argument("--step4", choices=("pt", "fft"), default="pt", help="prompt tuning (default) or full FT")
-    p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every step's epochs by F")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field")
-    p.add_argument("--workers", type=int, default=2, help="image decoding processes for the cache (0: none)")
-    return p
 
 
 def parse_steps(text: str) -> list[int]:

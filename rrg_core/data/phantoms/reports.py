@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from rrg_core.data.phantoms.findings import Finding
+from rrg_core.data.reports import raw_sentences
 from rrg_core.observations import OBSERVATIONS, Label, LabelDict
 
 _LOBE = {
@@ -258,11 +259,6 @@ _DEVICE_PATTERNS = {
 }
 
 
-def sentences_of(text: str) -> list[str]:
-    """Split a report into sentences (on ., ! and ? followed by space or the end)."""
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
-
-
 # Checked in order: the first pattern found in the sentence gives the attribute.
 _ZONE_WORDS = (("upper", r"upper|apex|apical"), ("mid", r"middle|\bmid|lingul|perihilar"),
                ("lower", r"lower|base|basilar|basal|retrocardiac"))
@@ -309,7 +305,7 @@ def findings_from_labels(
         )
         findings.append(Finding(name, Label(value), attrs["side"], attrs["zone"], attrs["severity"], devices))
     extras = []
-    for sentence in sentences_of(report):
+    for sentence in raw_sentences(report):
         if _NEGATED.search(sentence):
             continue
         for key, pattern in _EXTRA_PATTERNS.items():

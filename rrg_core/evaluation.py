@@ -51,7 +51,7 @@ from rrg_core.metrics import (
     precision_at_ks,
 )
 from rrg_core.metrics.ranking import to_numpy
-from rrg_core.observations import OBSERVATIONS, LabelDict, is_positive
+from rrg_core.observations import OBSERVATIONS, LabelDict, is_positive, labels_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def evaluate_reports(
     ref_labels = [labels_of(text) for text in references]
     hyp_labels = [labels_of(text) for text in hypotheses]
     outcomes = [
-        StudyOutcome(r.id, ref, hyp, _plain(rl), _plain(hl))
+        StudyOutcome(r.id, ref, hyp, labels_to_json(rl), labels_to_json(hl))
         for r, ref, hyp, rl, hl in zip(records, references, hypotheses, ref_labels, hyp_labels, strict=True)
     ]
     return EvaluationResult(
@@ -238,10 +238,6 @@ def _align(records: Sequence[StudyRecord], generated: Sequence[GeneratedReport])
         extra = sorted(set(by_id) - {r.id for r in records})
         raise RRGError(f"generated reports for studies not evaluated: {', '.join(extra[:5])}")
     return [by_id[r.id] for r in records]
-
-
-def _plain(labels: Mapping[str, Any]) -> dict[str, int | None]:
-    return {name: None if labels.get(name) is None else int(labels[name]) for name in OBSERVATIONS}
 
 
 def _all_or_none(values: list[Any], what: str) -> bool:

@@ -115,3 +115,9 @@ def binary_targets(labels: Mapping[str, object]) -> tuple[list[float], list[bool
 def is_positive(value: object) -> bool:
     """The clinical-efficacy reading of a label: positive, or not (uncertain counts as not)."""
     return parse_label(value) == Label.POSITIVE
+
+
+def labels_to_json(labels: Mapping[str, object]) -> dict[str, int | None]:
+    """All 14 labels as plain JSON values (1, 0, -1 or None), in :data:`OBSERVATIONS` order."""
+    complete = validate_labels(labels)
+    return {name: None if value is None else int(value) for name, value in complete.items()}

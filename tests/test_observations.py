@@ -10,6 +10,7 @@ from rrg_core.observations import (
     binary_targets,
     canonical_name,
     is_positive,
+    labels_to_json,
     observation_index,
     parse_label,
     validate_labels,
@@ -72,3 +73,9 @@ def test_binary_targets_drop_uncertain_and_count_unmentioned_negative():
 
 def test_is_positive():
     assert is_positive(1) and not is_positive(-1) and not is_positive(None) and not is_positive(0)
+
+
+def test_labels_to_json_is_complete_and_plain():
+    plain = labels_to_json({"Edema": Label.UNCERTAIN, "cardiomegaly": 1})
+    assert list(plain) == list(OBSERVATIONS)
+    assert plain["Edema"] == -1 and type(plain["Cardiomegaly"]) is int and plain["Atelectasis"] is None

@@ -26,7 +26,7 @@ from rrg_core.data.phantoms.anatomy import FRONTAL, LATERAL, sample_body
 from rrg_core.data.phantoms.generate import RenderedStudy, StudySpec, make_study, render_study
 from rrg_core.data.phantoms.reports import findings_from_labels
 from rrg_core.errors import RRGError
-from rrg_core.observations import OBSERVATIONS, Label, LabelDict
+from rrg_core.observations import OBSERVATIONS, Label, labels_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,6 @@ def save_mask(path: Path, mask: np.ndarray) -> None:
     )
 
 
-def labels_json(labels: LabelDict) -> dict[str, int | None]:
-    """Labels as JSON values: 1, 0, -1 or null, for all 14 observations."""
-    return {name: (int(labels[name]) if labels.get(name) is not None else None) for name in OBSERVATIONS}
-
-
 def split_for(rng: np.random.Generator, fractions: tuple[float, float, float]) -> str:
     """A split drawn from the study's own generator (so it does not depend on N)."""
     draw, edge = rng.random(), 0.0
@@ -100,7 +95,7 @@ def _phantom_entry(
         "report": report,
         "image_path": paths,
         "split": split,
-        "labels": labels_json(spec.labels()),
+        "labels": labels_to_json(spec.labels()),
     }
 
 
@@ -182,7 +177,7 @@ def _report_entry(
     rendered = render_study(spec, size, rng, views)
     write_views(out, entry["id"], list(entry["image_path"]), rendered)
     labels = {name: result.labels.get(name) for name in OBSERVATIONS}
-    return {**entry, "labels": labels_json(labels)}
+    return {**entry, "labels": labels_to_json(labels)}
 
 
 def write_from_reports(

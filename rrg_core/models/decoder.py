@@ -169,6 +169,11 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
+        # Optional map of token embeddings (B, T, d) -> (B, T, d), applied before positions are added
+        # (UAR passes its CRA there, eq 2). It must treat positions independently, since incremental
+        # decoding feeds it one token at a time. A module assigned here is registered (and saved) as
+        # part of the decoder; a plain function or another module's bound method is not.
+        self.token_transform: Callable[[Tensor], Tensor] | None = None
         self.position_embedding = nn.Embedding(config.max_length, config.d_model)
         self.embed_dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layers))
@@ -246,7 +251,10 @@ class TransformerDecoder(nn.Module):
         if start + t_new > self.config.max_length:
             raise ValueError(f"position {start + t_new} exceeds max_length {self.config.max_length}")
         positions = torch.arange(start, start + t_new, device=tokens.device)
-        x = self.embed_dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        embedded = self.token_embedding(tokens)
+        if self.token_transform is not None:
+            embedded = self.token_transform(embedded)
+        x = self.embed_dropout(embedded + self.position_embedding(positions))
         self_mask = _causal_mask(cache.n_prefix, start, t_new, tokens.device)
         cross_mask = None if cache.memory_mask is None else cache.memory_mask[:, None, None, :].bool()
         bias = _bias_rows(cache.cross_bias, start, t_new)

@@ -1,0 +1,481 @@
+"""UAR: Unify, Align and then Refine (paper sec. 3, eqs 1-13), with Table 2's ablation rows.
+
+Data flow (eqs 1-4), for a study of ``views`` radiographs (IU X-ray: frontal + lateral):
+
+1. **LSU** (eq 1): each view is a grid of h x w dVAE code ids (:mod:`rrg_core.models.dvae`; 112 px
+   and M = 8 give 14 x 14). The views' grids are concatenated along the sequence, L = V * h * w
+   tokens, and embedded by the trainable look-up W_I (``visual_embedding``). The report is
+   embedded by W_R, the decoder's token embedding.
+2. **CRA** (eq 2, :mod:`rrg_core.models.cra`): one aligner for both modalities turns E^(I), E^(R)
+   into F^(I), F^(R). The report side runs inside the decoder (``decoder.token_transform``), token
+   by token, so generation sees exactly what training saw.
+3. **Transformer** (eqs 3-4): one network for every view and every configuration: a Transformer
+   encoder (``n_encoder_layers``, torch's layers) over F^(I) plus learned view and grid-position
+   embeddings, and the shared :class:`~rrg_core.models.decoder.TransformerDecoder` (3 layers,
+   d 512, 8 heads by default) over F^(R) plus positions. Positions are added *after* CRA, so CRA
+   sees the modality's tokens alone, as eq 2 has it.
+4. **TIR** (eqs 11-12): every decoder layer's text-to-image attention gets ``k * sigmoid(M)`` added
+   inside the 1/sqrt(d) scaling (:func:`~rrg_core.models.decoder.eq11_bias`), M a learnable
+   (max_length x L) matrix shared by layers and heads, row t for the token at position t.
+
+Loss (eq 13): ``lambda_1 CE + lambda_2 L_Global + lambda_3 L_Mask``. Two-stage training (sec. 3.5)
+is the ``stage`` switch (:meth:`UAR.set_stage`): stage 1 uses lambdas {1, 1, 0} and no mask in the
+attention, stage 2 {1, 1, 1} with the mask. CE (eq 5) is averaged over non-pad target tokens. The
+triplet loss (eq 10) compares the masked means of F^(I) (all L visual tokens) and F^(R) (non-pad
+report tokens), with identical reports in a batch never used as each other's negatives.
+
+Table 2's rows are config switches (:data:`ABLATIONS`, :func:`ablation_config`): "base" (CNN grid
+features from :func:`~rrg_core.models.image_encoders.build_image_encoder` + the same Transformer; no
+LSU, CRA, triplet loss or TIR), "lsu" (+LSU), "lsu_cra" (+LSU+CRA with its triplet loss),
+"lsu_cra_tir" (+TIR, trained in one stage: stage 2 from the start) and "uar" (two stages).
+``two_stage`` is read by the trainer to choose the first stage (:meth:`UARConfig.first_stage`).
+
+The model takes tensors only: dVAE code ids (B, V, h, w), or images (B, V, C, H, W) when a dVAE
+encoder is attached (:meth:`UAR.attach_tokenizer`) or for the "base" row; it knows nothing of files.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from rrg_core.errors import RRGError
+from rrg_core.models.beam_search import beam_search
+from rrg_core.models.cra import CRA, CRAConfig, masked_mean, triplet_loss
+from rrg_core.models.decoder import DecoderConfig, TransformerDecoder, eq11_bias
+from rrg_core.models.dvae import DVAE, DVAEConfig, DVAEEncoder
+
+CNN_STRIDE = 32  # ResNet-50 and EfficientNet-Lite0 both downsample 32x, rounding up
+MASK_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
+
+
+@dataclass
+class UARConfig:
+    """Hyper-parameters of :class:`UAR`; defaults are the paper's (d 512, 8 heads, 3 + 3 layers).
+
+    ``mask_scale`` is eq 11's k (the paper suggests 1,000). ``mask_loss_reduction`` "sum" is eq 12 as
+    written: its value grows with max_length * L (19,600 at the start for 100 x 392) and so does
+    its gradient norm, which would dominate a global gradient-norm clip; "mean" divides by T * L.
+    ``codebook_size``, ``downsample`` and ``image_size`` must match the dVAE that made the tokens.
+    """
+
+    vocab_size: int
+    d_model: int = 512
+    n_heads: int = 8
+    n_encoder_layers: int = 3
+    n_decoder_layers: int = 3
+    d_ff: int = 2048
+    dropout: float = 0.1
+    max_length: int = 100
+    post_norm: bool = False
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    views: int = 2
+    image_size: int = 112
+    # LSU (off: the "base" row's CNN features)
+    use_lsu: bool = True
+    codebook_size: int = 512
+    downsample: int = 8
+    base_encoder: str = "efficientnet_lite0"
+    base_pretrained: str | None = "imagenet"
+    # CRA: feature integration (basis + dual gate) and the triplet loss
+    use_cra: bool = True
+    n_basis: int = 2048
+    basis: str = "orthogonal"
+    fusion: str = "dual_gate"
+    basis_seed: int = 0
+    use_global_loss: bool = True
+    margin: float = 0.2
+    # TIR and two-stage training
+    use_tir: bool = True
+    mask_scale: float = 1000.0
+    mask_loss_reduction: str = "sum"
+    two_stage: bool = True
+    lambda_ce: float = 1.0
+    lambda_global: float = 1.0
+    lambda_mask: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise RRGError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.views < 1 or self.max_length < 2 or self.vocab_size < 4:
+            raise RRGError(
+                f"need views >= 1, max_length >= 2 and vocab_size >= 4; got views={self.views}, "
+                f"max_length={self.max_length}, vocab_size={self.vocab_size}"
+            )
+        if self.use_lsu and self.image_size % self.downsample:
+            raise RRGError(f"image_size {self.image_size} is not divisible by downsample {self.downsample}")
+        if self.mask_loss_reduction not in MASK_REDUCTIONS:
+            raise RRGError(
+                f"mask_loss_reduction must be one of {MASK_REDUCTIONS}, got {self.mask_loss_reduction!r}"
+            )
+        if self.margin < 0 or self.mask_scale < 0:
+            raise RRGError(f"margin and mask_scale must be >= 0, got {self.margin} and {self.mask_scale}")
+
+    @property
+    def grid_size(self) -> int:
+        """Side of each view's token grid: H / M with LSU, ceil(H / 32) for the CNN."""
+        return self.image_size // self.downsample if self.use_lsu else math.ceil(self.image_size / CNN_STRIDE)
+
+    @property
+    def tokens_per_view(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def memory_length(self) -> int:
+        """L: visual tokens of all views together (392 for two 14 x 14 grids)."""
+        return self.views * self.tokens_per_view
+
+    def first_stage(self) -> int:
+        """The stage training starts in: 1 for two-stage training with TIR, else 2 (one stage)."""
+        return 1 if self.two_stage and self.use_tir else 2
+
+    def decoder_config(self) -> DecoderConfig:
+        """The shared decoder with UAR's sizes."""
+        return DecoderConfig(
+            vocab_size=self.vocab_size, d_model=self.d_model, n_heads=self.n_heads,
+            n_layers=self.n_decoder_layers, d_ff=self.d_ff, dropout=self.dropout,
+            max_length=self.max_length, post_norm=self.post_norm, pad_id=self.pad_id,
+        )  # fmt: skip
+
+    def cra_config(self) -> CRAConfig:
+        return CRAConfig(
+            d_model=self.d_model, n_heads=self.n_heads, n_basis=self.n_basis, dropout=self.dropout,
+            basis=self.basis, fusion=self.fusion, seed=self.basis_seed,
+        )  # fmt: skip
+
+
+#: Table 2's rows as config switches (apply with :func:`ablation_config`).
+ABLATIONS: dict[str, dict[str, bool]] = {
+    "base": dict(use_lsu=False, use_cra=False, use_global_loss=False, use_tir=False, two_stage=False),
+    "lsu": dict(use_lsu=True, use_cra=False, use_global_loss=False, use_tir=False, two_stage=False),
+    "lsu_cra": dict(use_lsu=True, use_cra=True, use_global_loss=True, use_tir=False, two_stage=False),
+    "lsu_cra_tir": dict(use_lsu=True, use_cra=True, use_global_loss=True, use_tir=True, two_stage=False),
+    "uar": dict(use_lsu=True, use_cra=True, use_global_loss=True, use_tir=True, two_stage=True),
+}
+
+
+def ablation_config(row: str, vocab_size: int, **overrides: object) -> UARConfig:
+    """The config of one of Table 2's rows (:data:`ABLATIONS`), other fields from ``overrides``."""
+    if row not in ABLATIONS:
+        raise RRGError(f"unknown UAR ablation row {row!r}; expected one of: {', '.join(ABLATIONS)}")
+    return UARConfig(vocab_size=vocab_size, **{**overrides, **ABLATIONS[row]})
+
+
+def check_tokenizer(dvae: DVAEConfig, config: UARConfig) -> None:
+    """Refuse a dVAE whose codebook or token grid does not match the UAR config."""
+    if not config.use_lsu:
+        raise RRGError("this UAR config does not use LSU (the 'base' row); it takes images, not dVAE tokens")
+    if dvae.codebook_size != config.codebook_size:
+        raise RRGError(
+            f"the dVAE has a codebook of {dvae.codebook_size} codes but the UAR config expects "
+            f"{config.codebook_size}; use the dVAE this model was trained with"
+        )
+    if dvae.image_size // dvae.downsample != config.grid_size or dvae.downsample != config.downsample:
+        raise RRGError(
+            f"the dVAE makes a {dvae.image_size // dvae.downsample}-cell grid (M={dvae.downsample}) but the "
+            f"UAR config expects {config.grid_size} (M={config.downsample})"
+        )
+
+
+@dataclass
+class VisualEncoding:
+    """``features`` F^(I) (B, L, d) after CRA (before positions), ``memory`` (B, L, d) after the
+    Transformer encoder, and the token grid (views, h, w)."""
+
+    features: Tensor
+    memory: Tensor
+    grid: tuple[int, int, int]
+
+
+@dataclass
+class UAROutput:
+    """Eq 13's total and its terms (each already a scalar; unused terms are 0), plus the logits."""
+
+    loss: Tensor
+    ce: Tensor
+    global_loss: Tensor
+    mask_loss: Tensor
+    logits: Tensor
+
+
+@dataclass
+class UARGeneration:
+    """Beam-search output for B studies.
+
+    ``tokens[b]``: generated ids, no BOS, EOS last unless cut at the length limit.
+    ``attention[b]``: (len(tokens[b]), V, h, w), the text-to-image attention that produced each token,
+    averaged over heads and decoder layers (or one layer); each token's map sums to 1 over all views'
+    cells together. ``scores`` (B,): the beams' ranking scores.
+    """
+
+    tokens: list[list[int]]
+    attention: list[Tensor]
+    scores: Tensor
+
+
+class UAR(nn.Module):
+    """The UAR model and its ablations (module docstring); inputs are tensors."""
+
+    def __init__(self, config: UARConfig, tokenizer: DVAE | DVAEEncoder | None = None) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.visual_embedding: nn.Embedding | None = None  # W_I
+        self.image_encoder: nn.Module | None = None
+        self.visual_projection: nn.Module | None = None
+        if config.use_lsu:
+            self.visual_embedding = nn.Embedding(config.codebook_size, d)
+        else:
+            from rrg_core.models.image_encoders import build_image_encoder  # timm only where needed
+
+            self.image_encoder = build_image_encoder(config.base_encoder, config.base_pretrained)
+            self.visual_projection = nn.Linear(self.image_encoder.out_channels, d)
+        self.view_embedding = nn.Embedding(config.views, d)
+        self.grid_position = nn.Embedding(config.tokens_per_view, d)
+        self.cra = CRA(config.cra_config()) if config.use_cra else None
+        self.encoder = _transformer_encoder(config)
+        self.decoder = TransformerDecoder(config.decoder_config())
+        if self.cra is not None:
+            # A bound method, not a module: CRA stays registered once, under ``cra``.
+            self.decoder.token_transform = self.cra.forward
+        self.tir_mask = (
+            nn.Parameter(torch.zeros(config.max_length, config.memory_length)) if config.use_tir else None
+        )
+        # The stage is a buffer so that a checkpoint records which stage it was saved in.
+        self.register_buffer("stage", torch.tensor(config.first_stage()))
+        self.tokenizer: DVAEEncoder | None = None
+        if tokenizer is not None:
+            self.attach_tokenizer(tokenizer)
+
+    # -- configuration switches -------------------------------------------------------------------
+
+    def attach_tokenizer(self, tokenizer: DVAE | DVAEEncoder) -> None:
+        """Use a (frozen) dVAE encoder so the model also takes images; a mismatched codebook is refused."""
+        encoder = tokenizer.encoder if isinstance(tokenizer, DVAE) else tokenizer
+        check_tokenizer(encoder.config, self.config)
+        self.tokenizer = encoder.requires_grad_(False)
+
+    def set_stage(self, stage: int) -> None:
+        """Sec. 3.5: stage 1 trains without the TIR mask (lambda_3 = 0), stage 2 with it."""
+        if stage not in (1, 2):
+            raise ValueError(f"UAR training stage must be 1 or 2, got {stage}")
+        self.stage.fill_(stage)
+
+    @property
+    def mask_active(self) -> bool:
+        """Whether TIR's mask is in the attention (and its loss counts): TIR on and stage 2."""
+        return self.tir_mask is not None and int(self.stage) == 2
+
+    def loss_weights(self) -> tuple[float, float, float]:
+        """Eq 13's (lambda_1, lambda_2, lambda_3) for the current stage and switches."""
+        c = self.config
+        return (
+            c.lambda_ce,
+            c.lambda_global if c.use_global_loss else 0.0,
+            c.lambda_mask if self.mask_active else 0.0,
+        )
+
+    # -- encoding ---------------------------------------------------------------------------------
+
+    def embed_visual(self, visual: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+        """E^(I) (B, L, d) and the grid (V, h, w): W_I of dVAE code ids, or projected CNN features."""
+        if self.config.use_lsu:
+            ids = self._visual_ids(visual)
+            return self.visual_embedding(ids).flatten(1, 3), tuple(ids.shape[1:])
+        images = self._check_images(visual)
+        fmap = self.image_encoder(images.flatten(0, 1)).feature_map  # (B * V, C, h, w)
+        grid = (images.shape[1], *fmap.shape[-2:])
+        if grid[1] * grid[2] != self.config.tokens_per_view:
+            raise RRGError(
+                f"the image encoder gave a {grid[1]}x{grid[2]} grid, expected {self.config.grid_size}^2; "
+                f"images must be {self.config.image_size} px"
+            )
+        features = fmap.flatten(2).transpose(1, 2).unflatten(0, images.shape[:2]).flatten(1, 2)
+        return self.visual_projection(features), grid
+
+    def visual_features(self, visual: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+        """F^(I) (B, L, d) (eq 2: CRA of E^(I), or E^(I) itself without CRA) and the grid (V, h, w)."""
+        embeddings, grid = self.embed_visual(visual)
+        return (self.cra(embeddings) if self.cra is not None else embeddings), grid
+
+    def encode(self, visual: Tensor) -> VisualEncoding:
+        """F^(I) (eq 2) and the Transformer encoder's memory over it (eq 3)."""
+        features, grid = self.visual_features(visual)
+        views = torch.arange(grid[0], device=features.device).repeat_interleave(grid[1] * grid[2])
+        cells = torch.arange(grid[1] * grid[2], device=features.device).repeat(grid[0])
+        memory = self.encoder(features + self.view_embedding(views) + self.grid_position(cells))
+        return VisualEncoding(features, memory, grid)
+
+    def report_features(self, report_ids: Tensor) -> Tensor:
+        """F^(R) (B, T, d): W_R, then CRA when it is on (what the decoder sees, before positions)."""
+        embedded = self.decoder.token_embedding(report_ids)
+        return self.cra(embedded) if self.cra is not None else embedded
+
+    def image_global(self, visual: Tensor) -> Tensor:
+        """Global image feature (B, d): mean of F^(I) over all visual tokens (retrieval, alignment)."""
+        return masked_mean(self.visual_features(visual)[0])
+
+    def report_global(self, report_ids: Tensor) -> Tensor:
+        """Global report feature (B, d): mean of F^(R) over non-pad tokens."""
+        return masked_mean(self.report_features(report_ids), report_ids != self.config.pad_id)
+
+    def cross_bias(self) -> Tensor | None:
+        """Eq 11's additive term (max_length, L) in the decoder's convention, or None without the mask."""
+        if not self.mask_active:
+            return None
+        return eq11_bias(self.tir_mask, self.config.mask_scale, self.config.d_model // self.config.n_heads)
+
+    def mask_loss(self) -> Tensor:
+        """Eq 12: sum (or mean) over the mask of 1 - sigmoid(M)."""
+        if self.tir_mask is None:
+            return self.stage.new_zeros((), dtype=torch.float32)
+        terms = 1 - torch.sigmoid(self.tir_mask)
+        return terms.sum() if self.config.mask_loss_reduction == "sum" else terms.mean()
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def forward(self, visual: Tensor, report_ids: Tensor) -> UAROutput:
+        """Eq 13 on a batch: ``visual`` as :meth:`embed_visual` takes it, ``report_ids`` (B, T) =
+        BOS words EOS, right-padded with PAD."""
+        report_ids = self._check_report(report_ids)
+        encoding = self.encode(visual)
+        ids = report_ids.to(encoding.memory.device)
+        logits = self.decoder(ids[:, :-1], encoding.memory, cross_bias=self.cross_bias()).logits
+        ce = functional.cross_entropy(
+            logits.flatten(0, 1).float(), ids[:, 1:].flatten(), ignore_index=self.config.pad_id
+        )
+        lambda_ce, lambda_global, lambda_mask = self.loss_weights()
+        zero = ce.new_zeros(())
+        global_loss = zero
+        if lambda_global:
+            image = masked_mean(encoding.features)
+            global_loss = triplet_loss(image, self.report_global(ids), self.config.margin, same_reports(ids))
+        mask_loss = self.mask_loss() if lambda_mask else zero
+        total = lambda_ce * ce + lambda_global * global_loss + lambda_mask * mask_loss
+        return UAROutput(total, ce, global_loss, mask_loss, logits)
+
+    # -- inference --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        visual: Tensor,
+        *,
+        beam_size: int = 3,
+        max_length: int | None = None,
+        length_penalty: float = 0.0,
+        no_repeat_ngram_size: int = 0,
+        attention_layer: int | None = None,
+    ) -> UARGeneration:
+        """Beam search (size 3 by default) over all views at once; see :class:`UARGeneration`.
+
+        ``attention_layer`` None averages the decoder layers' attention, an int picks one layer.
+        """
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        encoding = self.encode(visual)
+        limit = self.config.max_length if max_length is None else min(max_length, self.config.max_length)
+        if limit < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        batch = encoding.memory.shape[0]
+        result = beam_search(
+            self.decoder.beam_step_fn(return_attention=True, average_heads=True),
+            batch_size=batch, bos_id=self.config.bos_id, eos_id=self.config.eos_id, pad_id=self.config.pad_id,
+            beam_size=beam_size, max_length=limit, length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size, device=encoding.memory.device,
+            init_state=self.decoder.init_cache(encoding.memory, cross_bias=self.cross_bias()),
+        )  # fmt: skip
+        maps = self._select_layer(result.attention, attention_layer).unflatten(-1, encoding.grid)
+        lengths = result.lengths.tolist()
+        tokens = [row[:n] for row, n in zip(result.tokens.tolist(), lengths, strict=True)]
+        return UARGeneration(tokens, [maps[b, :n] for b, n in enumerate(lengths)], result.scores)
+
+    @torch.no_grad()
+    def attention_maps(
+        self, visual: Tensor, report_ids: Tensor, attention_layer: int | None = None
+    ) -> Tensor:
+        """Teacher-forced heatmaps for given reports (e.g. a radiologist's edit): (B, T - 1, V, h, w),
+        row t the attention that predicts token t + 1 of ``report_ids``."""
+        report_ids = self._check_report(report_ids)
+        encoding = self.encode(visual)
+        ids = report_ids[:, :-1].to(encoding.memory.device)
+        out = self.decoder(
+            ids, encoding.memory, cross_bias=self.cross_bias(), return_attention=True, average_heads=True
+        )
+        attention = out.cross_attention.movedim(0, 2)  # (B, T, n_layers, L)
+        return self._select_layer(attention, attention_layer).unflatten(-1, encoding.grid)
+
+    def _select_layer(self, attention: Tensor, layer: int | None) -> Tensor:
+        """(B, T, n_layers, L) -> (B, T, L): the mean over layers, or one layer."""
+        if layer is None:
+            return attention.mean(dim=2)
+        if not -attention.shape[2] <= layer < attention.shape[2]:
+            raise ValueError(f"attention_layer {layer} out of range for {attention.shape[2]} decoder layers")
+        return attention[:, :, layer]
+
+    # -- input checks -----------------------------------------------------------------------------
+
+    def _visual_ids(self, visual: Tensor) -> Tensor:
+        """dVAE code ids (B, V, h, w) from ids or, with a tokenizer attached, images (B, V, C, H, W)."""
+        c = self.config
+        if visual.is_floating_point():
+            if self.tokenizer is None:
+                raise RRGError(
+                    "this UAR model takes dVAE token ids (batch, views, h, w); attach the dVAE "
+                    "(attach_tokenizer) to pass images"
+                )
+            visual = self.tokenizer.tokens(self._check_images(visual, self.tokenizer.config.in_channels))
+        expected = (c.views, c.grid_size, c.grid_size)
+        if visual.dim() != 4 or tuple(visual.shape[1:]) != expected:
+            raise RRGError(
+                f"dVAE token ids must be shaped (batch, {', '.join(map(str, expected))}), "
+                f"got {tuple(visual.shape)}"
+            )
+        if int(visual.min()) < 0 or int(visual.max()) >= c.codebook_size:
+            raise RRGError(
+                f"dVAE token ids must lie in [0, {c.codebook_size}), got "
+                f"{int(visual.min())}..{int(visual.max())}; was the dVAE's codebook a different size?"
+            )
+        return visual.long().to(self.visual_embedding.weight.device)
+
+    def _check_images(self, images: Tensor, channels: int = 3) -> Tensor:
+        c = self.config
+        if images.dim() != 5 or images.shape[1] != c.views or images.shape[2] != channels:
+            raise RRGError(
+                f"images must be shaped (batch, {c.views} views, {channels} channels, height, width), "
+                f"got {tuple(images.shape)}"
+            )
+        return images
+
+    def _check_report(self, report_ids: Tensor) -> Tensor:
+        if report_ids.dim() != 2 or report_ids.shape[1] < 2 or report_ids.is_floating_point():
+            raise RRGError(f"report ids must be integers (batch, length >= 2), got {tuple(report_ids.shape)}")
+        if report_ids.shape[1] - 1 > self.config.max_length:
+            raise RRGError(
+                f"reports of {report_ids.shape[1]} ids exceed max_length {self.config.max_length} + 1; "
+                "encode them with the model's max_length"
+            )
+        return report_ids.long()
+
+
+def same_reports(report_ids: Tensor) -> Tensor:
+    """(B, B) bool: True where two rows hold the same report (never each other's negatives)."""
+    return (report_ids[:, None, :] == report_ids[None, :, :]).all(dim=-1)
+
+
+def _transformer_encoder(config: UARConfig) -> nn.Module:
+    """The visual side of the shared Transformer; pre-LN (the default) needs a final LayerNorm."""
+    if config.n_encoder_layers == 0:
+        return nn.Identity()
+    layer = nn.TransformerEncoderLayer(
+        config.d_model, config.n_heads, config.d_ff, config.dropout, batch_first=True,
+        norm_first=not config.post_norm,
+    )  # fmt: skip
+    norm = None if config.post_norm else nn.LayerNorm(config.d_model)
+    return nn.TransformerEncoder(layer, config.n_encoder_layers, norm=norm, enable_nested_tensor=False)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import pytest
 import torch
 
+from rrg_core.checkpoints import CheckpointError
+from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.models.dvae import DVAE, DVAEConfig
 from rrg_core.models.uar import (
@@ -18,6 +21,7 @@ from rrg_core.models.uar import (
     check_tokenizer,
     same_reports,
 )
+from rrg_core.models.uar_io import load_dvae, load_tokenizer_for, load_uar, save_dvae, save_uar
 
 VOCAB, B, V, GRID = 20, 4, 2, 4
 L = V * GRID * GRID
@@ -111,9 +115,9 @@ def test_losses_decrease_over_a_few_steps() -> None:
     model = tiny().train()
     model.set_stage(2)
     tokens, reports = batch()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
     ce, aligned, totals = [], [], []
-    for _ in range(25):
+    for _ in range(15):
         out = model(tokens, reports)
         optimiser.zero_grad()
         out.loss.backward()
@@ -281,3 +285,55 @@ def test_bad_reports_and_configs_are_refused() -> None:
         tiny_config(d_model=30)
     with pytest.raises(RRGError, match="mask_loss_reduction"):
         tiny_config(mask_loss_reduction="max")
+
+
+def _vocab(size: int = VOCAB) -> Vocabulary:
+    return Vocabulary([f"w{i}" for i in range(size - 4)])
+
+
+def test_uar_checkpoint_round_trip_with_tokenizer(tmp_path) -> None:
+    torch.manual_seed(0)
+    dvae = DVAE(DVAEConfig(image_size=32, downsample=8, codebook_size=16, embed_dim=8, hidden=8))
+    model = tiny().eval()
+    model.attach_tokenizer(dvae)
+    model.set_stage(2)
+    with torch.no_grad():
+        model.tir_mask.copy_(torch.randn(12, L))
+    folder = save_uar(model, tmp_path / "uar", vocab=_vocab(), extra_config={"stages": [1, 2]})
+    loaded, checkpoint = load_uar(folder)
+    assert checkpoint.config["stages"] == [1, 2] and int(loaded.stage) == 2
+    images = torch.randn(2, V, 3, 32, 32)
+    a, b = model.generate(images, max_length=5), loaded.generate(images, max_length=5)
+    assert a.tokens == b.tokens
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.attention, b.attention, strict=True))
+
+
+def test_dvae_checkpoints_and_mismatched_codebooks_are_refused(tmp_path) -> None:
+    torch.manual_seed(0)
+    dvae = DVAE(DVAEConfig(image_size=32, downsample=8, codebook_size=32, embed_dim=8, hidden=8))
+    folder = save_dvae(dvae, tmp_path / "dvae", metrics={"perplexity": 3.0})
+    loaded, _ = load_dvae(folder)
+    images = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded.tokens(images), dvae.tokens(images))
+    with pytest.raises(CheckpointError, match=r"dvae.*codebook of 32 codes.*expects 16"):
+        load_tokenizer_for(tiny_config(), folder)
+    assert load_tokenizer_for(tiny_config(codebook_size=32), folder).config.codebook_size == 32
+    with pytest.raises(CheckpointError, match="expected 'uar'"):
+        load_uar(folder)
+
+
+def test_uar_checkpoint_faults_are_refused(tmp_path) -> None:
+    model = tiny()
+    with pytest.raises(RRGError, match="vocabulary has 10 tokens"):
+        save_uar(model, tmp_path / "x", vocab=_vocab(10))
+    folder = save_uar(model, tmp_path / "uar", vocab=_vocab())
+    config_file = folder / "config.json"
+    document = json.loads(config_file.read_text())
+    document["config"]["model"]["n_basis"] = 32  # weights no longer fit
+    config_file.write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        load_uar(folder)
+    document["config"]["model"]["colour"] = "red"
+    config_file.write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match="no valid UAR 'model' entry"):
+        load_uar(folder)

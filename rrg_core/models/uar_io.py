@@ -1,0 +1,162 @@
+"""dVAE and UAR <-> checkpoint folders: the one place that knows how their configs are stored.
+
+- A ``dvae`` checkpoint: config.json ``{"model": DVAEConfig, ...training settings}``, no vocab.
+- A ``uar`` checkpoint: ``{"model": UARConfig, "tokenizer": DVAEConfig or null, ...}`` plus the
+  vocab. When the model has its dVAE encoder attached, the encoder's weights are part of the UAR
+  checkpoint (under ``tokenizer.``), so the app can serve images from one folder.
+
+Loading refuses, with the folder named: a config with unknown or missing fields, weights that do not
+fit the config, a vocabulary whose size differs from the model's, and a dVAE whose codebook or grid
+does not match the UAR config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rrg_core.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from rrg_core.data.vocab import Vocabulary
+from rrg_core.errors import RRGError
+from rrg_core.models.dvae import DVAE, DVAEConfig, DVAEEncoder
+from rrg_core.models.uar import UAR, UARConfig, check_tokenizer
+
+DVAE_KIND = "dvae"
+UAR_KIND = "uar"
+
+
+def uar_config_from_dict(data: dict[str, Any]) -> UARConfig:
+    """The inverse of ``dataclasses.asdict``; unknown keys are refused so a typo cannot pass silently."""
+    return UARConfig(**data)
+
+
+def dvae_config_from_dict(data: dict[str, Any]) -> DVAEConfig:
+    """The inverse of ``dataclasses.asdict`` for a dVAE config."""
+    return DVAEConfig(**data)
+
+
+def save_dvae(
+    model: DVAE,
+    folder: str | os.PathLike,
+    *,
+    extra_config: dict[str, Any] | None = None,
+    metrics: dict | None = None,
+    preset: str | None = None,
+    data_fingerprint: str | None = None,
+) -> Path:
+    """Save a dVAE as a ``dvae`` checkpoint; ``extra_config`` records training settings."""
+    config = {"model": dataclasses.asdict(model.config), **(extra_config or {})}
+    return save_checkpoint(
+        folder, kind=DVAE_KIND, config=config, state_dict=model.state_dict(), metrics=metrics,
+        preset=preset, data_fingerprint=data_fingerprint,
+    )  # fmt: skip
+
+
+def load_dvae(
+    source: str | os.PathLike | Checkpoint, device: str | torch.device = "cpu"
+) -> tuple[DVAE, Checkpoint]:
+    """Rebuild a dVAE from its checkpoint, in eval mode on ``device``."""
+    checkpoint = _checkpoint(source, DVAE_KIND)
+    config = _parse(checkpoint, "model", dvae_config_from_dict, "dVAE")
+    model = DVAE(config)
+    _load_weights(model, checkpoint, "dVAE")
+    return model.to(device).eval(), checkpoint
+
+
+def load_tokenizer_for(
+    config: UARConfig, source: str | os.PathLike | Checkpoint, device: str | torch.device = "cpu"
+) -> DVAE:
+    """The dVAE of ``source`` if its codebook and grid fit ``config``; otherwise CheckpointError."""
+    dvae, checkpoint = load_dvae(source, device)
+    try:
+        check_tokenizer(dvae.config, config)
+    except RRGError as error:
+        raise CheckpointError(
+            f"dVAE checkpoint {checkpoint.folder} does not fit this UAR model: {error}"
+        ) from None
+    return dvae
+
+
+def save_uar(
+    model: UAR,
+    folder: str | os.PathLike,
+    *,
+    vocab: Vocabulary,
+    extra_config: dict[str, Any] | None = None,
+    metrics: dict | None = None,
+    preset: str | None = None,
+    data_fingerprint: str | None = None,
+) -> Path:
+    """Save a UAR model (with its dVAE encoder, when attached) as a ``uar`` checkpoint."""
+    if len(vocab) != model.config.vocab_size:
+        raise RRGError(f"the vocabulary has {len(vocab)} tokens but the model {model.config.vocab_size}")
+    tokenizer = None if model.tokenizer is None else dataclasses.asdict(model.tokenizer.config)
+    config = {"model": dataclasses.asdict(model.config), "tokenizer": tokenizer, **(extra_config or {})}
+    return save_checkpoint(
+        folder, kind=UAR_KIND, config=config, state_dict=model.state_dict(), vocab=vocab, metrics=metrics,
+        preset=preset, data_fingerprint=data_fingerprint,
+    )  # fmt: skip
+
+
+def load_uar(
+    source: str | os.PathLike | Checkpoint, device: str | torch.device = "cpu"
+) -> tuple[UAR, Checkpoint]:
+    """Rebuild a UAR model from its checkpoint, in eval mode on ``device``, in its saved stage.
+
+    The "base" row's CNN is built without ImageNet weights (the checkpoint's replace them), so
+    loading needs no network.
+    """
+    checkpoint = _checkpoint(source, UAR_KIND)
+    config = _parse(checkpoint, "model", uar_config_from_dict, "UAR")
+    config = dataclasses.replace(config, base_pretrained=None)
+    tokenizer = None
+    if checkpoint.config.get("tokenizer") is not None:
+        dvae_config = _parse(checkpoint, "tokenizer", dvae_config_from_dict, "dVAE tokenizer")
+        tokenizer = DVAEEncoder(dvae_config)
+    try:
+        model = UAR(config, tokenizer)
+    except RRGError as error:
+        raise CheckpointError(f"{checkpoint.folder}: {error}") from None
+    if checkpoint.vocab is not None and len(checkpoint.vocab) != config.vocab_size:
+        raise CheckpointError(
+            f"{checkpoint.folder}: vocab.json has {len(checkpoint.vocab)} tokens but the model "
+            f"{config.vocab_size}"
+        )
+    _load_weights(model, checkpoint, "UAR")
+    return model.to(device).eval(), checkpoint
+
+
+def _checkpoint(source: str | os.PathLike | Checkpoint, kind: str) -> Checkpoint:
+    if isinstance(source, Checkpoint):
+        if source.kind != kind:
+            raise CheckpointError(
+                f"checkpoint {source.folder} is a {source.kind!r} checkpoint, expected {kind!r}"
+            )
+        return source
+    return load_checkpoint(source, expected_kind=kind)
+
+
+def _parse(checkpoint: Checkpoint, key: str, parse: Any, what: str) -> Any:
+    """``parse(config[key])`` with every fault reported as a CheckpointError naming the folder."""
+    try:
+        return parse(dict(checkpoint.config[key]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{checkpoint.folder}: config.json has no valid {what} {key!r} entry ({error})"
+        ) from None
+
+
+def _load_weights(model: nn.Module, checkpoint: Checkpoint, what: str) -> None:
+    try:
+        model.load_state_dict(checkpoint.state_dict, strict=True)
+    except RuntimeError as error:  # missing, unexpected or mis-shaped tensors
+        first_lines = " ".join(str(error).splitlines()[:3])
+        raise CheckpointError(
+            f"{checkpoint.folder}: weights do not fit its {what} config ({first_lines[:300]}); "
+            "was it written by another version?"
+        ) from None

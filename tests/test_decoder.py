@@ -162,8 +162,9 @@ def test_incremental_decoding_equals_full_forward(post_norm: bool) -> None:
     tokens, memory, mask = inputs()
     prefixes = DeepPrompts.for_decoder(decoder.config, n_prefix=2)(B)
     bias = torch.randn(decoder.config.max_length, L)
-    full = decoder(tokens, memory, mask, bias, prefixes, return_attention=True)
-    cache = decoder.init_cache(memory, mask, bias, prefixes)
+    offset = torch.randn(B, 16)
+    full = decoder(tokens, memory, mask, bias, prefixes, return_attention=True, input_offset=offset)
+    cache = decoder.init_cache(memory, mask, bias, prefixes, offset)
     logits, attention = [], []
     for t in range(T):
         out, cache = decoder.step(tokens[:, t], cache, return_attention=True)
@@ -173,7 +174,7 @@ def test_incremental_decoding_equals_full_forward(post_norm: bool) -> None:
     assert torch.allclose(torch.cat(logits, 1), full.logits, atol=1e-5)
     assert torch.allclose(torch.cat(attention, -2), full.cross_attention, atol=1e-5)
     # Chunks of several tokens work too (a prompt, then token by token).
-    cache = decoder.init_cache(memory, mask, bias, prefixes)
+    cache = decoder.init_cache(memory, mask, bias, prefixes, offset)
     first, cache = decoder.step(tokens[:, :4], cache)
     rest, _ = decoder.step(tokens[:, 4:], cache)
     assert torch.allclose(torch.cat([first.logits, rest.logits], 1), full.logits, atol=1e-5)
@@ -211,3 +212,13 @@ def test_prompt_tuning_trains_only_prompts_and_new_head() -> None:
     decoder(tokens, memory, mask, prefixes=prompts(B)).logits.sum().backward()
     assert prompts.prefix.grad is not None and head.weight.grad is not None
     assert all(p.grad is None for n, p in decoder.named_parameters() if not n.startswith("head."))
+
+
+def test_input_offset_reaches_the_first_layers_attention() -> None:
+    decoder = make_decoder()
+    tokens, memory, mask = inputs()
+    plain = decoder(tokens, memory, mask, return_attention=True).cross_attention
+    shifted = decoder(tokens, memory, mask, return_attention=True, input_offset=torch.randn(B, 16))
+    assert not torch.allclose(plain[0], shifted.cross_attention[0])  # layer 1's queries see it
+    with pytest.raises(ValueError, match="input_offset"):
+        decoder(tokens, memory, mask, input_offset=torch.randn(B, 15))

@@ -69,6 +69,7 @@ class DecoderCache:
     cross_bias: Tensor | None  # (B, heads or 1, T_bias, L), added to the cross-attention logits
     n_prefix: int
     position: int = 0  # tokens decoded so far
+    input_offset: Tensor | None = None  # (B, d) added to every input embedding (a per-sequence prompt)
 
 
 class MultiHeadAttention(nn.Module):
@@ -193,11 +194,14 @@ class TransformerDecoder(nn.Module):
         memory_mask: Tensor | None = None,
         cross_bias: Tensor | None = None,
         prefixes: Prefixes | None = None,
+        input_offset: Tensor | None = None,
     ) -> DecoderCache:
         """Project the memory (B, L, d) once per layer and seed the self-attention cache with prefixes.
 
         ``prefixes`` holds one (k, v) pair per layer, each (B, P, d): already-projected keys/values
         (P-Tuning v2's ``past_key_values``), so they bypass the layer's k/v projections.
+        ``input_offset`` (B, d) is added to every token's input embedding: a conditioning vector the
+        first layer's queries already see (DCRRG's observation prompt), unlike one in the memory only.
         ``cross_bias`` broadcasts to (B, heads, T_bias, L); with T_bias > 1 row ``t`` is used for the
         token at position ``t`` (UAR's T x L mask), with T_bias == 1 it applies to every position.
         """
@@ -221,7 +225,13 @@ class TransformerDecoder(nn.Module):
                 cross_bias = cross_bias.unsqueeze(0)
             cross_bias = cross_bias.expand(batch, -1, -1, -1)
         n_prefix = self_k[0].shape[2] if self_k else 0
-        return DecoderCache(self_k, self_v, cross_k, cross_v, memory_mask, cross_bias, n_prefix)
+        if input_offset is not None and input_offset.shape != (batch, self.config.d_model):
+            raise ValueError(
+                f"input_offset must be ({batch}, {self.config.d_model}), got {tuple(input_offset.shape)}"
+            )
+        return DecoderCache(
+            self_k, self_v, cross_k, cross_v, memory_mask, cross_bias, n_prefix, input_offset=input_offset
+        )
 
     def forward(
         self,
@@ -232,10 +242,11 @@ class TransformerDecoder(nn.Module):
         prefixes: Prefixes | None = None,
         return_attention: bool = False,
         average_heads: bool = False,
+        input_offset: Tensor | None = None,
     ) -> DecoderOutput:
         """Teacher-forced pass over ``tokens`` (B, T): the same code path as :meth:`step`, from an
         empty cache, so incremental and full decoding cannot drift apart."""
-        cache = self.init_cache(memory, memory_mask, cross_bias, prefixes)
+        cache = self.init_cache(memory, memory_mask, cross_bias, prefixes, input_offset)
         return self.step(tokens, cache, return_attention, average_heads)[0]
 
     def step(
@@ -254,7 +265,10 @@ class TransformerDecoder(nn.Module):
         embedded = self.token_embedding(tokens)
         if self.token_transform is not None:
             embedded = self.token_transform(embedded)
-        x = self.embed_dropout(embedded + self.position_embedding(positions))
+        embedded = embedded + self.position_embedding(positions)
+        if cache.input_offset is not None:
+            embedded = embedded + cache.input_offset[:, None, :].to(embedded.dtype)
+        x = self.embed_dropout(embedded)
         self_mask = _causal_mask(cache.n_prefix, start, t_new, tokens.device)
         cross_mask = None if cache.memory_mask is None else cache.memory_mask[:, None, None, :].bool()
         bias = _bias_rows(cache.cross_bias, start, t_new)
@@ -269,7 +283,7 @@ class TransformerDecoder(nn.Module):
         attention = torch.stack(attentions) if return_attention else None
         new_cache = DecoderCache(
             new_k, new_v, cache.cross_k, cache.cross_v, cache.memory_mask, cache.cross_bias,
-            cache.n_prefix, start + t_new,
+            cache.n_prefix, start + t_new, cache.input_offset,
         )  # fmt: skip
         return DecoderOutput(logits, attention), new_cache
 

@@ -12,6 +12,7 @@ import torch
 from rrg_core.checkpoints import CheckpointError
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
+from rrg_core.models.decoder import eq11_bias
 from rrg_core.models.dvae import DVAE, DVAEConfig
 from rrg_core.models.uar import (
     ABLATIONS,
@@ -165,6 +166,22 @@ def test_a_large_mask_scale_pins_attention_to_the_unmasked_cell() -> None:
         model.tir_mask[:, 5].fill_(20.0)
     maps = model.attention_maps(tokens, reports).flatten(2)
     assert torch.allclose(maps[..., 5], torch.ones(B, 7), atol=1e-4)
+
+
+def test_mask_bias_is_eq11_in_float32_and_fine_under_autocast() -> None:
+    model = tiny(mask_scale=1000.0).eval()
+    model.set_stage(2)
+    tokens, reports = batch()
+    with torch.no_grad():
+        model.tir_mask.copy_(torch.randn(12, L) * 0.01)
+    bias = model.cross_bias()
+    assert bias.dtype == torch.float32 and torch.allclose(bias, eq11_bias(model.tir_mask, 1000.0, 8))
+    full, mask_loss = model.attention_maps(tokens, reports), model.mask_loss().item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.cross_bias().dtype == torch.float32
+        mixed = model.attention_maps(tokens, reports)
+        assert model.mask_loss().item() == pytest.approx(mask_loss, rel=1e-6)
+    assert (full - mixed).abs().max() < 2e-3
 
 
 @pytest.mark.parametrize("stage", [1, 2])

@@ -326,17 +326,23 @@ class UAR(nn.Module):
         return masked_mean(self.report_features(report_ids), report_ids != self.config.pad_id)
 
     def cross_bias(self) -> Tensor | None:
-        """Eq 11's additive term (max_length, L) in the decoder's convention, or None without the mask."""
+        """Eq 11's additive term (max_length, L) in the decoder's convention, in float32, or None
+        without the mask."""
         if not self.mask_active:
             return None
-        return eq11_bias(self.tir_mask, self.config.mask_scale, self.config.d_model // self.config.n_heads)
+        d_head = self.config.d_model // self.config.n_heads
+        # float32 even under autocast or .half(): k sigmoid(M) / sqrt(d) reaches ~125 with k = 1000,
+        # where float16 steps are 0.06 and would hide the small differences of M that matter.
+        with torch.autocast(self.tir_mask.device.type, enabled=False):
+            return eq11_bias(self.tir_mask.float(), self.config.mask_scale, d_head)
 
     def mask_loss(self) -> Tensor:
         """Eq 12: sum (or mean) over the mask of 1 - sigmoid(M)."""
         if self.tir_mask is None:
             return self.stage.new_zeros((), dtype=torch.float32)
-        terms = 1 - torch.sigmoid(self.tir_mask)
-        return terms.sum() if self.config.mask_loss_reduction == "sum" else terms.mean()
+        with torch.autocast(self.tir_mask.device.type, enabled=False):  # a sum of ~40k terms
+            terms = 1 - torch.sigmoid(self.tir_mask.float())
+            return terms.sum() if self.config.mask_loss_reduction == "sum" else terms.mean()
 
     # -- training ---------------------------------------------------------------------------------
 

@@ -97,7 +97,7 @@ def test_mask_loss_mean_reduction_and_stage_in_state_dict() -> None:
     assert int(state["stage"]) == 2
     fresh = tiny(mask_loss_reduction="mean")
     fresh.load_state_dict(state)
-    assert int(fresh.stage) == 2
+    assert int(fresh.stage) == 2 and fresh.tir_mask.requires_grad
 
 
 def test_cra_is_registered_once_and_runs_inside_the_decoder() -> None:
@@ -136,7 +136,9 @@ def test_stage_one_leaves_the_mask_untrained() -> None:
     model = tiny().train()
     tokens, reports = batch()
     model(tokens, reports).loss.backward()
-    assert model.tir_mask.grad is None
+    assert model.tir_mask.grad is None and not model.tir_mask.requires_grad
+    model.set_stage(2)
+    assert model.tir_mask.requires_grad
 
 
 def test_mask_term_changes_attention() -> None:

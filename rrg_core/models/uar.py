@@ -249,6 +249,9 @@ class UAR(nn.Module):
         )
         # The stage is a buffer so that a checkpoint records which stage it was saved in.
         self.register_buffer("stage", torch.tensor(config.first_stage()))
+        self.set_stage(config.first_stage())
+        # A loaded state brings its stage; the mask's requires_grad must follow it.
+        self.register_load_state_dict_post_hook(_follow_loaded_stage)
         self.tokenizer: DVAEEncoder | None = None
         if tokenizer is not None:
             self.attach_tokenizer(tokenizer)
@@ -262,10 +265,16 @@ class UAR(nn.Module):
         self.tokenizer = encoder.requires_grad_(False)
 
     def set_stage(self, stage: int) -> None:
-        """Sec. 3.5: stage 1 trains without the TIR mask (lambda_3 = 0), stage 2 with it."""
+        """Sec. 3.5: stage 1 trains without the TIR mask (lambda_3 = 0), stage 2 with it.
+
+        The mask's ``requires_grad`` follows the stage, so DDP does not wait for a gradient that
+        stage 1 never produces; build a stage's optimizer (and DDP wrapper) after calling this.
+        """
         if stage not in (1, 2):
             raise ValueError(f"UAR training stage must be 1 or 2, got {stage}")
         self.stage.fill_(stage)
+        if self.tir_mask is not None:
+            self.tir_mask.requires_grad_(stage == 2)
 
     @property
     def mask_active(self) -> bool:
@@ -468,6 +477,11 @@ class UAR(nn.Module):
                 "encode them with the model's max_length"
             )
         return report_ids.long()
+
+
+def _follow_loaded_stage(module: UAR, _incompatible_keys: object) -> None:
+    """A module-level function rather than a lambda, so the model stays picklable."""
+    module.set_stage(int(module.stage))
 
 
 def same_reports(report_ids: Tensor) -> Tensor:

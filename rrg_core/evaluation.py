@@ -21,7 +21,10 @@ What is scored, and how:
   :data:`RETRIEVAL_RELEVANCE`: a retrieved report is correct when its positive-label set (the
   labeler's positive observations, "No Finding" included) equals the query study's. This is the
   category match of CheXpert-5x200 carried over to multi-label studies; "the study's own report"
-  would cap P@K at 1/K and say little for K > 1.
+  would cap P@K at 1/K and say little for K > 1. The same embeddings give report-to-image P@K (each
+  reference report queries the studies' image embeddings, same relevance) and UAR's alignment score
+  (footnote 3, :func:`~rrg_core.metrics.alignment_score`: the share of matched image-report pairs
+  whose cosine similarity, min-max normalised over all pairs, exceeds 0.5).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from rrg_core.metrics import (
     NLG_METRICS,
     AurocSummary,
     ClinicalEfficacy,
+    alignment_score,
     auroc_per_observation,
     clinical_efficacy,
     nlg_scores,
@@ -125,6 +129,8 @@ class EvaluationResult:
     precision_at_k: dict[int, float] | None = None
     generation_seconds: float | None = None
     studies: list[StudyOutcome] = field(default_factory=list, repr=False)
+    report_to_image_precision_at_k: dict[int, float] | None = None
+    alignment: float | None = None
 
     @property
     def studies_per_second(self) -> float | None:
@@ -151,6 +157,9 @@ class EvaluationResult:
                 "relevance": RETRIEVAL_RELEVANCE,
                 **{f"P@{k}": value for k, value in self.precision_at_k.items()},
             }
+            if self.report_to_image_precision_at_k is not None:
+                reverse = self.report_to_image_precision_at_k
+                retrieval["report_to_image"] = {f"P@{k}": value for k, value in reverse.items()}
         return {
             "model": self.model,
             "num_studies": self.num_studies,
@@ -158,6 +167,7 @@ class EvaluationResult:
             "clinical_efficacy": self.clinical.to_dict(),
             "auroc": auroc,
             "retrieval": retrieval,
+            "alignment_score": None if self.alignment is None else _finite_or_none(self.alignment),
             "generation_seconds": self.generation_seconds,
             "studies_per_second": self.studies_per_second,
         }
@@ -218,9 +228,9 @@ def evaluate_reports(
         nlg=nlg,
         clinical=clinical_efficacy(ref_labels, hyp_labels),
         auroc=_auroc(ordered, ref_labels),
-        precision_at_k=_precision(ordered, ref_labels, report_embeddings),
         generation_seconds=generation_seconds,
         studies=outcomes,
+        **_retrieval(ordered, ref_labels, report_embeddings),
     )
 
 
@@ -263,22 +273,31 @@ def _auroc(generated: list[GeneratedReport], ref_labels: list[LabelDict]) -> Aur
     return auroc_per_observation(_positives(ref_labels)[:, columns], scores, names)
 
 
-def _precision(
+def _retrieval(
     generated: list[GeneratedReport], ref_labels: list[LabelDict], report_embeddings: Any
-) -> dict[int, float] | None:
+) -> dict[str, Any]:
+    """Image-to-report and report-to-image P@K and the alignment score, as EvaluationResult fields
+    (none of them without image and report embeddings)."""
     if not _all_or_none([g.image_embedding for g in generated], "image embeddings"):
-        return None
+        return {}
     if report_embeddings is None:
         logger.info("image embeddings but no report embeddings: P@K skipped")
-        return None
+        return {}
     images = _unit_rows([g.image_embedding for g in generated], "image embeddings")
     reports = _unit_rows(report_embeddings, "report embeddings")
     if images.shape != reports.shape:
         raise RRGError(f"image embeddings {images.shape} and report embeddings {reports.shape} differ")
     label_sets = _positives(ref_labels)
-    relevance = (label_sets[:, None, :] == label_sets[None, :, :]).all(axis=2)
+    relevance = (label_sets[:, None, :] == label_sets[None, :, :]).all(axis=2)  # symmetric
     ks = [k for k in PRECISION_KS if k <= len(generated)]
-    return precision_at_ks(images @ reports.T, relevance, ks)
+    similarity = images @ reports.T
+    # A zero embedding has no direction: the alignment score refuses it, retrieval just ranks it last.
+    zero = not np.all(np.linalg.norm(images, axis=1) > 0) or not np.all(np.linalg.norm(reports, axis=1) > 0)
+    return {
+        "precision_at_k": precision_at_ks(similarity, relevance, ks),
+        "report_to_image_precision_at_k": precision_at_ks(similarity.T, relevance, ks),
+        "alignment": None if zero else alignment_score(images, reports),
+    }
 
 
 def _unit_rows(values: Any, what: str) -> np.ndarray:
@@ -350,6 +369,35 @@ def table_row(result: EvaluationResult) -> dict[str, float | None]:
     values = [result.nlg.get(key) for key in NLG_METRICS]  # B1..B4, MTR, RL, CIDEr: the same order
     values += [macro.precision, macro.recall, macro.f1, auroc, p_at_k.get(1), p_at_k.get(5)]
     return dict(zip(TABLE_COLUMNS, [*values, result.studies_per_second], strict=True))
+
+
+def format_alignment_table(results: Mapping[str, EvaluationResult]) -> str:
+    """A Markdown table of the global-alignment figures (UAR sec. 5.1-5.2): the alignment score and
+    P@K in both retrieval directions, one row per model that has them; "" when none has."""
+    rows = {name: r for name, r in results.items() if r.precision_at_k is not None}
+    if not rows:
+        return ""
+    ks = [k for k in PRECISION_KS if k != 2]
+    lines = [
+        "| Model | Alignment | " + " | ".join(f"I->R P@{k}" for k in ks) + " | "
+        + " | ".join(f"R->I P@{k}" for k in ks) + " |",
+        "|---|" + "---:|" * (1 + 2 * len(ks)),
+    ]  # fmt: skip
+    for name, result in rows.items():
+        reverse = result.report_to_image_precision_at_k or {}
+        values = [
+            result.alignment,
+            *(result.precision_at_k.get(k) for k in ks),
+            *(reverse.get(k) for k in ks),
+        ]
+        cells = ["-" if v is None or not math.isfinite(v) else f"{v:.3f}" for v in values]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        "Alignment: UAR footnote 3, the share of matched image-report pairs whose cosine similarity, min-max "
+        f"normalised over all pairs, exceeds 0.5. P@K relevance: {RETRIEVAL_RELEVANCE}."
+    )
+    return "\n".join(lines)
 
 
 def format_table(results: Mapping[str, EvaluationResult]) -> str:

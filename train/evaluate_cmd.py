@@ -26,7 +26,13 @@ from rrg_core.baselines import MostFrequentReport, NearestNeighbourReport
 from rrg_core.checkpoints import Checkpoint, load_checkpoint, update_metrics
 from rrg_core.data.datasets import R2GenDataset, StudyRecord, read_annotation
 from rrg_core.errors import DatasetError, RRGError
-from rrg_core.evaluation import EvaluationResult, ReportGenerator, evaluate_model, format_table
+from rrg_core.evaluation import (
+    EvaluationResult,
+    ReportGenerator,
+    evaluate_model,
+    format_alignment_table,
+    format_table,
+)
 from rrg_core.metrics import JAVA_METRICS, NLG_METRICS, java_available
 from train.generator_registry import BUILTIN_GENERATORS
 
@@ -188,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
     _write_outputs(args.out, results)
     print(f"{args.data} split {args.split!r}, {len(records)} studies\n")
     print(format_table(results))
+    alignment = format_alignment_table(results)
+    if alignment:  # models with a joint image-report space (DCCLIP, UAR's CRA)
+        print(f"\n{alignment}")
     print(f"\nwrote {args.out / 'metrics.json'} and {args.out / 'generated.jsonl'}")
     if checkpoint is not None:
         update_metrics(checkpoint.folder, {args.split: results[generators[0].name].to_dict()})

@@ -22,5 +22,12 @@ def dcrrg(checkpoint: Checkpoint, device: torch.device, *, beam_size: int) -> Re
     return dcrrg_generator_from_checkpoint(checkpoint, device, beam_size=beam_size)
 
 
-BUILTIN_GENERATORS = {"dcrrg": dcrrg}
+def uar(checkpoint: Checkpoint, device: torch.device, *, beam_size: int) -> ReportGenerator:
+    """UAR: see :func:`rrg_core.uar_generator.uar_generator_from_checkpoint`."""
+    from rrg_core.uar_generator import uar_generator_from_checkpoint
+
+    return uar_generator_from_checkpoint(checkpoint, device, beam_size=beam_size)
+
+
+BUILTIN_GENERATORS = {"dcrrg": dcrrg, "uar": uar}
 """Checkpoint kind -> factory with :class:`train.evaluate_cmd.GeneratorFactory`'s signature."""

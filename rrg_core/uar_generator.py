@@ -1,0 +1,230 @@
+"""A trained UAR model as a :class:`~rrg_core.evaluation.ReportGenerator`, with TIR heatmaps for the app.
+
+:class:`UARGenerator` takes the studies' views as the data sets load them ((V, 1, H, W) in [0, 1]),
+applies the transform its checkpoint recorded (resize to the input size, grey or grey-to-RGB, mean
+and std), and returns per study the beam-search report and the CRA global image feature (the mean
+of F^(I) over all visual tokens) as the image embedding; :meth:`UARGenerator.embed_reports` gives
+the CRA global report feature (the mean of F^(R) over the report's tokens) of report texts, so that
+evaluation can score image/report retrieval and UAR's alignment score on the features the triplet
+loss aligned. :meth:`UARGenerator.explain` returns, for every generated word, its text-to-image
+attention over each view's token grid: the heatmaps of the paper's Figure 6.
+
+Views: a study with fewer views than the model takes repeats its views in turn (a single frontal
+view is given to both view slots); extra views are dropped, the frontal view coming first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional
+
+from rrg_core.checkpoints import Checkpoint, CheckpointError
+from rrg_core.data.datasets import StudyRecord
+from rrg_core.data.transforms import TransformConfig, build_transform
+from rrg_core.data.vocab import Vocabulary
+from rrg_core.errors import RRGError
+from rrg_core.evaluation import GeneratedReport
+from rrg_core.models.uar import UAR
+from rrg_core.models.uar_io import load_uar
+
+#: Normalisation when a checkpoint records none: grey [0, 1] -> [-1, 1], as ``train uar`` does.
+DEFAULT_MEAN_STD = (0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class UARExplanation:
+    """One study's generated report with a heatmap per word.
+
+    ``attention`` (len(words), V, h, w): the text-to-image attention (mean over heads and decoder
+    layers) that produced each word, over each view's token grid; each word's map sums to 1 over all
+    views together. :meth:`upsampled` stretches the maps to an image size for overlays.
+    """
+
+    text: str
+    words: list[str]
+    attention: Tensor
+
+    def upsampled(self, size: int | tuple[int, int]) -> Tensor:
+        """(len(words), V, H, W): each cell's weight spread over its pixels (bilinear)."""
+        if not self.words:
+            height, width = (size, size) if isinstance(size, int) else size
+            return self.attention.new_zeros((0, self.attention.shape[1], height, width))
+        return functional.interpolate(self.attention, size=size, mode="bilinear", align_corners=False)
+
+
+class UARGenerator:
+    """UAR behind the ReportGenerator protocol (module docstring); always in eval mode, no gradients.
+
+    Args:
+        model: a UAR with its dVAE tokenizer attached (or the "base" row, which reads images itself).
+        vocab: the checkpoint's vocabulary; reports are ``vocab.decode(ids)``, the cleaned form.
+        device: where the model runs.
+        image: the checkpoint's ``image`` entry (``size``, ``channels``, ``mean``, ``std``); None: the
+            model's input size, the tokenizer's channels and mean = std = 0.5.
+        beam_size: beam width (the paper's 3 by default).
+        name: the model's name in evaluation results.
+        batch_size: studies per forward pass (evaluation may pass larger batches; they are split).
+        max_length: token limit of a generated report; None for the model's own.
+    """
+
+    needs_images = True
+
+    def __init__(
+        self,
+        model: UAR,
+        vocab: Vocabulary,
+        *,
+        device: str | torch.device,
+        image: dict[str, Any] | None = None,
+        beam_size: int = 3,
+        name: str = "UAR",
+        batch_size: int = 16,
+        max_length: int | None = None,
+    ) -> None:
+        if beam_size < 1 or batch_size < 1:
+            raise RRGError(f"beam size and batch size must be at least 1, got {beam_size} and {batch_size}")
+        if len(vocab) != model.config.vocab_size:
+            raise RRGError(f"vocabulary of {len(vocab)} tokens for a model of {model.config.vocab_size}")
+        if model.config.use_lsu and model.tokenizer is None:
+            raise RRGError("this UAR model has no dVAE tokenizer attached: it cannot read images")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.vocab = vocab
+        self.beam_size, self.name, self.batch_size, self.max_length = beam_size, name, batch_size, max_length
+        self.transform = build_transform(eval_transform_config(model, image), train=False)
+
+    # -- the ReportGenerator protocol ------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, records: Sequence[StudyRecord], images: list[Tensor] | None) -> list[GeneratedReport]:
+        """One report per record: text and CRA global image feature."""
+        if images is None:
+            raise RRGError(f"{self.name} writes reports from images: none were given")
+        if len(images) != len(records):
+            raise RRGError(f"{len(records)} studies but {len(images)} image stacks")
+        self._eval_mode()
+        reports: list[GeneratedReport] = []
+        for start in range(0, len(records), self.batch_size):
+            visual = self.visual_input(images[start : start + self.batch_size])
+            out = self.model.generate(visual, beam_size=self.beam_size, max_length=self.max_length)
+            embeddings = self.model.image_global(visual).float().cpu()
+            for offset, tokens in enumerate(out.tokens):
+                reports.append(
+                    GeneratedReport(
+                        id=records[start + offset].id,
+                        text=self.vocab.decode(tokens),
+                        image_embedding=embeddings[offset].tolist(),
+                    )
+                )
+        return reports
+
+    @torch.no_grad()
+    def embed_reports(self, texts: Sequence[str]) -> Tensor:
+        """(N, d) CRA global report features of cleaned report texts, on the CPU (not normalised)."""
+        self._eval_mode()
+        texts = list(texts)
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            ids = self.encode_reports(texts[start : start + self.batch_size])
+            parts.append(self.model.report_global(ids).float().cpu())
+        if not parts:
+            return torch.empty(0, self.model.config.d_model)
+        return torch.cat(parts)
+
+    # -- for the app -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def explain(self, images: list[Tensor], attention_layer: int | None = None) -> list[UARExplanation]:
+        """Per study: the generated report, its words and each word's heatmap over each view's grid.
+
+        ``attention_layer`` None averages the decoder layers, an int picks one layer.
+        """
+        self._eval_mode()
+        explanations: list[UARExplanation] = []
+        for start in range(0, len(images), self.batch_size):
+            visual = self.visual_input(images[start : start + self.batch_size])
+            out = self.model.generate(
+                visual, beam_size=self.beam_size, max_length=self.max_length, attention_layer=attention_layer
+            )
+            for tokens, attention in zip(out.tokens, out.attention, strict=True):
+                words = self.vocab.decode_tokens(tokens)
+                explanations.append(
+                    UARExplanation(" ".join(words), words, attention[: len(words)].float().cpu())
+                )
+        return explanations
+
+    @torch.no_grad()
+    def attention_for_report(self, images: list[Tensor], report: str) -> UARExplanation:
+        """Teacher-forced heatmaps of a given report (e.g. the radiologist's edit) on one study."""
+        self._eval_mode()
+        ids = self.encode_reports([report])
+        maps = self.model.attention_maps(self.visual_input(images), ids)[0]  # (T - 1, V, h, w)
+        words = self.vocab.decode_tokens(ids[0].tolist())
+        return UARExplanation(" ".join(words), words, maps[: len(words)].float().cpu())
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def encode_reports(self, texts: Sequence[str]) -> Tensor:
+        """Reports as right-padded ids (B, T) on the device, cut to the model's length limit."""
+        limit = self.model.config.max_length + 1  # BOS + max_length targets
+        rows = [self.vocab.encode(text, limit) for text in texts]
+        ids = torch.full((len(rows), max(map(len, rows))), self.vocab.pad_id, dtype=torch.long)
+        for row, sequence in enumerate(rows):
+            ids[row, : len(sequence)] = torch.tensor(sequence)
+        return ids.to(self.device)
+
+    def prepare(self, stacks: Sequence[Tensor]) -> Tensor:
+        """Loaded views ((V, 1, H, W) per study, [0, 1]) -> (N, V_model, C, S, S) on the device."""
+        views = self.model.config.views
+        studies = []
+        for stack in stacks:
+            if stack.dim() != 4 or stack.shape[0] < 1 or stack.shape[1] != 1:
+                raise RRGError(f"a study's images must be (V, 1, H, W) grey views, got {tuple(stack.shape)}")
+            chosen = stack[torch.arange(views) % stack.shape[0]]  # repeat views in turn, or drop extras
+            studies.append(torch.stack([self.transform(view.to(self.device)) for view in chosen]))
+        return torch.stack(studies)
+
+    def visual_input(self, stacks: Sequence[Tensor]) -> Tensor:
+        """What the model reads: dVAE code ids (N, V, h, w) computed once, or images for the base row."""
+        images = self.prepare(stacks)
+        return self.model.tokenizer.tokens(images) if self.model.tokenizer is not None else images
+
+    def _eval_mode(self) -> None:
+        if self.model.training:  # a caller may have switched the shared model to training
+            self.model.eval()
+
+
+def eval_transform_config(model: UAR, image: dict[str, Any] | None) -> TransformConfig:
+    """Resize to the model's input size, the recorded channels and normalisation, no crop."""
+    image = image or {}
+    size = int(image.get("size", model.config.image_size))
+    if size != model.config.image_size:
+        raise RRGError(
+            f"the checkpoint's image size {size} differs from the model's {model.config.image_size}"
+        )
+    default_channels = model.tokenizer.config.in_channels if model.tokenizer is not None else 3
+    mean, std = DEFAULT_MEAN_STD
+    return TransformConfig(
+        resize=size, crop=None, mean=tuple(image.get("mean", (mean,))), std=tuple(image.get("std", (std,))),
+        channels=int(image.get("channels", default_channels)),
+    )  # fmt: skip
+
+
+def uar_generator_from_checkpoint(
+    checkpoint: Checkpoint, device: str | torch.device, *, beam_size: int = 3
+) -> UARGenerator:
+    """The ``train evaluate`` factory of kind ``uar``: the model, its vocabulary and image settings."""
+    model, checkpoint = load_uar(checkpoint, device)
+    if checkpoint.vocab is None:
+        raise CheckpointError(f"{checkpoint.folder}: a UAR checkpoint needs its vocab.json")
+    try:
+        return UARGenerator(
+            model, checkpoint.vocab, device=device, image=checkpoint.config.get("image"), beam_size=beam_size
+        )
+    except RRGError as error:
+        raise CheckpointError(f"{checkpoint.folder}: {error}") from None

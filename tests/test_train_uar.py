@@ -1,0 +1,290 @@
+"""``python -m train uar`` / ``dvae``: a micro run of every stage, resuming, bad input, evaluation, DDP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from rrg_core.data.phantoms import write_phantoms
+from rrg_core.models.uar_io import load_dvae, load_uar
+from train.__main__ import main
+from train.uar.presets import build_preset, dvae_config, uar_config
+
+# A micro model: 32 px, M = 8 (4 x 4 tokens per view), 16-code dVAE, d 16, two iterations per stage.
+MICRO = [
+    "--preset", "demo", "--workers", "0",
+    "--set", "image_size=32", "--set", "train_resize=32",
+    "--set", "dvae.hidden=4", "--set", "dvae.embed_dim=4", "--set", "dvae.codebook_size=16",
+    "--set", "dvae.batch_size=8", "--set", "dvae.max_iterations=2", "--set", "dvae.reconstructions=2",
+    "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.d_ff=32",
+    "--set", "model.n_basis=32",
+    "--set", "stage1.batch_size=4", "--set", "stage1.max_iterations=2",
+    "--set", "stage2.batch_size=4", "--set", "stage2.max_iterations=2", "--set", "beam_size=1",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest, and two spin-waiting threads crawl on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("phantoms")
+    write_phantoms(out, n=24, seed=0, size=64)
+    return out
+
+
+@pytest.fixture(scope="module")
+def micro_run(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("run") / "uar"
+    os.environ.setdefault("RRG_TRAIN_THREADS", "1")
+    assert main(["uar", "--data", str(phantoms), "--out", str(run), *MICRO]) == 0
+    return run
+
+
+def _mtimes(run: Path) -> dict[str, int]:
+    return {
+        name: (run / name / "model.safetensors").stat().st_mtime_ns for name in ("dvae", "step1", "step2")
+    }
+
+
+def test_micro_run_writes_every_stage_and_a_loadable_checkpoint(micro_run: Path) -> None:
+    assert (micro_run / "dvae" / "reconstructions" / "reconstruction_00.png").is_file()
+    dvae, dvae_checkpoint = load_dvae(micro_run / "dvae")
+    assert dvae.config.codebook_size == 16 and "val_perplexity" in dvae_checkpoint.metrics["training"]
+    assert dvae_checkpoint.config["image"]["size"] == 32
+    for k in (1, 2):
+        assert (micro_run / f"step{k}" / "model.safetensors").is_file()
+    model, checkpoint = load_uar(micro_run)
+    assert int(model.stage) == 2 and model.tokenizer is not None
+    assert checkpoint.config["training"]["stages_done"] == [1, 2]
+    assert checkpoint.config["image"] == {
+        "size": 32,
+        "train_resize": 32,
+        "channels": 1,
+        "mean": [0.5],
+        "std": [0.5],
+    }
+    assert set(checkpoint.metrics) == {"stage1", "stage2"}
+    assert checkpoint.metrics["stage1"]["lambdas"] == [1.0, 1.0, 0.0]
+    assert checkpoint.metrics["stage2"]["lambdas"] == [1.0, 1.0, 1.0]
+    assert "val_ce" in checkpoint.metrics["stage2"]
+    out = model.generate(torch.zeros(1, 2, 1, 32, 32), beam_size=1, max_length=5)
+    assert out.attention[0].shape[1:] == (2, 4, 4)
+
+
+def test_rerun_skips_finished_stages(
+    micro_run: Path, phantoms: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = _mtimes(micro_run)
+    with caplog.at_level(logging.INFO):
+        assert main(["uar", "--data", str(phantoms), "--out", str(micro_run), *MICRO]) == 0
+    assert "nothing to do" in caplog.text
+    assert _mtimes(micro_run) == before
+
+
+def test_stage_2_resumes_from_step1(
+    micro_run: Path, phantoms: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "resumed"
+    for name in ("dvae", "step1"):
+        shutil.copytree(micro_run / name, run / name)
+    with caplog.at_level(logging.INFO):
+        assert main(["uar", "--data", str(phantoms), "--out", str(run), "--stages", "2", *MICRO]) == 0
+    assert f"starting from {run / 'step1'}" in caplog.text
+    assert load_uar(run)[1].config["training"]["stages_done"] == [1, 2]
+
+
+def test_a_stage_trained_on_another_dvae_is_refused(
+    micro_run: Path, phantoms: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "mixed"
+    for name in ("dvae", "step1"):
+        shutil.copytree(micro_run / name, run / name)
+    config = run / "step1" / "config.json"
+    document = json.loads(config.read_text())
+    document["config"]["dvae_sha256"] = "0" * 64
+    config.write_text(json.dumps(document))
+    assert main(["uar", "--data", str(phantoms), "--out", str(run), "--stages", "2", *MICRO]) == 2
+    assert "another dVAE" in capsys.readouterr().err
+
+
+def test_stages_without_a_dvae_are_refused(
+    phantoms: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert (
+        main(["uar", "--data", str(phantoms), "--out", str(tmp_path / "run"), "--stages", "1", *MICRO]) == 2
+    )
+    assert "no trained dVAE" in capsys.readouterr().err
+
+
+def test_dvae_command_and_its_reuse_by_uar(
+    phantoms: Path, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "dvae"
+    assert main(["dvae", "--data", str(phantoms), "--out", str(folder), *MICRO]) == 0
+    printed = capsys.readouterr().out
+    assert "val reconstruction MSE" in printed and "code perplexity" in printed
+    assert len(list((folder / "reconstructions").glob("*.png"))) == 2
+    _, checkpoint = load_dvae(folder)
+    assert checkpoint.kind == "dvae" and 1 <= checkpoint.metrics["training"]["val_perplexity"] <= 16
+    with caplog.at_level(logging.INFO):
+        assert main(["dvae", "--data", str(phantoms), "--out", str(folder), *MICRO]) == 0
+    assert "already holds a trained dVAE" in caplog.text
+    run = tmp_path / "uar"
+    args = ["uar", "--data", str(phantoms), "--out", str(run), "--stages", "1", "--dvae", str(folder), *MICRO]
+    assert main(args) == 0
+    assert (run / "step1" / "config.json").is_file() and not (run / "dvae").exists()
+
+
+def test_one_stage_ablation_row_trains_stage_2_only(phantoms: Path, tmp_path: Path) -> None:
+    run = tmp_path / "row"
+    assert main(["uar", "--data", str(phantoms), "--out", str(run), *MICRO, "--set", "ablation=lsu_cra"]) == 0
+    assert not (run / "step1").exists()
+    model, checkpoint = load_uar(run)
+    assert model.tir_mask is None and model.cra is not None
+    assert checkpoint.metrics["stage2"]["mask_loss"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("command", "change", "message"),
+    [
+        ("uar", {"--preset": "huge"}, "unknown uar preset 'huge'"),
+        ("dvae", {"--preset": "huge"}, "unknown uar preset 'huge'"),
+        ("uar", {"--data": "/nonexistent/data"}, "data folder /nonexistent/data not found"),
+        ("dvae", {"--data": "/nonexistent/data"}, "data folder /nonexistent/data not found"),
+        ("uar", {"--set": "stage1.no_such_key=3"}, "unknown key 'no_such_key'"),
+        ("uar", {"--set": "stage1.lr=-1"}, "stage1.lr must be a positive number"),
+        ("uar", {"--set": "model.colour=red"}, "unknown key 'colour'"),
+        ("uar", {"--set": "ablation=lsu+tir"}, "ablation must be one of"),
+        ("uar", {"--set": "nonsense"}, "--set expects key=value"),
+        ("uar", {"--stages": "2,1"}, "--stages must list some of dvae,1,2"),
+        ("uar", {"--dvae": "/nonexistent/dvae"}, "not a dVAE checkpoint folder"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(
+    command: str, change: dict[str, str], message: str, phantoms: Path, tmp_path: Path, capsys
+) -> None:
+    args = {"--preset": "demo", "--data": str(phantoms), "--out": str(tmp_path / "run"), **change}
+    assert main([command, *(x for pair in args.items() for x in pair)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+
+
+def test_data_without_images_exits_2(phantoms: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "reports_only"
+    data.mkdir()
+    shutil.copy(phantoms / "annotation.json", data / "annotation.json")
+    assert main(["uar", "--preset", "demo", "--data", str(data), "--out", str(tmp_path / "run")]) == 2
+    assert "images" in capsys.readouterr().err
+
+
+def test_presets_build_models_and_paper_is_the_papers() -> None:
+    for name in ("demo", "cpu", "paper"):
+        preset = build_preset(name, [])
+        dvae = dvae_config(preset)
+        config = uar_config(preset, vocab_size=100, max_length=60, views=2, dvae=dvae, special=(0, 1, 2))
+        assert config.grid_size == dvae.grid_size and config.first_stage() == 1
+    paper = build_preset("paper", [])
+    config = uar_config(
+        paper, vocab_size=100, max_length=60, views=2, dvae=dvae_config(paper), special=(0, 1, 2)
+    )
+    assert (config.d_model, config.n_heads, config.n_decoder_layers, config.n_encoder_layers) == (
+        512,
+        8,
+        3,
+        3,
+    )
+    assert (config.image_size, config.downsample, config.grid_size, config.n_basis) == (112, 8, 14, 2048)
+    assert paper["train_resize"] == 128 and config.mask_scale == 1000.0
+
+
+def test_evaluate_writes_the_table_and_the_uar_extras(
+    micro_run: Path, phantoms: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "eval"
+    args = [
+        "evaluate", "--checkpoint", str(micro_run), "--data", str(phantoms), "--split", "test", "--out",
+        str(out), "--no-baselines", "--metrics", "BLEU_4", "CIDEr", "--workers", "0", "--beam-size", "1",
+    ]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| UAR |" in printed and "Alignment" in printed and "R->I P@1" in printed
+    result = json.loads((out / "metrics.json").read_text())["UAR"]
+    assert set(result["nlg"]) == {"BLEU_4", "CIDEr"}
+    assert result["alignment_score"] is None or 0.0 <= result["alignment_score"] <= 1.0
+    assert "P@1" in result["retrieval"] and "P@1" in result["retrieval"]["report_to_image"]
+    assert "test" in json.loads((micro_run / "metrics.json").read_text())
+
+
+# -- DDP: two gloo workers train a UAR stage on the same data and end with identical weights ---------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    from rrg_core.data.datasets import IU_XRAY
+    from rrg_core.data.vocab import Vocabulary
+    from rrg_core.models.uar import UAR, UARConfig
+    from train.common.distributed import cleanup_distributed, setup_distributed
+    from train.common.runtime import Precision, apply_thread_policy
+    from train.uar.data import ImageSettings, UARData
+    from train.uar.loop import Context
+    from train.uar.stages import VisualInput, train_stage
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    info = setup_distributed(torch.device("cpu"))
+    try:
+        apply_thread_policy(distributed_cpu=True)
+        generator = torch.Generator().manual_seed(123)  # the same data on every rank
+        vocab = Vocabulary([f"w{i}" for i in range(8)])
+        reports = [
+            [1, *torch.randint(4, 12, (3 + i % 3,), generator=generator).tolist(), 2] for i in range(8)
+        ]
+        data = UARData(
+            vocab=vocab, spec=IU_XRAY, train_records=[], val_records=[],
+            train_images=torch.zeros(8, 2, 32, 32, dtype=torch.uint8),
+            val_images=torch.zeros(0, 2, 32, 32, dtype=torch.uint8), report_ids=reports, val_report_ids=[],
+            image=ImageSettings(32, 32, 1),
+        )  # fmt: skip
+        tokens = torch.randint(0, 16, (8, 2, 4, 4), generator=generator)
+        torch.manual_seed(rank)  # different initial weights: DDP must broadcast rank 0's
+        config = UARConfig(
+            vocab_size=12, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32,
+            max_length=8, image_size=32, codebook_size=16, n_basis=32,
+        )  # fmt: skip
+        model = UAR(config)
+        context = Context(info.device, info, Precision(info.device), torch.Generator().manual_seed(0), 0.01)
+        settings = {"epochs": 1.0, "batch_size": 2, "lr": 1e-3, "max_iterations": 2}
+        for stage in (1, 2):
+            train_stage(model, stage, data, VisualInput(tokens, None), settings, context)
+        torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
+    finally:
+        cleanup_distributed()
+
+
+def test_two_gloo_workers_end_with_identical_weights(tmp_path: Path) -> None:
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    first = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    second = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert first.keys() == second.keys()
+    for name, tensor in first.items():
+        assert torch.equal(tensor, second[name]), name
+    assert float(first["tir_mask"].abs().sum()) > 0  # stage 2 trained the TIR mask

@@ -1,0 +1,1 @@
+"""UAR training: dVAE, two stages, presets (python -m train uar / dvae)."""

@@ -1,0 +1,301 @@
+"""``python -m train dvae`` and ``python -m train uar``: the dVAE alone, or dVAE + UAR stages 1 and 2.
+
+A UAR run folder holds ``dvae/`` (the dVAE checkpoint and its reconstruction PNGs), ``step1/`` and
+``step2/`` (the UAR checkpoint after stage 1 and stage 2) and, in RUN_DIR itself, the final UAR
+checkpoint (what ``train evaluate`` and the app load; the dVAE encoder is inside it). A rerun skips
+finished stages; ``--stages 2`` starts from ``step1/``. Each UAR stage records the hash of the dVAE
+it was trained on, and a stage trained on another dVAE is refused rather than mixed in.
+
+Rows of Table 2 without two-stage training (``ablation`` other than ``uar``) train in one stage:
+stage 2's folder, with stage 1's epochs added to stage 2's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rrg_core.checkpoints import CheckpointError, checkpoint_hash, data_fingerprint
+from rrg_core.errors import RRGError
+from rrg_core.models.dvae import DVAE
+from rrg_core.models.uar import UAR
+from rrg_core.models.uar_io import load_dvae, load_uar, save_dvae, save_uar
+from train.common.distributed import DistInfo, barrier, cleanup_distributed, setup_distributed
+from train.common.runner import StepPlan, plan_steps, step_folder
+from train.common.runtime import Precision, apply_thread_policy, choose_device, seed_everything
+from train.uar import dvae_steps, stages
+from train.uar.data import ImageSettings, UARData, prepare
+from train.uar.loop import Context
+from train.uar.presets import build_preset, dvae_config, parse_stages, uar_config
+
+logger = logging.getLogger(__name__)
+
+DVAE_DIR = "dvae"
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def _run_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run"}
+
+
+def _context(args: argparse.Namespace, preset: dict, info: DistInfo) -> Context:
+    # One seed on every rank: they draw the same batch order and take their own shares of it.
+    generator = seed_everything(args.seed)
+    return Context(info.device, info, Precision(info.device), generator, float(preset["weight_decay"]))
+
+
+def _distributed(args: argparse.Namespace, name: str, body: Callable[[DistInfo], None]) -> None:
+    """Device, DDP, threads and the run folder around ``body``; the process group is always left."""
+    if not args.data.is_dir():
+        raise RRGError(f"data folder {args.data} not found")
+    if args.workers < 0:
+        raise RRGError(f"--workers must be 0 or more, got {args.workers}")
+    info = setup_distributed(choose_device(args.device))
+    try:
+        threads = apply_thread_policy(info.enabled and info.device.type == "cpu")
+        logger.info("%s preset %s on %s (%d threads, world size %d)", name, args.preset, info.device, threads,
+                    info.world_size)  # fmt: skip
+        if info.is_main:
+            args.out.mkdir(parents=True, exist_ok=True)
+        barrier(info)
+        started = time.perf_counter()
+        body(info)
+        if info.is_main:
+            print(f"{name}: {args.out} ready ({time.perf_counter() - started:.0f}s)")
+    finally:
+        cleanup_distributed()
+
+
+# -- the dVAE -------------------------------------------------------------------------------------
+
+
+def train_and_save_dvae(
+    args: argparse.Namespace, preset: dict, data: UARData, ctx: Context, folder: Path
+) -> DVAE:
+    """Train the preset's dVAE on the training views, validate it, save it (rank 0) with its PNGs."""
+    settings = preset["dvae"]
+    started = time.perf_counter()
+    dvae = DVAE(dvae_config(preset)).to(ctx.device)
+    result = dvae_steps.train_dvae(dvae, data.train_views(), data.image, settings, ctx)
+    val_views = data.val_images.flatten(0, 1)
+    keep = int(settings.get("reconstructions", 8))
+    metrics, originals, reconstructions = dvae_steps.evaluate_dvae(
+        dvae, val_views, data.image, ctx.device, keep
+    )
+    result.update(metrics, seconds=round(time.perf_counter() - started, 1))
+    if ctx.info.is_main:
+        training = {"preset": preset["name"], "seed": args.seed, "args": _run_args(args), "settings": preset}
+        save_dvae(
+            dvae, folder, extra_config={"image": data.image.as_dict(), "training": training},
+            metrics={"training": result}, preset=preset["name"], data_fingerprint=data_fingerprint(args.data),
+        )  # fmt: skip
+        if len(originals):
+            dvae_steps.save_reconstructions(folder, originals, reconstructions)
+        _print_dvae(metrics, dvae.config.codebook_size, result["seconds"])
+    barrier(ctx.info)
+    return dvae
+
+
+def _print_dvae(metrics: dict[str, Any], codebook: int, seconds: float) -> None:
+    if not metrics:
+        print(f"dvae: trained in {seconds:.0f}s (no val split: no reconstruction error or perplexity)")
+        return
+    print(
+        f"dvae: val reconstruction MSE {metrics['val_reconstruction_mse']:.4f}, code perplexity "
+        f"{metrics['val_perplexity']:.1f} of {codebook} ({metrics['val_codes_used']} codes used), "
+        f"{seconds:.0f}s"
+    )
+
+
+def run_dvae(args: argparse.Namespace) -> int:
+    """``python -m train dvae``: RUN_DIR becomes a dvae checkpoint (with reconstructions/)."""
+    preset = build_preset(args.preset, args.set)
+
+    def body(info: DistInfo) -> None:
+        if _complete(args.out):
+            load_dvae(args.out)  # a finished dVAE must also be a readable one
+            logger.info("%s already holds a trained dVAE; delete it to train again", args.out)
+            return
+        ctx = _context(args, preset, info)
+        data = prepare(args.data, ImageSettings.of_preset(preset), None, args.workers, info.is_main)
+        train_and_save_dvae(args, preset, data, ctx, args.out)
+
+    _distributed(args, "dvae", body)
+    return 0
+
+
+# -- UAR --------------------------------------------------------------------------------------------
+
+
+def _stage_plan(preset: dict, requested: list[int], one_stage: bool) -> list[int]:
+    """The stages to train: a one-stage row trains stage 2 only, with stage 1's epochs added."""
+    if not one_stage or 1 not in requested:
+        return requested
+    logger.info("ablation %r trains in one stage: stage 1's epochs go to stage 2", preset["ablation"])
+    preset["stage2"] = {**preset["stage2"], "epochs": preset["stage1"]["epochs"] + preset["stage2"]["epochs"]}
+    return [2]
+
+
+def _tokenizer(
+    args: argparse.Namespace, preset: dict, data: UARData, ctx: Context, train: bool
+) -> tuple[DVAE, str]:
+    """The dVAE (trained now, or read from RUN_DIR/dvae or --dvae) and its checkpoint hash."""
+    folder = args.out / DVAE_DIR
+    if train and not _complete(folder):
+        train_and_save_dvae(args, preset, data, ctx, folder)
+    elif train:
+        logger.info("dvae: %s is complete, skipped", folder)
+    if not _complete(folder) and args.dvae is not None:
+        folder = args.dvae
+    if not _complete(folder):
+        raise RRGError(f"no trained dVAE in {folder}: run with --stages dvae,... first, or give --dvae DIR")
+    dvae, _ = load_dvae(folder, ctx.device)
+    if dvae.config.in_channels != data.image.channels:
+        raise CheckpointError(
+            f"the dVAE in {folder} reads {dvae.config.in_channels}-channel images but the preset gives "
+            f"{data.image.channels}"
+        )
+    return dvae, checkpoint_hash(folder)
+
+
+def _save_kwargs(args, preset: dict, data: UARData, done: list[int], metrics: dict, dvae_hash: str) -> dict:
+    training = {"preset": preset["name"], "stages_done": done, "seed": args.seed, "args": _run_args(args),
+                "settings": preset}  # fmt: skip
+    return dict(
+        vocab=data.vocab, metrics=metrics, preset=preset["name"],
+        data_fingerprint=data_fingerprint(args.data),
+        extra_config={"image": data.image.as_dict(), "dvae_sha256": dvae_hash, "training": training},
+    )  # fmt: skip
+
+
+def publish_final(model: UAR, run_dir: Path, save_kwargs: dict[str, Any]) -> None:
+    """Write the final checkpoint's files into RUN_DIR itself, config.json last.
+
+    save_uar replaces its target folder as a whole, which would delete the stage folders; so it saves
+    into a hidden sibling and the files are moved in (a folder without config.json is no checkpoint).
+    """
+    staging = run_dir / ".final-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    save_uar(model, staging, **save_kwargs)
+    for name in sorted(os.listdir(staging), key=lambda name: name == "config.json"):
+        os.replace(staging / name, run_dir / name)
+    staging.rmdir()
+    logger.info("final checkpoint: %s", run_dir)
+
+
+def _resume(run_dir: Path, start: Path, ctx: Context, dvae_hash: str) -> tuple[UAR, dict, list[int]]:
+    """The model, metrics and stages done of a finished stage's checkpoint, trained on this dVAE."""
+    model, checkpoint = load_uar(start, ctx.device)
+    if dvae_hash and checkpoint.config.get("dvae_sha256") not in (None, dvae_hash):
+        raise CheckpointError(
+            f"{start} was trained on another dVAE than {run_dir / DVAE_DIR}; delete the stage folders "
+            "to train them again on this one"
+        )
+    done = list(checkpoint.config.get("training", {}).get("stages_done", []))
+    logger.info("starting from %s (stages done: %s)", start, done)
+    return model, dict(checkpoint.metrics), done
+
+
+def _visual_input(model: UAR, data: UARData, ctx: Context) -> stages.VisualInput:
+    """Token ids computed once (no random crop) or None (images tokenized per batch)."""
+    if data.image.random_crop or model.tokenizer is None:
+        return stages.VisualInput(None, None)
+    started = time.perf_counter()
+    train = dvae_steps.tokenize(model.tokenizer, data.train_images, data.image, ctx.device)
+    val = dvae_steps.tokenize(model.tokenizer, data.val_images, data.image, ctx.device)
+    logger.info(
+        "dVAE tokens of %d studies computed once (%.1fs)",
+        len(train) + len(val),
+        time.perf_counter() - started,
+    )
+    return stages.VisualInput(train, val)
+
+
+def _plan(args: argparse.Namespace, preset: dict, requested: list[str]) -> tuple[StepPlan | None, bool]:
+    """The UAR stages' plan (None when no stage is asked for) and whether the row uses the dVAE."""
+    probe = uar_config(
+        preset, vocab_size=10, max_length=2, views=1, dvae=dvae_config(preset), special=(0, 1, 2)
+    )
+    wanted = _stage_plan(preset, [int(s) for s in requested if s != "dvae"], probe.first_stage() == 2)
+    plan = plan_steps(args.out, wanted) if wanted else None
+    for k in plan.skipped if plan else ():
+        logger.info("stage %d: %s is complete, skipped", k, step_folder(args.out, k))
+    return plan, probe.use_lsu
+
+
+def _log_stage(k: int, result: dict[str, Any], example: str) -> None:
+    logger.info(
+        "stage %d done in %.1fs: loss %.4f (CE %.4f), val CE %s, val alignment score %s", k,
+        result["seconds"], result["final_loss"], result.get("ce", float("nan")), result.get("val_ce"),
+        result.get("val_alignment_score"),
+    )  # fmt: skip
+    logger.info("stage %d example (first val study): %s", k, example)
+
+
+def _train_stages(
+    args: argparse.Namespace, preset: dict, ctx: Context, data: UARData, plan: StepPlan,
+    dvae: DVAE | None, dvae_hash: str,
+) -> None:  # fmt: skip
+    run_dir, info = args.out, ctx.info
+    if plan.start_from is not None:
+        model, metrics, done = _resume(run_dir, plan.start_from, ctx, dvae_hash)
+    else:
+        config = uar_config(preset, vocab_size=len(data.vocab), max_length=data.spec.max_length,
+                            views=data.spec.views, dvae=dvae.config if dvae else dvae_config(preset),
+                            special=(data.vocab.pad_id, data.vocab.bos_id, data.vocab.eos_id))  # fmt: skip
+        model, metrics, done = UAR(config, dvae.encoder if dvae is not None else None), {}, []
+    model.to(ctx.device)
+    visual = _visual_input(model, data, ctx)
+    for k in plan.todo:
+        started = time.perf_counter()
+        result = stages.train_stage(model, k, data, visual, preset[f"stage{k}"], ctx)
+        result.update(stages.validate(model, data, visual, ctx.device))
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        metrics[f"stage{k}"], done = result, sorted(set(done) | {k})
+        if info.is_main:
+            _log_stage(k, result, stages.example_report(model, data, visual, ctx.device, preset["beam_size"]))
+            save_uar(
+                model, step_folder(run_dir, k), **_save_kwargs(args, preset, data, done, metrics, dvae_hash)
+            )
+        barrier(info)
+    if info.is_main:
+        publish_final(model, run_dir, _save_kwargs(args, preset, data, done, metrics, dvae_hash))
+    barrier(info)
+
+
+def _train_uar(args: argparse.Namespace, preset: dict, info: DistInfo, requested: list[str]) -> None:
+    plan, use_lsu = _plan(args, preset, requested)
+    stages_left = plan is not None and (plan.todo or not (args.out / "config.json").is_file())
+    dvae_left = "dvae" in requested and use_lsu and not _complete(args.out / DVAE_DIR)
+    if not stages_left and not dvae_left:
+        logger.info("nothing to do: every requested stage is complete in %s", args.out)
+        return
+    ctx = _context(args, preset, info)
+    vocab = load_uar(plan.start_from)[1].vocab if plan is not None and plan.start_from is not None else None
+    data = prepare(args.data, ImageSettings.of_preset(preset), vocab, args.workers, info.is_main)
+    dvae, dvae_hash = None, ""
+    if not use_lsu and "dvae" in requested:
+        logger.info("ablation %r takes CNN features, not dVAE tokens: no dVAE is trained", preset["ablation"])
+    if use_lsu:
+        dvae, dvae_hash = _tokenizer(args, preset, data, ctx, "dvae" in requested)
+    if stages_left:
+        _train_stages(args, preset, ctx, data, plan, dvae, dvae_hash)
+
+
+def run_uar(args: argparse.Namespace) -> int:
+    """``python -m train uar``; user errors raise RRGError (exit 2 from train.__main__)."""
+    requested = parse_stages(args.stages)
+    preset = build_preset(args.preset, args.set)
+    if args.dvae is not None and not _complete(args.dvae):
+        raise RRGError(f"--dvae {args.dvae} is not a dVAE checkpoint folder (no config.json and weights)")
+    _distributed(args, "uar", lambda info: _train_uar(args, preset, info, requested))
+    return 0

@@ -1,0 +1,155 @@
+"""UAR training data: the records, the vocabulary, uint8 image caches and the model's input form.
+
+Every study's views are decoded once and kept in memory as uint8 (the DCRRG image cache of
+:func:`train.dcrrg.data.cache_images`): training views at ``train_resize`` (random crops of
+``image_size`` are cut from them when the preset asks for crops), validation views at ``image_size``
+(evaluation resizes straight to the input size, paper sec. 4.1).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rrg_core.data.datasets import (
+    IMAGES_DIR,
+    DatasetSpec,
+    StudyRecord,
+    check_images,
+    detect_spec,
+    read_annotation,
+)
+from rrg_core.data.transforms import TransformConfig
+from rrg_core.data.vocab import Vocabulary
+from rrg_core.errors import DatasetError, ImagesMissingError
+from train.dcrrg.data import cache_images, pad_ids
+
+logger = logging.getLogger(__name__)
+
+# Grey [0, 1] -> [-1, 1]: the dVAE is trained here, so no ImageNet statistics are involved.
+MEAN, STD = 0.5, 0.5
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """How views become model input: side ``size``, training cache side ``train_resize`` (random
+    crops when larger), ``channels`` (grey repeated when 3), normalised with mean = std = 0.5."""
+
+    size: int
+    train_resize: int
+    channels: int
+
+    @classmethod
+    def of_preset(cls, preset: dict[str, Any]) -> ImageSettings:
+        """The preset's settings; Table 2's "base" row feeds an ImageNet CNN, which takes 3 channels
+        (its EfficientNet-Lite0 weights expect mean = std = 0.5, the normalisation used here)."""
+        channels = 3 if preset.get("ablation") == "base" else int(preset["channels"])
+        return cls(int(preset["image_size"]), int(preset["train_resize"]), channels)
+
+    @property
+    def random_crop(self) -> bool:
+        """Whether training crops at random (and so the dVAE tokens of a view change per draw)."""
+        return self.train_resize > self.size
+
+    def as_dict(self) -> dict[str, Any]:
+        """What a checkpoint records so that evaluation prepares images the same way."""
+        return {"size": self.size, "train_resize": self.train_resize, "channels": self.channels,
+                "mean": [MEAN], "std": [STD]}  # fmt: skip
+
+    def eval_transform(self) -> TransformConfig:
+        """The evaluation transform: resize to ``size``, no crop."""
+        return TransformConfig(resize=self.size, crop=None, mean=(MEAN,), std=(STD,), channels=self.channels)
+
+    def to_input(
+        self, cached: Tensor, device: torch.device, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """uint8 (B, V, S, S) -> normalised float (B, V, C, size, size) on ``device``.
+
+        A cache larger than ``size`` is cropped at a random position per study (with ``generator``)
+        or, without a generator, at the centre.
+        """
+        side = cached.shape[-1]
+        if side > self.size:
+            cached = _crop(cached, self.size, generator)
+        images = cached.to(device, non_blocking=True).float().div_(255.0).unsqueeze(2)
+        images = (images - MEAN) / STD
+        return images.expand(-1, -1, self.channels, -1, -1) if self.channels > 1 else images
+
+
+def _crop(cached: Tensor, size: int, generator: torch.Generator | None) -> Tensor:
+    slack = cached.shape[-1] - size
+    if generator is None:
+        start = slack // 2
+        return cached[..., start : start + size, start : start + size]
+    offsets = torch.randint(0, slack + 1, (cached.shape[0], 2), generator=generator).tolist()
+    return torch.stack(
+        [study[..., y : y + size, x : x + size] for study, (y, x) in zip(cached, offsets, strict=True)]
+    )
+
+
+@dataclass
+class UARData:
+    """The training and validation studies in memory (record order), with their encoded reports."""
+
+    vocab: Vocabulary
+    spec: DatasetSpec
+    train_records: list[StudyRecord]
+    val_records: list[StudyRecord]
+    train_images: Tensor  # uint8 (N, V, train_resize, train_resize)
+    val_images: Tensor  # uint8 (M, V, size, size)
+    report_ids: list[list[int]]
+    val_report_ids: list[list[int]]
+    image: ImageSettings
+
+    def train_views(self) -> Tensor:
+        """Every training view on its own, uint8 (N * V, S, S): the dVAE's training set."""
+        return self.train_images.flatten(0, 1)
+
+    def reports(self, index: Tensor, val: bool = False) -> Tensor:
+        """The encoded reports of ``index`` as one right-padded (B, T) tensor."""
+        source = self.val_report_ids if val else self.report_ids
+        return pad_ids([source[i] for i in index.tolist()], self.vocab.pad_id)
+
+
+def read_split(root: Path, splits: dict[str, list[StudyRecord]], split: str, views: int) -> list[StudyRecord]:
+    """A split's records after checking that its images exist; a missing train split is refused."""
+    records = splits.get(split, [])
+    if split == "train" and not records:
+        raise DatasetError(f"{root}: split 'train' has no studies (has: {', '.join(splits) or 'none'})")
+    if records:
+        if not (root / IMAGES_DIR).is_dir():
+            raise ImagesMissingError(f"{root} has no {IMAGES_DIR}/ folder: no images to train on")
+        check_images(records, root / IMAGES_DIR, views, f"{root} split {split!r}")
+    return records
+
+
+def prepare(data: Path, image: ImageSettings, vocab: Vocabulary | None, workers: int, show: bool) -> UARData:
+    """Read the train and val splits, build the vocabulary (unless resuming with one), encode the
+    reports and cache the images."""
+    if not data.is_dir():
+        raise DatasetError(f"data folder {data} not found")
+    splits = read_annotation(data)
+    spec = detect_spec(r for records in splits.values() for r in records)
+    train = read_split(data, splits, "train", spec.views)
+    val = read_split(data, splits, "val", spec.views)
+    if vocab is None:
+        vocab = Vocabulary.build((r.report for r in train), spec.min_count)
+    logger.info(
+        "vocabulary: %d tokens; %d training and %d validation studies", len(vocab), len(train), len(val)
+    )
+
+    def paths(records: list[StudyRecord]) -> list[list[Path]]:
+        return [[data / IMAGES_DIR / p for p in r.image_paths] for r in records]
+
+    return UARData(
+        vocab=vocab, spec=spec, train_records=train, val_records=val,
+        train_images=cache_images(paths(train), image.train_resize, spec.views, workers, show),
+        val_images=cache_images(paths(val), image.size, spec.views, workers, show),
+        report_ids=[vocab.encode(r.report, spec.max_length) for r in train],
+        val_report_ids=[vocab.encode(r.report, spec.max_length) for r in val], image=image,
+    )  # fmt: skip

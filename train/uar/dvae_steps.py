@@ -1,0 +1,122 @@
+"""The dVAE of UAR's LSU: training (temperature and KL schedules), validation, reconstructions, tokens.
+
+Training follows DALL-E's recipe in miniature: Gumbel-softmax relaxation whose temperature decays
+exponentially from ``temperature_start`` to ``temperature_end`` over the first ``anneal`` share of the
+iterations, and a KL weight that ramps linearly from 0 to ``kl_weight`` over the first ``kl_warmup``
+share (codes first learn to reconstruct, then to spread). Validation uses the argmax codes (eval
+mode), i.e. what UAR will see: reconstruction MSE on the normalised image, and the perplexity of
+code usage over all validation tokens (1: one code for everything; the codebook size: all used
+evenly).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.utils import save_image
+
+from rrg_core.models.dvae import DVAE, DVAEEncoder, code_perplexity, gumbel_temperature
+from train.common.runner import index_batches
+from train.uar.data import MEAN, STD, ImageSettings
+from train.uar.loop import Context, Terms, iterations, run_loop
+
+logger = logging.getLogger(__name__)
+
+RECONSTRUCTIONS_DIR = "reconstructions"
+
+
+def train_dvae(
+    dvae: DVAE, views: Tensor, image: ImageSettings, settings: dict[str, Any], ctx: Context
+) -> dict[str, Any]:
+    """Train on single views, uint8 (K, S, S) (random crops of ``image.size`` when S is larger)."""
+    dvae.train()
+    total, _ = iterations(settings, len(views), ctx.info)
+    anneal_steps = round(settings["anneal"] * total)
+    warmup_steps = round(settings["kl_warmup"] * total)
+    terms = Terms()
+    crops = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=ctx.generator)))
+
+    def batches():
+        for index in index_batches(len(views), settings["batch_size"], ctx.generator, ctx.info):
+            yield image.to_input(views[index].unsqueeze(1), ctx.device, crops).squeeze(1)
+
+    def loss_fn(model: nn.Module, batch: Tensor) -> Tensor:
+        step = terms.calls
+        terms.calls += 1
+        temperature = gumbel_temperature(
+            step, anneal_steps, settings["temperature_start"], settings["temperature_end"]
+        )
+        beta = (
+            dvae.config.kl_weight * min(1.0, step / warmup_steps) if warmup_steps else dvae.config.kl_weight
+        )
+        out = model(batch, temperature, kl_weight=beta)
+        terms.add(reconstruction=out.losses.reconstruction.detach(), kl=out.losses.kl.detach())
+        return out.losses.total
+
+    result = run_loop(dvae, loss_fn, batches(), settings, len(views), ctx, "dvae", terms)
+    result["final_temperature"] = gumbel_temperature(
+        total, anneal_steps, settings["temperature_start"], settings["temperature_end"]
+    )
+    dvae.eval()
+    return result
+
+
+@torch.no_grad()
+def evaluate_dvae(
+    dvae: DVAE, views: Tensor, image: ImageSettings, device: torch.device, keep: int = 8, batch: int = 64
+) -> tuple[dict[str, Any], Tensor, Tensor]:
+    """Validation metrics on single views uint8 (K, size, size), plus the first ``keep`` originals and
+    reconstructions (normalised, (keep, C, H, W)) for :func:`save_reconstructions`."""
+    dvae.eval()
+    errors, tokens, originals, reconstructions = [], [], [], []
+    for start in range(0, len(views), batch):
+        x = image.to_input(views[start : start + batch].unsqueeze(1), device).squeeze(1)
+        out = dvae(x)
+        errors.append(((out.reconstruction.float() - x) ** 2).mean(dim=(1, 2, 3)).cpu())
+        tokens.append(out.logits.argmax(dim=1).cpu())
+        if sum(len(o) for o in originals) < keep:
+            originals.append(x.cpu())
+            reconstructions.append(out.reconstruction.float().cpu())
+    if not errors:
+        return {}, torch.empty(0), torch.empty(0)
+    ids = torch.cat(tokens)
+    metrics = {
+        "val_reconstruction_mse": float(torch.cat(errors).mean()),
+        "val_perplexity": code_perplexity(ids, dvae.config.codebook_size),
+        "val_codes_used": int(ids.unique().numel()),
+        "codebook_size": dvae.config.codebook_size,
+    }
+    return metrics, torch.cat(originals)[:keep], torch.cat(reconstructions)[:keep]
+
+
+def save_reconstructions(folder: Path, originals: Tensor, reconstructions: Tensor) -> list[Path]:
+    """One PNG per view, original | reconstruction side by side, in ``folder/reconstructions/``."""
+    out = folder / RECONSTRUCTIONS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, (original, reconstruction) in enumerate(zip(originals, reconstructions, strict=True)):
+        pair = torch.cat([original, reconstruction], dim=-1) * STD + MEAN  # back to [0, 1]
+        path = out / f"reconstruction_{index:02d}.png"
+        save_image(pair.clamp(0, 1), path)
+        written.append(path)
+    return written
+
+
+@torch.no_grad()
+def tokenize(
+    encoder: DVAEEncoder, studies: Tensor, image: ImageSettings, device: torch.device, batch: int = 64
+) -> Tensor:
+    """The frozen dVAE's code ids of cached studies uint8 (N, V, size, size): (N, V, h, w) on the CPU,
+    computed once, since training without crops sees the same tokens on every epoch."""
+    parts = [
+        encoder.tokens(image.to_input(studies[start : start + batch], device)).cpu()
+        for start in range(0, len(studies), batch)
+    ]
+    if not parts:
+        grid = image.size // encoder.config.downsample
+        return torch.empty((0, studies.shape[1], grid, grid), dtype=torch.long)
+    return torch.cat(parts)

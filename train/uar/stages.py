@@ -1,0 +1,106 @@
+"""UAR's two training stages (paper sec. 3.5) and their validation.
+
+Stage 1: lambdas {1, 1, 0}, no TIR mask; stage 2: {1, 1, 1} with the mask (the model's
+:meth:`~rrg_core.models.uar.UAR.set_stage` switches both). Visual input is the frozen dVAE's token
+ids, computed once per study when training uses no random crop (``tokens`` given), else images
+cropped per draw and tokenized by the dVAE encoder attached to the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rrg_core.metrics import alignment_score
+from rrg_core.models.uar import UAR
+from train.common.runner import index_batches
+from train.uar.data import UARData
+from train.uar.loop import Context, Terms, run_loop
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VisualInput:
+    """Per-study visual input: cached token ids (N, V, h, w), or None to tokenize images per batch."""
+
+    train_tokens: Tensor | None
+    val_tokens: Tensor | None
+
+    def train_batch(self, data: UARData, index: Tensor, ctx: Context, crops: torch.Generator) -> Tensor:
+        if self.train_tokens is not None:
+            return self.train_tokens[index].to(ctx.device)
+        return data.image.to_input(
+            data.train_images[index], ctx.device, crops if data.image.random_crop else None
+        )
+
+    def val_batch(self, data: UARData, index: Tensor, device: torch.device) -> Tensor:
+        if self.val_tokens is not None:
+            return self.val_tokens[index].to(device)
+        return data.image.to_input(data.val_images[index], device)
+
+
+def train_stage(
+    model: UAR, stage: int, data: UARData, visual: VisualInput, settings: dict[str, Any], ctx: Context
+) -> dict[str, Any]:
+    """Train one stage; returns the loop's metrics (eq 13's total and its terms, last epoch)."""
+    model.set_stage(stage)  # before the optimizer and DDP wrapper: the mask trains in stage 2 only
+    model.train()
+    terms = Terms()
+    crops = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=ctx.generator)))
+
+    def batches():
+        for index in index_batches(len(data.report_ids), settings["batch_size"], ctx.generator, ctx.info):
+            yield visual.train_batch(data, index, ctx, crops), data.reports(index).to(ctx.device)
+
+    def loss_fn(module: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        out = module(*batch)
+        terms.add(ce=out.ce.detach(), global_loss=out.global_loss.detach(), mask_loss=out.mask_loss.detach())
+        return out.loss
+
+    result = run_loop(model, loss_fn, batches(), settings, len(data.report_ids), ctx, f"stage{stage}", terms)
+    result["lambdas"] = list(model.loss_weights())
+    return result
+
+
+@torch.no_grad()
+def validate(model: UAR, data: UARData, visual: VisualInput, device: torch.device, batch: int = 32) -> dict:
+    """Teacher-forced CE on the val split, and the alignment score (footnote 3) of its CRA global
+    features; {} without a val split."""
+    count = len(data.val_report_ids)
+    if not count:
+        return {}
+    was_training = model.training
+    model.eval()
+    ce_sum, tokens, images, reports = 0.0, 0, [], []
+    for start in range(0, count, batch):
+        index = torch.arange(start, min(start + batch, count))
+        ids = data.reports(index, val=True).to(device)
+        features = visual.val_batch(data, index, device)
+        out = model(features, ids)
+        real = int((ids[:, 1:] != model.config.pad_id).sum())
+        ce_sum, tokens = ce_sum + float(out.ce) * real, tokens + real
+        images.append(model.image_global(features).float().cpu())
+        reports.append(model.report_global(ids).float().cpu())
+    model.train(was_training)
+    result = {"val_ce": ce_sum / max(tokens, 1)}
+    if count > 1:
+        result["val_alignment_score"] = alignment_score(torch.cat(images), torch.cat(reports))
+    return result
+
+
+@torch.no_grad()
+def example_report(model: UAR, data: UARData, visual: VisualInput, device: torch.device, beam: int) -> str:
+    """The generated report of the first validation study (for the log), or "" without one."""
+    if not data.val_report_ids:
+        return ""
+    was_training = model.training
+    model.eval()
+    features = visual.val_batch(data, torch.tensor([0]), device)
+    tokens = model.generate(features, beam_size=beam).tokens[0]
+    model.train(was_training)
+    return data.vocab.decode(tokens)

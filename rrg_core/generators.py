@@ -93,7 +93,9 @@ class DCRRGGenerator:
             probabilities = self.model.clip.observation_logits(uni, "image").softmax(dim=-1)[..., 1]
             embeddings = functional.normalize(self.model.clip.global_embedding(uni, "image"), dim=-1)
             ids = self.model.generate(
-                EncoderFeatures.of_images(feature_map), beam_size=self.beam_size, max_length=self.max_length
+                EncoderFeatures.of_images(feature_map, uni),
+                beam_size=self.beam_size,
+                max_length=self.max_length,
             )
             for offset, tokens in enumerate(ids):
                 record = records[start + offset]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch.nn import functional
@@ -232,3 +234,45 @@ def test_cached_encoder_features_give_the_same_losses_and_memory(model: DCRRG) -
     model.freeze_encoders()
     model.step3_loss(image_features, index, ids).backward()
     assert any(_grads(model.decoder)) and any(_grads(model.image_memory))
+
+
+def test_memory_starts_with_the_observation_rows_step1_reads(model: DCRRG) -> None:
+    model.eval()
+    studies = images(2, views=2)
+    with torch.no_grad():
+        features = model.encoder_features(studies)
+        memory, _ = model.encode_memory_from_features(features)
+        spatial = features.states.shape[2] * features.states.shape[3]
+        assert memory.shape[1] == NUM_OBSERVATIONS + spatial
+        # the observation rows follow the Step-1 projection head; the map rows do not
+        model.clip.image_projection.net[-1].bias.add_(1.0)
+        changed, _ = model.encode_memory_from_features(features)
+    assert not torch.allclose(changed[:, :NUM_OBSERVATIONS], memory[:, :NUM_OBSERVATIONS])
+    torch.testing.assert_close(changed[:, NUM_OBSERVATIONS:], memory[:, NUM_OBSERVATIONS:])
+    text_memory, text_mask = model.encode_memory(TEXTS[:2])
+    assert text_mask[:, :NUM_OBSERVATIONS].all() and text_memory.shape[1] == text_mask.shape[1]
+
+
+def test_observation_rows_can_be_switched_off() -> None:
+    config = dataclasses.replace(tiny_config(), observation_rows=False)
+    plain = DCRRG(config).eval()
+    features = plain.encoder_features(images(1, views=2))
+    memory, _ = plain.encode_memory_from_features(features)
+    assert memory.shape[1] == features.states.shape[2] * features.states.shape[3]
+
+
+def test_losses_from_embeddings_equal_the_losses_from_inputs(model: DCRRG) -> None:
+    model.eval()
+    clip, n = model.clip, len(TEXTS)
+    studies, labels = images(n, views=2), (torch.rand(n, NUM_OBSERVATIONS) > 0.5).float()
+    weights = torch.rand(n, NUM_OBSERVATIONS)
+    with torch.no_grad():
+        image_uni, text_uni = clip.encode_image(studies)[0], clip.encode_text(TEXTS)
+        torch.testing.assert_close(
+            clip.step1_loss(studies, None, labels, weights),
+            clip.step1_loss_from_embeddings(image_uni, "image", None, labels, weights),
+        )
+        torch.testing.assert_close(
+            clip.step2_loss(studies, TEXTS, labels, labels),
+            clip.step2_loss_from_embeddings(image_uni, text_uni, labels, labels),
+        )

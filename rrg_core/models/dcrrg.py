@@ -7,15 +7,24 @@ ablation, everything trains: FFT).
 
 Choices the paper leaves open, made here:
 
-- **Memory**: the image feature map (B, C, h, w) (two views side by side, see :mod:`dcclip`) is
-  flattened to h*w rows, the text token states to their T rows; each modality has its own
-  ``Linear -> LayerNorm`` into d_model (the LayerNorm puts both on one scale, as the text stands in
-  for the image).
+- **Memory** (f_I of eq. 11): the image feature map (B, C, h, w) (two views side by side, see
+  :mod:`dcclip`) flattened to h*w rows, or the text token states as their T rows; each modality has
+  its own ``Linear -> LayerNorm`` into d_model (the LayerNorm puts both on one scale, as the text
+  stands in for the image). In front of them, with ``observation_rows`` on, come 14 *observation
+  rows*: the Step-1 projections ``v_p`` (``t_p`` for text) under each observation's one-hot prompt
+  (eqs 1b, 2b), through one shared ``Linear -> LayerNorm`` plus that observation's prompt vector as
+  the row's identity. The paper calls the decoder's input the "uni-modal representations" that the
+  prompts produce; these rows are exactly what Step 1's classifiers read, so the decoder need not
+  re-learn from the raw map what Step 1 already separated. On the 300-study phantom set they are
+  what makes the generated findings follow the image (see the config's comment for figures).
 - **Observation prompt**: a learned d_model vector per observation, plus a 15th for "full report",
-  is *prepended to the memory* as one extra row *and added to every memory row*. In the memory rather
-  than the decoder input, the token sequence stays exactly the report (BOS, words, EOS), so Step 3
-  and Step 4 share positions and beam search; added to every row, each cross-attention read carries
-  the observation, however the attention is spread. The "full report" vector is its own parameter
+  is *added to every decoder input embedding* (the decoder's ``input_offset``), *prepended to the
+  memory* as one extra row *and added to every memory row*. Added rather than inserted as a token,
+  the token sequence stays exactly the report (BOS, words, EOS), so Step 3 and Step 4 share
+  positions and beam search. In the input, the first layer's queries already know the observation
+  and can seek its memory row: a prompt in the memory alone shifts every key alike, which softmax
+  ignores, so only the second layer could route (and Step-3 descriptions came out as each
+  observation's normal sentence whatever the image). The "full report" vector is its own parameter
   (never trained in Step 3) and trains with the deep prompts in Step 4.
 - **Two output heads**: ``decoder.head`` stays the Step-3 (description) head; Step 4 uses
   ``report_head``, installed in the decoder only for the duration of a call. So one model gives both
@@ -61,6 +70,7 @@ class DCRRGConfig:
     n_prefix: int = 16
     prefix_hidden: int | None = None
     threshold: float = 0.5
+    observation_rows: bool = True
 
     def decoder_config(self) -> DecoderConfig:
         """The post-LN decoder of eqs 10-12."""
@@ -76,20 +86,22 @@ class EncoderFeatures(NamedTuple):
 
     ``states`` is an image feature map (B, C, h, w) (views side by side, as
     :meth:`DCCLIP.encode_image` returns it) when ``attention_mask`` is None, else text token states
-    (B, T, H) with their (B, T) attention mask. With the encoders frozen and in eval mode, computing
-    these once per study and training on them gives the same losses as passing the images or texts.
+    (B, T, H) with their (B, T) attention mask. ``pooled`` is the raw embedding ``v`` (B, C) or ``t``
+    (B, H) of eqs 1a/2a. With the encoders frozen and in eval mode, computing these once per study
+    and training on them gives the same losses as passing the images or texts.
     """
 
     states: Tensor
+    pooled: Tensor
     attention_mask: Tensor | None = None
 
     @classmethod
-    def of_images(cls, feature_map: Tensor) -> EncoderFeatures:
-        return cls(feature_map, None)
+    def of_images(cls, feature_map: Tensor, pooled: Tensor) -> EncoderFeatures:
+        return cls(feature_map, pooled, None)
 
     @classmethod
-    def of_texts(cls, token_states: Tensor, attention_mask: Tensor) -> EncoderFeatures:
-        return cls(token_states, attention_mask)
+    def of_texts(cls, token_states: Tensor, attention_mask: Tensor, pooled: Tensor) -> EncoderFeatures:
+        return cls(token_states, pooled, attention_mask)
 
 
 MemoryInputs = Inputs | EncoderFeatures
@@ -115,6 +127,8 @@ class DCRRG(nn.Module):
         d = config.d_model
         self.image_memory = nn.Sequential(nn.Linear(self.clip.image_encoder.out_channels, d), nn.LayerNorm(d))
         self.text_memory = nn.Sequential(nn.Linear(self.clip.text_encoder.hidden_size, d), nn.LayerNorm(d))
+        # +1: the Step-1 classifier's logit margin joins each observation row (see observation_memory_rows)
+        self.observation_memory = nn.Sequential(nn.Linear(config.clip.projection_dim + 1, d), nn.LayerNorm(d))
         self.observation_prompts = nn.Embedding(NUM_OBSERVATIONS, d)
         self.report_prompt = nn.Parameter(torch.randn(d) * 0.02)
         self.decoder = TransformerDecoder(config.decoder_config())
@@ -149,40 +163,67 @@ class DCRRG(nn.Module):
     def encoder_features(self, inputs: Inputs) -> EncoderFeatures:
         """The frozen encoders' outputs for images (tensor) or texts (list), without gradients;
         call in eval mode to cache them (Steps 3-4 then train on :class:`EncoderFeatures`)."""
+        return self._features(inputs)
+
+    def _features(self, inputs: Inputs) -> EncoderFeatures:
         if isinstance(inputs, Tensor):
-            return EncoderFeatures.of_images(self.clip.encode_image(inputs)[1])
+            pooled, fmap = self.clip.encode_image(inputs)
+            return EncoderFeatures.of_images(fmap, pooled)
         features = self.clip.encode_text_features(inputs)
-        return EncoderFeatures.of_texts(features.token_states, features.attention_mask)
+        return EncoderFeatures.of_texts(features.token_states, features.attention_mask, features.pooled)
+
+    def observation_memory_rows(self, pooled: Tensor, modality: str) -> Tensor:
+        """(B, 14, d): each observation's Step-1 projection of the raw embedding (B, D) and its
+        classifier's logit margin (positive minus negative), mapped to d_model, plus that observation's
+        prompt vector so the decoder can tell the rows apart.
+
+        The margin is one linear read-out of the projection, but handed over explicitly the decoder
+        uses it at once; left to find that direction among the P it was slow to (on phantoms,
+        descriptions said "no pneumothorax" at a Step-1 probability of 0.98)."""
+        batch = pooled.shape[0]
+        every = torch.arange(NUM_OBSERVATIONS, device=pooled.device).repeat(batch)
+        project = self.clip.project_image if modality == "image" else self.clip.project_text
+        classifier = self.clip.image_classifier if modality == "image" else self.clip.text_classifier
+        projected = project(pooled.repeat_interleave(NUM_OBSERVATIONS, dim=0), every)
+        logits = classifier(projected)
+        margin = (logits[:, 1:] - logits[:, :1]).clamp(-10.0, 10.0)
+        features = torch.cat([projected, margin], dim=-1).view(batch, NUM_OBSERVATIONS, -1)
+        rows = self.observation_memory(features)
+        return rows + self.observation_prompts.weight.to(rows.dtype)
 
     def encode_memory_from_features(self, features: EncoderFeatures) -> tuple[Tensor, Tensor | None]:
         """Decoder memory (B, L, d) and mask (B, L) or None from precomputed encoder outputs."""
-        if features.attention_mask is None:
-            fmap = features.states
-            return self.image_memory(fmap.flatten(2).transpose(1, 2)), None
-        return self.text_memory(features.states), features.attention_mask.bool()
+        image = features.attention_mask is None
+        if image:
+            memory, mask = self.image_memory(features.states.flatten(2).transpose(1, 2)), None
+        else:
+            memory, mask = self.text_memory(features.states), features.attention_mask.bool()
+        if not self.config.observation_rows:
+            return memory, mask
+        rows = self.observation_memory_rows(features.pooled, "image" if image else "text")
+        if mask is not None:
+            mask = torch.cat([mask.new_ones(rows.shape[:2]), mask], dim=1)
+        return torch.cat([rows.to(memory.dtype), memory], dim=1), mask
 
     def encode_memory(self, inputs: MemoryInputs) -> tuple[Tensor, Tensor | None]:
         """Decoder memory (B, L, d) and mask (B, L) or None from images (tensor), texts (list) or
         precomputed :class:`EncoderFeatures`."""
-        if isinstance(inputs, EncoderFeatures):
-            return self.encode_memory_from_features(inputs)
-        if isinstance(inputs, Tensor):
-            fmap = self.clip.encode_image(inputs)[1]
-            return self.encode_memory_from_features(EncoderFeatures.of_images(fmap))
-        features = self.clip.encode_text_features(inputs)
-        return self.encode_memory_from_features(
-            EncoderFeatures.of_texts(features.token_states, features.attention_mask)
-        )
+        features = inputs if isinstance(inputs, EncoderFeatures) else self._features(inputs)
+        return self.encode_memory_from_features(features)
 
-    def condition(self, memory: Tensor, mask: Tensor | None, prompt_index: Tensor) -> tuple[Tensor, Tensor]:
-        """Add the prompt to every memory row and prepend it as a row of its own (module docstring)."""
-        prompt = self.prompt_vectors(prompt_index.to(memory.device))[:, None, :]  # (B, 1, d)
+    def condition(
+        self, memory: Tensor, mask: Tensor | None, prompt_index: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Memory with the prompt added to every row and prepended as a row of its own, its mask, and
+        the (B, d) prompt vectors, which the decoder also adds to its input (module docstring)."""
+        vectors = self.prompt_vectors(prompt_index.to(memory.device)).to(memory.dtype)
+        prompt = vectors[:, None, :]  # (B, 1, d)
         memory = torch.cat([prompt, memory + prompt], dim=1)
         if mask is None:
             mask = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
         else:
             mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
-        return memory, mask
+        return memory, mask, vectors
 
     # -- heads and prompts ----------------------------------------------------------------------
 
@@ -198,10 +239,13 @@ class DCRRG(nn.Module):
         finally:
             self.decoder.head = description_head
 
-    def _logits(self, memory: Tensor, mask: Tensor, tokens: Tensor, full_report: bool) -> Tensor:
+    def _logits(
+        self, conditioned: tuple[Tensor, Tensor, Tensor], tokens: Tensor, full_report: bool
+    ) -> Tensor:
+        memory, mask, prompt = conditioned
         with self._decoding(full_report) as prompts:
             prefixes = None if prompts is None else prompts(tokens.shape[0])
-            return self.decoder(tokens, memory, mask, prefixes=prefixes).logits
+            return self.decoder(tokens, memory, mask, prefixes=prefixes, input_offset=prompt).logits
 
     def token_loss(self, logits: Tensor, target_ids: Tensor) -> Tensor:
         """Eq. 14: next-token cross-entropy, averaged over non-pad targets."""
@@ -214,18 +258,18 @@ class DCRRG(nn.Module):
     def step3_loss(self, inputs: MemoryInputs, observation_index: Tensor, description_ids: Tensor) -> Tensor:
         """Step 3: describe observation k (B,) from images, texts or their cached
         :class:`EncoderFeatures`; ids (B, T) = BOS ... EOS PAD."""
-        memory, mask = self.condition(*self.encode_memory(inputs), observation_index)
-        ids = description_ids.to(memory.device)
-        return self.token_loss(self._logits(memory, mask, ids[:, :-1], full_report=False), ids[:, 1:])
+        conditioned = self.condition(*self.encode_memory(inputs), observation_index)
+        ids = description_ids.to(conditioned[0].device)
+        return self.token_loss(self._logits(conditioned, ids[:, :-1], full_report=False), ids[:, 1:])
 
     def step4_loss(self, images: Tensor | EncoderFeatures, report_ids: Tensor) -> Tensor:
         """Step 4: the full report (B, T) from images (or their cached :class:`EncoderFeatures`),
         with the deep prompts when PT is enabled."""
         memory, mask = self.encode_memory(images)
         full = torch.full((memory.shape[0],), FULL_REPORT, device=memory.device)
-        memory, mask = self.condition(memory, mask, full)
+        conditioned = self.condition(memory, mask, full)
         ids = report_ids.to(memory.device)
-        return self.token_loss(self._logits(memory, mask, ids[:, :-1], full_report=True), ids[:, 1:])
+        return self.token_loss(self._logits(conditioned, ids[:, :-1], full_report=True), ids[:, 1:])
 
     def freeze_encoders(self) -> None:
         """Step 3's setting: DCCLIP fixed, memory projections, prompts and decoder train."""
@@ -291,17 +335,18 @@ class DCRRG(nn.Module):
         beam_size: int,
         max_length: int | None,
     ) -> list[list[int]]:
-        memory, mask = self.condition(memory, mask, prompt_index)
+        memory, mask, prompt = self.condition(memory, mask, prompt_index)
         full_report = bool((prompt_index == FULL_REPORT).all())
         if not full_report and bool((prompt_index == FULL_REPORT).any()):
             raise ValueError("one beam search writes either descriptions or full reports, not both")
         limit = self.config.max_length if max_length is None else min(max_length, self.config.max_length)
         with self._decoding(full_report) as prompts:
             prefixes = None if prompts is None else prompts(memory.shape[0])
+            cache = self.decoder.init_cache(memory, mask, prefixes=prefixes, input_offset=prompt)
             result = beam_search(
                 self.decoder.beam_step_fn(), batch_size=memory.shape[0], bos_id=self.config.bos_id,
                 eos_id=self.config.eos_id, pad_id=self.config.pad_id, beam_size=beam_size, max_length=limit,
-                device=memory.device, init_state=self.decoder.init_cache(memory, mask, prefixes=prefixes),
+                device=memory.device, init_state=cache,
             )  # fmt: skip
         return [
             row[:length] for row, length in zip(result.tokens.tolist(), result.lengths.tolist(), strict=True)
@@ -315,7 +360,7 @@ class DCRRG(nn.Module):
         uni, fmap = self.clip.encode_image(images)  # one encoder pass serves both heads
         probabilities = self.clip.observation_logits(uni, "image").softmax(dim=-1)[..., 1]  # (B, 14)
         labels = (probabilities >= self.thresholds.to(probabilities.device)).long()
-        memory, _ = self.encode_memory_from_features(EncoderFeatures.of_images(fmap))
+        memory, _ = self.encode_memory_from_features(EncoderFeatures.of_images(fmap, uni))
         batch = memory.shape[0]
         every = torch.arange(NUM_OBSERVATIONS, device=memory.device).repeat(batch)  # study-major rows
         ids = self._beam(

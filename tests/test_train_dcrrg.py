@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -80,7 +81,9 @@ def test_steps_3_4_resume_from_step2(
     for k in (1, 2):
         shutil.copytree(micro_run / f"step{k}", run / f"step{k}")
     with caplog.at_level(logging.INFO):
-        assert main(["dcrrg", "--data", str(phantoms), "--out", str(run), "--steps", "3,4", *MICRO]) == 0
+        # the text view on (the demo preset has it off), so both Step-3 paths run
+        args = ["--steps", "3,4", *MICRO, "--set", "step3.text_view=true", "--set", "step3.balance=false"]
+        assert main(["dcrrg", "--data", str(phantoms), "--out", str(run), *args]) == 0
     assert f"starting from {run / 'step2'}" in caplog.text
     assert (run / "step4" / "config.json").is_file()
     assert load_dcrrg(run)[1].config["training"]["steps_done"] == [1, 2, 3, 4]
@@ -189,14 +192,76 @@ def test_step1_from_cached_early_layers_matches_step1_loss() -> None:
         freeze_early_image_layers(model, 99)
 
 
-def test_train_from_block_is_a_step1_setting() -> None:
+def test_train_from_block_is_a_step1_and_step2_setting() -> None:
     from rrg_core.errors import RRGError
     from train.dcrrg.presets import apply_overrides, load_preset, step_settings
 
-    preset = apply_overrides(load_preset("cpu"), ["step1.train_from_block=4"])
+    preset = apply_overrides(load_preset("cpu"), ["step1.train_from_block=4", "step2.train_from_block=6"])
     assert step_settings(preset, 1)["train_from_block"] == 4
+    assert step_settings(preset, 2)["train_from_block"] == 6
     for bad in ("-1", "1.5", "true"):
         with pytest.raises(RRGError):
             step_settings(apply_overrides(load_preset("cpu"), [f"step1.train_from_block={bad}"]), 1)
     with pytest.raises(RRGError):
         apply_overrides(load_preset("cpu"), ["step3.train_from_block=4"])
+
+
+def test_schedule_setting_and_exponent_values() -> None:
+    from rrg_core.errors import RRGError
+    from train.dcrrg.presets import apply_overrides, load_preset, step_settings
+
+    preset = apply_overrides(load_preset("cpu"), ["step4.schedule=cosine", "step4.lr=2e-3"])
+    assert step_settings(preset, 4)["schedule"] == "cosine"
+    assert step_settings(preset, 4)["lr"] == pytest.approx(0.002)  # YAML 1.1 reads "2e-3" as a string
+    with pytest.raises(RRGError, match="schedule"):
+        step_settings(apply_overrides(load_preset("cpu"), ["step4.schedule=linear"]), 4)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
+    from train.common.runner import learning_rate_schedule
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert learning_rate_schedule(optimizer, "constant", 100) is None
+    scheduler = learning_rate_schedule(optimizer, "cosine", 100, warmup=0.1)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.1) and max(rates) == pytest.approx(1.0)
+    assert rates.index(max(rates)) == 9 and rates[-1] < 0.01  # the 10th step reaches the peak
+    assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
+    with pytest.raises(ValueError):
+        learning_rate_schedule(optimizer, "linear", 100)
+
+
+def test_weighted_index_batches_never_draw_zero_weights() -> None:
+    from train.common.distributed import DistInfo
+    from train.common.runner import index_batches
+
+    info = DistInfo()
+    weights = torch.tensor([0.0, 1.0, 0.0, 3.0])
+    stream = index_batches(4, 2, torch.Generator().manual_seed(0), info, weights)
+    drawn = torch.cat([next(stream) for _ in range(200)])
+    assert set(drawn.tolist()) == {1, 3}
+    assert 0.6 < (drawn == 3).float().mean().item() < 0.9  # 3:1 odds
+    for bad in (torch.zeros(4), torch.tensor([1.0, -1.0, 1.0, 1.0]), torch.ones(3)):
+        with pytest.raises(ValueError):
+            next(index_batches(4, 2, torch.Generator(), info, bad))
+
+
+def test_description_weights_balance_mentioned_findings_per_observation() -> None:
+    from train.dcrrg.data import description_weights
+
+    def study(**labels: int) -> StudyLabels:
+        return StudyLabels({k: labels.get(k.replace(" ", "_")) for k in OBSERVATIONS}, {})
+
+    studies = [study(Edema=1), study(Edema=-1), study(), study(), study(), study(Edema=0)]
+    weights = description_weights(studies, balance=True)
+    edema = OBSERVATIONS.index("Edema")
+    mentioned = weights[:2, edema].sum()
+    assert mentioned == pytest.approx(weights[2:, edema].sum())  # half the weight on the findings
+    assert weights[:, edema].sum() == pytest.approx(len(studies))
+    # an observation no report mentions cannot be balanced: uniform
+    assert torch.equal(weights[:, OBSERVATIONS.index("Fracture")], torch.ones(len(studies)))
+    assert torch.equal(description_weights(studies, balance=False), torch.ones(len(studies), 14))

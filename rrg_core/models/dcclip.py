@@ -201,9 +201,21 @@ class DCCLIP(nn.Module):
 
         Either one observation per sample (``observation_index`` (N,), ``targets``/``keep`` (N,)) as
         a balancing sampler draws them, or all 14 (``observation_index`` None, (N, 14)). ``targets``:
-        1 positive, 0 negative or unmentioned; ``keep``: False for uncertain labels, which are dropped.
+        1 positive, 0 negative or unmentioned; ``keep``: False for uncertain labels, which are dropped
+        (or loss weights, e.g. balancing weights).
         """
         uni, modality = self.encode(inputs)
+        return self.step1_loss_from_embeddings(uni, modality, observation_index, targets, keep)
+
+    def step1_loss_from_embeddings(
+        self,
+        uni: Tensor,
+        modality: str,
+        observation_index: Tensor | None,
+        targets: Tensor,
+        keep: Tensor | None = None,
+    ) -> Tensor:
+        """:meth:`step1_loss` from raw embeddings ``v`` or ``t`` already computed."""
         logits = self.observation_logits(uni, modality, observation_index)
         losses = functional.cross_entropy(logits.reshape(-1, 2), targets.reshape(-1).long(), reduction="none")
         if keep is None:
@@ -216,8 +228,14 @@ class DCCLIP(nn.Module):
         self, images: Tensor, texts: list[str], image_labels: Tensor, text_labels: Tensor
     ) -> Tensor:
         """Step-2 CSM loss (eq. 9) of N paired studies; labels are (N, 14) 0/1 vectors."""
-        image_uni = self.encode_image(images)[0]
-        text_uni = self.encode_text(texts)
+        return self.step2_loss_from_embeddings(
+            self.encode_image(images)[0], self.encode_text(texts), image_labels, text_labels
+        )
+
+    def step2_loss_from_embeddings(
+        self, image_uni: Tensor, text_uni: Tensor, image_labels: Tensor, text_labels: Tensor
+    ) -> Tensor:
+        """:meth:`step2_loss` from raw embeddings ``v`` (N, C) and ``t`` (N, H) already computed."""
         return calibrated_semantic_matching_loss(
             self.global_embedding(image_uni, "image"), self.global_embedding(text_uni, "text"),
             image_labels.to(image_uni.device), text_labels.to(image_uni.device),

@@ -58,17 +58,29 @@ def plan_steps(run_dir: Path, requested: Sequence[int]) -> StepPlan:
 
 
 def index_batches(
-    count: int, batch_size: int, generator: torch.Generator, info: DistInfo
+    count: int,
+    batch_size: int,
+    generator: torch.Generator,
+    info: DistInfo,
+    weights: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Endless batches of indices into ``count`` examples: a fresh seeded shuffle per epoch.
+    """Endless batches of indices into ``count`` examples: a fresh seeded shuffle per epoch, or, with
+    ``weights`` (count,), ``count`` draws with replacement in proportion to them per epoch.
 
-    Under DDP every rank draws the same permutation and takes its own interleaved share, as
+    Under DDP every rank draws the same order and takes its own interleaved share, as
     DistributedSampler does; the shares are padded to equal length so ranks stay in step.
     """
     if count < 1:
         raise ValueError("no training examples")
+    if weights is not None and (
+        weights.shape != (count,) or not bool((weights >= 0).all()) or weights.sum() <= 0
+    ):
+        raise ValueError(f"weights must be {count} non-negative values, not all zero")
     while True:
-        order = torch.randperm(count, generator=generator)
+        if weights is None:
+            order = torch.randperm(count, generator=generator)
+        else:
+            order = torch.multinomial(weights.double(), count, replacement=True, generator=generator)
         per_rank = math.ceil(count / info.world_size)
         order = order.repeat(math.ceil(per_rank * info.world_size / count))[: per_rank * info.world_size]
         mine = order[info.rank :: info.world_size]
@@ -95,6 +107,30 @@ class LossModule(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_schedule(
+    optimizer: torch.optim.Optimizer, name: str, iterations: int, warmup: float = 0.05
+) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """None for ``constant``; for ``cosine`` a linear warm-up over ``warmup`` of the iterations, then
+    a cosine decay to zero. Short CPU schedules end far from convergence with a constant rate: the
+    decay lets the last epochs settle instead of stopping mid-stride."""
+    if name == "constant":
+        return None
+    if name != "cosine":
+        raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
+    ramp = max(1, round(warmup * iterations))
+
+    def factor(step: int) -> float:
+        if step < ramp:
+            return (step + 1) / ramp
+        progress = (step - ramp) / max(1, iterations - ramp)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 @dataclass
 class LoopSpec:
     """One step's loop: iterations, how many count as an epoch, examples per batch (for images/s)."""
@@ -112,10 +148,12 @@ def train_loop(
     precision: Precision,
     spec: LoopSpec,
     info: DistInfo,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> list[float]:
     """Run ``spec.iterations`` optimizer steps; a tqdm bar and a one-line summary per epoch (rank 0).
 
-    Returns the mean loss of each epoch (the last one may be partial).
+    ``scheduler``, if given, steps once after each optimizer step. Returns the mean loss of each
+    epoch (the last one may be partial).
     """
     epochs: list[float] = []
     running, seen, started = 0.0, 0, time.perf_counter()
@@ -124,6 +162,8 @@ def train_loop(
         with precision.autocast():
             loss = module(next(batches))
         precision.step(loss, optimizer)
+        if scheduler is not None:
+            scheduler.step()
         running, seen = running + float(loss.detach()), seen + 1
         bar.update(1)
         bar.set_postfix(loss=f"{running / seen:.4f}")

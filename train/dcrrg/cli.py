@@ -32,7 +32,16 @@ from train.dcrrg.presets import STEPS, apply_overrides, load_preset, step_settin
 logger = logging.getLogger(__name__)
 
 _CLIP_FIELDS = {f.name for f in dataclasses.fields(DCCLIPConfig)}
-_DECODER_FIELDS = {"d_model", "n_heads", "n_layers", "d_ff", "dropout", "n_prefix", "prefix_hidden"}
+_DECODER_FIELDS = {
+    "d_model",
+    "n_heads",
+    "n_layers",
+    "d_ff",
+    "dropout",
+    "n_prefix",
+    "prefix_hidden",
+    "observation_rows",
+}
 
 
 def parse_steps(text: str) -> list[int]:

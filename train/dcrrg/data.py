@@ -174,4 +174,20 @@ def balance_weights(targets: torch.Tensor, keep: torch.Tensor, balance: bool) ->
     return kept * torch.where(targets > 0, w_pos, w_neg)
 
 
+def description_weights(studies: list[StudyLabels], balance: bool) -> torch.Tensor:
+    """Step-3 sampling weights (N, 14) of the (study, observation) pairs.
+
+    Findings are rare: in a phantom or IU study most of the 14 observations are unmentioned, so
+    uniform pairs teach the decoder little but each observation's normal sentence, whatever the
+    image shows. Balanced, the pairs whose observation the report mentions as present or possible
+    weigh as much in total as the rest, per observation (the weights of :func:`balance_weights`);
+    ``balance=False``: every pair weighs 1.
+    """
+    mentioned = torch.tensor(
+        [[s.labels.get(k) in (Label.POSITIVE, Label.UNCERTAIN) for k in OBSERVATIONS] for s in studies],
+        dtype=torch.float32,
+    ).reshape(len(studies), len(OBSERVATIONS))
+    return balance_weights(mentioned, torch.ones_like(mentioned, dtype=torch.bool), balance)
+
+
 OBSERVATION_COUNT = len(OBSERVATIONS)

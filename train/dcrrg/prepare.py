@@ -27,6 +27,7 @@ from train.dcrrg.data import (
     balance_weights,
     cache_images,
     description,
+    description_weights,
     label_studies,
     targets_and_keep,
     transform_config,
@@ -151,6 +152,7 @@ def prepare(args: Any, preset: dict, run_dir: Path, vocab: Vocabulary | None, in
         report_ids=[vocab.encode(r.report, spec.max_length) for r in train], descriptions=descriptions,
         targets=targets, weights=weights, extra_images=extra_images, extra_targets=extra_targets,
         extra_weights=extra_weights, transform=transform_config(backbone, size), pad_id=vocab.pad_id,
+        description_weights=description_weights(studies, bool(preset["step3"].get("balance", True))),
     )  # fmt: skip
     val_targets = nan_targets([labels[r.id] for r in val])
     return Prepared(data, val_images, val_targets, vocab, spec, train)

@@ -2,10 +2,10 @@
 
 A preset is a nested mapping: ``image_size``, ``beam_size``, ``weight_decay``, ``model`` (the
 DCRRGConfig / DCCLIPConfig fields) and ``step1`` ... ``step4`` (``epochs``, ``batch_size``, ``lr``,
-optional ``max_iterations``; Step 1 also an optional ``train_from_block``: the image encoder's layers
-before that EfficientNet block stay frozen, None or absent = all train). ``--set step1.lr=3e-4``
-replaces one existing field; a key the preset does not have is refused, so a typo cannot be silently
-ignored.
+optional ``max_iterations`` and ``schedule`` (constant or cosine); Step 1 also an optional
+``train_from_block``: the image encoder's layers before that EfficientNet block stay frozen, None or
+absent = all train; Step 3 ``balance``). ``--set step1.lr=3e-4`` replaces one existing field; a key
+the preset does not have is refused, so a typo cannot be silently ignored.
 """
 
 from __future__ import annotations
@@ -17,12 +17,23 @@ from typing import Any
 import yaml
 
 from rrg_core.errors import RRGError
+from train.common.runner import SCHEDULES
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PRESETS: tuple[str, ...] = ("demo", "cpu", "paper")
 STEPS: tuple[int, ...] = (1, 2, 3, 4)
 # Fields that may be absent from a preset but still set (None means "not given").
-_OPTIONAL = {f"step{k}.max_iterations" for k in STEPS} | {"step1.train_from_block"}
+_OPTIONAL = (
+    {f"step{k}.max_iterations" for k in STEPS}
+    | {f"step{k}.schedule" for k in STEPS}
+    | {
+        "step1.train_from_block",
+        "step2.train_from_block",
+        "step2.step1_weight",
+        "step3.balance",
+        "step3.text_view",
+    }
+)
 
 
 def load_preset(name: str) -> dict[str, Any]:
@@ -38,11 +49,18 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value as YAML reads it: numbers, true/false, null, or a string."""
+    """A ``--set`` value as YAML reads it: numbers, true/false, null, or a string. Exponents without a
+    dot (``2e-3``), which YAML 1.1 leaves as strings, are numbers too."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(preset: dict[str, Any], items: list[str]) -> dict[str, Any]:
@@ -77,9 +95,14 @@ def step_settings(preset: dict[str, Any], step: int) -> dict[str, Any]:
     limit = settings.get("max_iterations")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise RRGError(f"step{step}.max_iterations must be a positive integer, got {limit!r}")
+    schedule = settings.get("schedule")
+    if schedule is not None and schedule not in SCHEDULES:
+        raise RRGError(f"step{step}.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     start = settings.get("train_from_block")
     if start is not None and (
-        step != 1 or not isinstance(start, int) or isinstance(start, bool) or start < 0
+        step not in (1, 2) or not isinstance(start, int) or isinstance(start, bool) or start < 0
     ):
-        raise RRGError(f"step{step}.train_from_block must be a non-negative integer in step1, got {start!r}")
+        raise RRGError(
+            f"step{step}.train_from_block must be a non-negative integer in step1 or step2, got {start!r}"
+        )
     return settings

@@ -14,23 +14,17 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional
 
 from rrg_core.data.transforms import TransformConfig
-from rrg_core.metrics import auroc_per_observation
+from rrg_core.metrics import auroc_per_observation, choose_thresholds
 from rrg_core.models.dcrrg import DCRRG, EncoderFeatures
 from rrg_core.observations import NUM_OBSERVATIONS, OBSERVATIONS
 from train.common.distributed import DistInfo, sync_buffers, wrap_ddp
-from train.common.runner import LoopSpec, LossModule, index_batches, train_loop
+from train.common.runner import LoopSpec, LossModule, index_batches, learning_rate_schedule, train_loop
 from train.common.runtime import Precision
 from train.dcrrg.data import pad_ids, to_model_input
 
 logger = logging.getLogger(__name__)
-
-try:  # the shared implementation, when present
-    from rrg_core.metrics.thresholds import choose_thresholds
-except ImportError:  # pragma: no cover - fallback for trees without it
-    choose_thresholds = None
 
 
 @dataclass
@@ -48,6 +42,7 @@ class TrainData:
     extra_weights: Tensor | None
     transform: TransformConfig
     pad_id: int
+    description_weights: Tensor | None = None  # (N, 14) Step-3 pair sampling weights; None: uniform
     # Frozen-encoder outputs per study (see cached_features); Steps 1-2 clear it, as they change them.
     encoded: CachedFeatures | None = None
 
@@ -57,16 +52,20 @@ class CachedFeatures:
     """Per-study outputs of the frozen encoders (eval mode), computed once for Steps 3-4."""
 
     feature_maps: Tensor  # (N, C, h, V*w) image feature maps, views side by side
+    image_pooled: Tensor  # (N, C) raw image embeddings v
     token_states: Tensor  # (N, T, H) report token states, padded to one T
     attention_mask: Tensor  # (N, T)
+    text_pooled: Tensor  # (N, H) raw text embeddings t
 
     def images(self, index: Tensor) -> EncoderFeatures:
-        return EncoderFeatures.of_images(self.feature_maps[index])
+        return EncoderFeatures.of_images(self.feature_maps[index], self.image_pooled[index])
 
     def texts(self, index: Tensor) -> EncoderFeatures:
         mask = self.attention_mask[index]
         width = max(1, int(mask.sum(1).max()))  # trim the batch's common padding
-        return EncoderFeatures.of_texts(self.token_states[index, :width], mask[:, :width])
+        return EncoderFeatures.of_texts(
+            self.token_states[index, :width], mask[:, :width], self.text_pooled[index]
+        )
 
 
 @dataclass
@@ -102,7 +101,8 @@ def _run(
             "%s: %d iterations (%d per epoch), batch %d", name, iterations, per_epoch, settings["batch_size"]
         )
     spec = LoopSpec(name, iterations, per_epoch, settings["batch_size"] * images_per_example)
-    losses = train_loop(module, batches, optimizer, ctx.precision, spec, ctx.info)
+    scheduler = learning_rate_schedule(optimizer, settings.get("schedule") or "constant", iterations)
+    losses = train_loop(module, batches, optimizer, ctx.precision, spec, ctx.info, scheduler)
     sync_buffers(model, ctx.info)
     return {"iterations": iterations, "final_loss": losses[-1], "epoch_losses": losses}
 
@@ -123,18 +123,19 @@ def cached_features(model: DCRRG, data: TrainData, ctx: StepContext, batch: int 
         return data.encoded
     was_training = model.clip.training
     model.clip.eval()
-    maps, states, masks = [], [], []
+    image_parts, text_parts = [], []
     for start in range(0, len(data.reports), batch):
-        images = _images(data, data.images[start : start + batch], ctx)
-        maps.append(model.encoder_features(images).states.float())
-        text = model.encoder_features(data.reports[start : start + batch])
-        states.append(text.states.float())
-        masks.append(text.attention_mask)
+        image_parts.append(model.encoder_features(_images(data, data.images[start : start + batch], ctx)))
+        text_parts.append(model.encoder_features(data.reports[start : start + batch]))
     model.clip.train(was_training)
-    width = max(s.shape[1] for s in states)
-    token_states = torch.cat([functional_pad(s, width, dim=1) for s in states])
-    attention_mask = torch.cat([functional_pad(m, width, dim=1) for m in masks])
-    data.encoded = CachedFeatures(torch.cat(maps), token_states, attention_mask)
+    width = max(t.states.shape[1] for t in text_parts)
+    data.encoded = CachedFeatures(
+        feature_maps=torch.cat([f.states.float() for f in image_parts]),
+        image_pooled=torch.cat([f.pooled.float() for f in image_parts]),
+        token_states=torch.cat([functional_pad(t.states.float(), width, dim=1) for t in text_parts]),
+        attention_mask=torch.cat([functional_pad(t.attention_mask, width, dim=1) for t in text_parts]),
+        text_pooled=torch.cat([t.pooled.float() for t in text_parts]),
+    )
     return data.encoded
 
 
@@ -192,19 +193,28 @@ def early_image_features(
     return torch.cat(out)
 
 
+def pooled_from_early(model: DCRRG, features: Tensor, train_from_block: int) -> Tensor:
+    """The raw image embedding ``v`` (N, C) of studies from the early layers' output (N, V, C, h, w):
+    the later layers, each view's pooled map, the mean over views, as :meth:`DCCLIP.encode_image`."""
+    late = nn.Sequential(*_image_layers(model, train_from_block)[1])
+    n, views = features.shape[:2]
+    return late(features.flatten(0, 1)).mean(dim=(2, 3)).unflatten(0, (n, views)).mean(dim=1)
+
+
 def image_step1_loss_from_early(
     model: DCRRG, features: Tensor, train_from_block: int, targets: Tensor, keep: Tensor
 ) -> Tensor:
     """:meth:`DCCLIP.step1_loss` on images (all 14 observations, weighted), starting from the early
-    layers' output (N, V, C, h, w): the same pooled embedding (mean of each view's pooled map over
-    the views) and the same weighted CE, without re-running the frozen layers."""
-    late = nn.Sequential(*_image_layers(model, train_from_block)[1])
-    n, views = features.shape[:2]
-    pooled = late(features.flatten(0, 1)).mean(dim=(2, 3)).unflatten(0, (n, views)).mean(dim=1)
-    logits = model.clip.observation_logits(pooled, "image")
-    losses = functional.cross_entropy(logits.reshape(-1, 2), targets.reshape(-1).long(), reduction="none")
-    weights = keep.reshape(-1).to(losses.dtype)
-    return (losses * weights).sum() / weights.sum().clamp(min=1.0)
+    layers' output (N, V, C, h, w), without re-running the frozen layers."""
+    pooled = pooled_from_early(model, features, train_from_block)
+    return model.clip.step1_loss_from_embeddings(pooled, "image", None, targets, keep)
+
+
+def _image_embeddings(model: DCRRG, images: Tensor, train_from_block: int | None) -> Tensor:
+    """``v`` (N, C) from model-ready studies, or from early-layer outputs when ``train_from_block``."""
+    if train_from_block:
+        return pooled_from_early(model, images, train_from_block)
+    return model.clip.encode_image(images)[0]
 
 
 def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> dict[str, Any]:
@@ -254,36 +264,57 @@ def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
 
 
 def step2(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> dict[str, Any]:
-    """Step 2: the CSM loss on image-report pairs; both sides carry the report's labels."""
+    """Step 2: the CSM loss on image-report pairs; both sides carry the report's labels.
+
+    ``settings["step1_weight"]`` (optional, default 0: the paper's pure CSM) adds that times the
+    Step-1 loss of both modalities. Step 2 moves the encoders under Step 1's classification heads,
+    which Table 7's probabilities and the decoder's observation rows still read: on the 1,000-study
+    phantom set 23 pure-CSM iterations took the Step-1 test mean AUROC from 0.90 to 0.81.
+    ``settings["train_from_block"]`` freezes the early image layers as in Step 1.
+    """
     data.encoded = None
     model.requires_grad_(False)
     model.clip.requires_grad_(True)
     model.train()
+    start = settings.get("train_from_block")
+    freeze_early_image_layers(model, start)
+    early = early_image_features(model, data, data.images, start, ctx) if start else None
+    step1_weight = float(settings.get("step1_weight") or 0.0)
     stream = index_batches(len(data.reports), settings["batch_size"], ctx.generator, ctx.info)
 
     def batches() -> Iterator[dict[str, Any]]:
         for index in stream:
             yield {
-                "images": _images(data, data.images[index], ctx),
+                "images": _images(data, data.images[index], ctx) if early is None else early[index],
                 "texts": [data.reports[i] for i in index.tolist()],
                 "labels": data.targets[index].to(ctx.device),
+                "weights": data.weights[index].to(ctx.device),
             }
 
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
-        return m.clip.step2_loss(b["images"], b["texts"], b["labels"], b["labels"])
+        image_uni = _image_embeddings(m, b["images"], start)
+        text_uni = m.clip.encode_text(b["texts"])
+        total = m.clip.step2_loss_from_embeddings(image_uni, text_uni, b["labels"], b["labels"])
+        if step1_weight:
+            for uni, modality in ((image_uni, "image"), (text_uni, "text")):
+                step1 = m.clip.step1_loss_from_embeddings(uni, modality, None, b["labels"], b["weights"])
+                total = total + step1_weight * step1
+        return total
 
     return _run(model, loss, batches(), settings, len(data.reports), ctx, "step2", data.images.shape[1])
 
 
 def step3(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> dict[str, Any]:
     """Step 3: one description per (study, observation), from the images and from the report text
-    (the augmented view); DCCLIP frozen and in eval mode (its batch-norm statistics stay put)."""
+    (the augmented view); DCCLIP frozen and in eval mode (its batch-norm statistics stay put).
+    Pairs are drawn by ``data.description_weights`` (:func:`train.dcrrg.data.description_weights`)."""
     model.freeze_encoders()
     model.train()
     model.clip.eval()
     cache = cached_features(model, data, ctx)
     count = len(data.reports) * NUM_OBSERVATIONS
-    stream = index_batches(count, settings["batch_size"], ctx.generator, ctx.info)
+    weights = None if data.description_weights is None else data.description_weights.flatten()
+    stream = index_batches(count, settings["batch_size"], ctx.generator, ctx.info, weights)
 
     def batches() -> Iterator[dict[str, Any]]:
         for index in stream:
@@ -298,10 +329,11 @@ def step3(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
                 "ids": pad_ids(ids, data.pad_id).to(ctx.device),
             }
 
+    text_view = settings.get("text_view", True)
+
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
-        return m.step3_loss(b["images"], b["observations"], b["ids"]) + m.step3_loss(
-            b["texts"], b["observations"], b["ids"]
-        )
+        image = m.step3_loss(b["images"], b["observations"], b["ids"])
+        return image + m.step3_loss(b["texts"], b["observations"], b["ids"]) if text_view else image
 
     return _run(model, loss, batches(), settings, count, ctx, "step3", data.images.shape[1])
 
@@ -351,24 +383,6 @@ def image_probabilities(
     return torch.cat(out) if out else torch.empty(0, NUM_OBSERVATIONS)
 
 
-def best_f1_thresholds(probabilities: Tensor, targets: Tensor) -> list[float]:
-    """Per observation, the threshold maximising F1 on (N, 14) targets (NaN = skip); 0.5 if one class."""
-    if choose_thresholds is not None:
-        return choose_thresholds(probabilities, targets)
-    result = []
-    for k in range(targets.shape[1]):
-        valid = ~torch.isnan(targets[:, k])
-        y, p = targets[valid, k], probabilities[valid, k]
-        if y.numel() == 0 or y.min() == y.max():
-            result.append(0.5)
-            continue
-        scores = [
-            (2 * ((p >= t) & (y > 0)).sum() / ((p >= t).sum() + (y > 0).sum()), float(t)) for t in p.unique()
-        ]
-        result.append(max(scores)[1])
-    return result
-
-
 def calibrate(
     model: DCRRG, cached: Tensor, targets: Tensor, transform: TransformConfig, device: torch.device
 ) -> dict:
@@ -377,7 +391,7 @@ def calibrate(
     ``targets`` (N, 14) uses NaN for uncertain labels, which neither choice nor AUROC counts.
     """
     probabilities = image_probabilities(model, cached, transform, device)
-    thresholds = best_f1_thresholds(probabilities, targets)
+    thresholds = choose_thresholds(probabilities, targets)
     model.set_thresholds(thresholds)
     summary = auroc_per_observation(targets.numpy(), probabilities.numpy())
     per = {k: (None if math.isnan(v) else round(v, 4)) for k, v in summary.per_observation.items()}

@@ -12,11 +12,13 @@ evenly).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional
 from torchvision.utils import save_image
 
 from rrg_core.models.dvae import DVAE, DVAEEncoder, code_perplexity, gumbel_temperature
@@ -27,6 +29,7 @@ from train.uar.loop import Context, Terms, iterations, run_loop
 logger = logging.getLogger(__name__)
 
 RECONSTRUCTIONS_DIR = "reconstructions"
+MIN_PNG_SIDE = 128  # reconstructions of smaller inputs are enlarged (nearest neighbour) to this height
 
 
 def train_dvae(
@@ -100,6 +103,8 @@ def save_reconstructions(folder: Path, originals: Tensor, reconstructions: Tenso
     written = []
     for index, (original, reconstruction) in enumerate(zip(originals, reconstructions, strict=True)):
         pair = torch.cat([original, reconstruction], dim=-1) * STD + MEAN  # back to [0, 1]
+        scale = max(1, math.ceil(MIN_PNG_SIDE / pair.shape[-2]))  # small inputs are hard to judge
+        pair = functional.interpolate(pair.unsqueeze(0), scale_factor=scale, mode="nearest")[0]
         path = out / f"reconstruction_{index:02d}.png"
         save_image(pair.clamp(0, 1), path)
         written.append(path)

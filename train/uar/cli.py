@@ -212,11 +212,9 @@ def _visual_input(model: UAR, data: UARData, ctx: Context) -> stages.VisualInput
     started = time.perf_counter()
     train = dvae_steps.tokenize(model.tokenizer, data.train_images, data.image, ctx.device)
     val = dvae_steps.tokenize(model.tokenizer, data.val_images, data.image, ctx.device)
-    logger.info(
-        "dVAE tokens of %d studies computed once (%.1fs)",
-        len(train) + len(val),
-        time.perf_counter() - started,
-    )
+    if ctx.info.is_main:
+        seconds = time.perf_counter() - started
+        logger.info("dVAE tokens of %d studies computed once (%.1fs)", len(train) + len(val), seconds)
     return stages.VisualInput(train, val)
 
 

@@ -29,7 +29,7 @@ from rrg_core.data.transforms import TransformConfig, build_transform
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import GeneratedReport
-from rrg_core.models.uar import UAR
+from rrg_core.models.uar import ABLATIONS, UAR, UARConfig
 from rrg_core.models.uar_io import load_uar
 
 #: Normalisation when a checkpoint records none: grey [0, 1] -> [-1, 1], as ``train uar`` does.
@@ -215,6 +215,13 @@ def eval_transform_config(model: UAR, image: dict[str, Any] | None) -> Transform
     )  # fmt: skip
 
 
+def model_name(config: UARConfig) -> str:
+    """ "UAR" for the full model, "UAR[row]" for another row of Table 2 (so ablations can share a table)."""
+    switches = {name: getattr(config, name) for name in ABLATIONS["uar"]}
+    row = next((name for name, values in ABLATIONS.items() if values == switches), "custom")
+    return "UAR" if row == "uar" else f"UAR[{row}]"
+
+
 def uar_generator_from_checkpoint(
     checkpoint: Checkpoint, device: str | torch.device, *, beam_size: int = 3
 ) -> UARGenerator:
@@ -224,7 +231,8 @@ def uar_generator_from_checkpoint(
         raise CheckpointError(f"{checkpoint.folder}: a UAR checkpoint needs its vocab.json")
     try:
         return UARGenerator(
-            model, checkpoint.vocab, device=device, image=checkpoint.config.get("image"), beam_size=beam_size
-        )
+            model, checkpoint.vocab, device=device, image=checkpoint.config.get("image"), beam_size=beam_size,
+            name=model_name(model.config),
+        )  # fmt: skip
     except RRGError as error:
         raise CheckpointError(f"{checkpoint.folder}: {error}") from None

@@ -14,9 +14,9 @@ from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import ReportGenerator, evaluate_model, format_alignment_table
 from rrg_core.models.dvae import DVAE, DVAEConfig
-from rrg_core.models.uar import UAR, UARConfig
+from rrg_core.models.uar import UAR, UARConfig, ablation_config
 from rrg_core.models.uar_io import save_uar
-from rrg_core.uar_generator import UARGenerator, uar_generator_from_checkpoint
+from rrg_core.uar_generator import UARGenerator, model_name, uar_generator_from_checkpoint
 from train.generator_registry import BUILTIN_GENERATORS
 
 WORDS = ["heart", "normal", "lungs", "clear", "effusion", "small", "no", "."]
@@ -160,3 +160,9 @@ def test_evaluation_adds_alignment_and_report_to_image_precision() -> None:
     assert table.splitlines()[0].startswith("| Model | Alignment | I->R P@1")
     assert "| UAR |" in table
     assert not math.isnan(result.alignment)
+
+
+def test_ablation_rows_are_named_apart() -> None:
+    assert model_name(tiny_model().config) == "UAR"
+    assert model_name(ablation_config("lsu_cra", 12)) == "UAR[lsu_cra]"
+    assert model_name(ablation_config("base", 12)) == "UAR[base]"

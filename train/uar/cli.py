@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rrg_core.checkpoints import CheckpointError, checkpoint_hash, data_fingerprint
+from rrg_core.checkpoints import CheckpointError, checkpoint_hash, data_fingerprint, load_checkpoint
 from rrg_core.errors import RRGError
 from rrg_core.models.dvae import DVAE
 from rrg_core.models.uar import UAR
@@ -278,7 +278,9 @@ def _train_uar(args: argparse.Namespace, preset: dict, info: DistInfo, requested
         logger.info("nothing to do: every requested stage is complete in %s", args.out)
         return
     ctx = _context(args, preset, info)
-    vocab = load_uar(plan.start_from)[1].vocab if plan is not None and plan.start_from is not None else None
+    vocab = None  # resuming keeps the vocabulary the finished stages were trained with
+    if plan is not None and plan.start_from is not None:
+        vocab = load_checkpoint(plan.start_from, expected_kind="uar").vocab
     data = prepare(args.data, ImageSettings.of_preset(preset), vocab, args.workers, info.is_main)
     dvae, dvae_hash = None, ""
     if not use_lsu and "dvae" in requested:

@@ -192,6 +192,16 @@ def test_data_without_images_exits_2(phantoms: Path, tmp_path: Path, capsys) -> 
     assert "images" in capsys.readouterr().err
 
 
+def test_set_may_add_model_fields_the_preset_leaves_out() -> None:
+    preset = build_preset(
+        "demo", ["model.lambda_global=0", "model.fusion=addition", "stage1.max_iterations=3"]
+    )
+    config = uar_config(
+        preset, vocab_size=100, max_length=60, views=2, dvae=dvae_config(preset), special=(0, 1, 2)
+    )
+    assert (config.lambda_global, config.fusion, preset["stage1"]["max_iterations"]) == (0, "addition", 3)
+
+
 def test_presets_build_models_and_paper_is_the_papers() -> None:
     for name in ("demo", "cpu", "paper"):
         preset = build_preset(name, [])

@@ -43,7 +43,13 @@ _DERIVED = frozenset(
      "downsample", *ABLATIONS["uar"]}
 )  # fmt: skip
 MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(UARConfig)) - _DERIVED
-_OPTIONAL = frozenset(f"{s}.{k}" for s in TRAIN_SECTIONS for k in ("max_iterations", "schedule"))
+# Keys --set may add although a preset file leaves them out (every model field: Table 3/4 variants,
+# the lambdas of eq 13, ...); anything else must already be in the file.
+_OPTIONAL = frozenset(
+    {f"{s}.{k}" for s in TRAIN_SECTIONS for k in ("max_iterations", "schedule")}
+    | {f"model.{k}" for k in MODEL_FIELDS}
+    | {f"dvae.{k}" for k in DVAE_FIELDS | DVAE_TRAINING}
+)
 
 
 def build_preset(name: str, overrides: list[str]) -> dict[str, Any]:

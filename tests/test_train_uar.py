@@ -298,3 +298,11 @@ def test_two_gloo_workers_end_with_identical_weights(tmp_path: Path) -> None:
     for name, tensor in first.items():
         assert torch.equal(tensor, second[name]), name
     assert float(first["tir_mask"].abs().sum()) > 0  # stage 2 trained the TIR mask
+
+
+def test_same_seed_same_weights(micro_run: Path, phantoms: Path, tmp_path: Path) -> None:
+    run = tmp_path / "again"
+    assert main(["uar", "--data", str(phantoms), "--out", str(run), *MICRO]) == 0
+    first, second = load_uar(micro_run)[1].state_dict, load_uar(run)[1].state_dict
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)

@@ -25,8 +25,8 @@ from rrg_core.checkpoints import Checkpoint, CheckpointError
 from rrg_core.data.datasets import StudyRecord
 from rrg_core.data.transforms import RadiographTransform, build_transform, dcrrg_transform_config
 from rrg_core.data.vocab import Vocabulary
-from rrg_core.errors import RRGError
 from rrg_core.evaluation import GeneratedReport
+from rrg_core.generator_base import ImageReportGenerator
 from rrg_core.models.dcrrg import DCRRG, EncoderFeatures, ObservationRow
 from rrg_core.models.dcrrg_io import load_dcrrg
 from rrg_core.observations import OBSERVATIONS
@@ -34,7 +34,7 @@ from rrg_core.observations import OBSERVATIONS
 ImageSize = int | tuple[int, int] | list[int]
 
 
-class DCRRGGenerator:
+class DCRRGGenerator(ImageReportGenerator):
     """DCRRG behind the ReportGenerator protocol (module docstring); always in eval mode, no gradients.
 
     Args:
@@ -51,8 +51,6 @@ class DCRRGGenerator:
         max_length: token limit of a generated report; None for the model's own.
     """
 
-    needs_images = True
-
     def __init__(
         self,
         model: DCRRG,
@@ -65,26 +63,19 @@ class DCRRGGenerator:
         batch_size: int = 16,
         max_length: int | None = None,
     ) -> None:
-        if beam_size < 1 or batch_size < 1:
-            raise RRGError(f"beam size and batch size must be at least 1, got {beam_size} and {batch_size}")
-        if len(vocab) != model.config.vocab_size:
-            raise RRGError(f"vocabulary of {len(vocab)} tokens for a model of {model.config.vocab_size}")
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.vocab = vocab
-        self.beam_size = beam_size
-        self.name = name
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.transform = dcrrg_eval_transform(model, image_size)
+        super().__init__(
+            model, vocab, model.config.vocab_size, device=device,
+            transform=dcrrg_eval_transform(model, image_size), beam_size=beam_size, name=name,
+            batch_size=batch_size, max_length=max_length,
+        )  # fmt: skip
 
     # -- the ReportGenerator protocol ------------------------------------------------------------
 
     @torch.no_grad()
     def generate(self, records: Sequence[StudyRecord], images: list[Tensor] | None) -> list[GeneratedReport]:
         """One report per record: text, Step-1 probabilities and global image embedding."""
-        stacks = self._check(records, images)
-        self._eval_mode()
+        stacks = self.check_inputs(records, images)
+        self.eval_mode()
         reports: list[GeneratedReport] = []
         for start in range(0, len(records), self.batch_size):
             batch = self.prepare(stacks[start : start + self.batch_size])
@@ -112,7 +103,7 @@ class DCRRGGenerator:
     @torch.no_grad()
     def embed_reports(self, texts: Sequence[str]) -> Tensor:
         """(N, P) unit-length DCCLIP global text embeddings (zero prompt) of cleaned reports, on the CPU."""
-        self._eval_mode()
+        self.eval_mode()
         texts = list(texts)
         parts = []
         for start in range(0, len(texts), self.batch_size):
@@ -129,7 +120,7 @@ class DCRRGGenerator:
         """Table 7 per study (14 rows: probability, thresholded label, Step-3 description ids)."""
         if not images:
             return []
-        self._eval_mode()
+        self.eval_mode()
         rows: list[list[ObservationRow]] = []
         for start in range(0, len(images), self.batch_size):
             batch = self.prepare(images[start : start + self.batch_size])
@@ -140,29 +131,7 @@ class DCRRGGenerator:
 
     def prepare(self, stacks: Sequence[Tensor]) -> Tensor:
         """Loaded views ((V, 1, H, W) per study, [0, 1]) -> (N, V_max, 3, h, w) on the device."""
-        studies = []
-        for stack in stacks:
-            if stack.dim() != 4 or stack.shape[0] < 1:
-                raise RRGError(f"a study's images must be (V, 1, H, W), got {tuple(stack.shape)}")
-            views = stack.to(self.device, non_blocking=True)
-            studies.append(torch.stack([self.transform(view) for view in views]))
-        most = max(study.shape[0] for study in studies)
-        # Repeat views in turn up to the batch's count: a single view becomes V copies of itself.
-        filled = [study[torch.arange(most, device=study.device) % study.shape[0]] for study in studies]
-        return torch.stack(filled)
-
-    def _check(self, records: Sequence[StudyRecord], images: list[Tensor] | None) -> list[Tensor]:
-        if images is None:
-            raise RRGError(f"{self.name} writes reports from images: none were given")
-        if len(images) != len(records):
-            raise RRGError(f"{len(records)} studies but {len(images)} image stacks")
-        return list(images)
-
-    def _eval_mode(self) -> None:
-        # A caller may have switched the shared model to training (e.g. between epochs): dropout
-        # and batch-norm updates must not leak into generated reports.
-        if self.model.training:
-            self.model.eval()
+        return self.stack_views(stacks)
 
 
 def dcrrg_eval_transform(model: DCRRG, image_size: ImageSize | None = None) -> RadiographTransform:

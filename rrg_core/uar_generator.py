@@ -29,6 +29,7 @@ from rrg_core.data.transforms import TransformConfig, build_transform
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import GeneratedReport
+from rrg_core.generator_base import ImageReportGenerator
 from rrg_core.models.uar import ABLATIONS, UAR, UARConfig
 from rrg_core.models.uar_io import load_uar
 
@@ -57,7 +58,7 @@ class UARExplanation:
         return functional.interpolate(self.attention, size=size, mode="bilinear", align_corners=False)
 
 
-class UARGenerator:
+class UARGenerator(ImageReportGenerator):
     """UAR behind the ReportGenerator protocol (module docstring); always in eval mode, no gradients.
 
     Args:
@@ -72,8 +73,6 @@ class UARGenerator:
         max_length: token limit of a generated report; None for the model's own.
     """
 
-    needs_images = True
-
     def __init__(
         self,
         model: UAR,
@@ -86,28 +85,21 @@ class UARGenerator:
         batch_size: int = 16,
         max_length: int | None = None,
     ) -> None:
-        if beam_size < 1 or batch_size < 1:
-            raise RRGError(f"beam size and batch size must be at least 1, got {beam_size} and {batch_size}")
-        if len(vocab) != model.config.vocab_size:
-            raise RRGError(f"vocabulary of {len(vocab)} tokens for a model of {model.config.vocab_size}")
         if model.config.use_lsu and model.tokenizer is None:
             raise RRGError("this UAR model has no dVAE tokenizer attached: it cannot read images")
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.vocab = vocab
-        self.beam_size, self.name, self.batch_size, self.max_length = beam_size, name, batch_size, max_length
-        self.transform = build_transform(eval_transform_config(model, image), train=False)
+        super().__init__(
+            model, vocab, model.config.vocab_size, device=device,
+            transform=build_transform(eval_transform_config(model, image), train=False),
+            beam_size=beam_size, name=name, batch_size=batch_size, max_length=max_length,
+        )  # fmt: skip
 
     # -- the ReportGenerator protocol ------------------------------------------------------------
 
     @torch.no_grad()
     def generate(self, records: Sequence[StudyRecord], images: list[Tensor] | None) -> list[GeneratedReport]:
         """One report per record: text and CRA global image feature."""
-        if images is None:
-            raise RRGError(f"{self.name} writes reports from images: none were given")
-        if len(images) != len(records):
-            raise RRGError(f"{len(records)} studies but {len(images)} image stacks")
-        self._eval_mode()
+        images = self.check_inputs(records, images)
+        self.eval_mode()
         reports: list[GeneratedReport] = []
         for start in range(0, len(records), self.batch_size):
             visual = self.visual_input(images[start : start + self.batch_size])
@@ -126,7 +118,7 @@ class UARGenerator:
     @torch.no_grad()
     def embed_reports(self, texts: Sequence[str]) -> Tensor:
         """(N, d) CRA global report features of cleaned report texts, on the CPU (not normalised)."""
-        self._eval_mode()
+        self.eval_mode()
         texts = list(texts)
         parts = []
         for start in range(0, len(texts), self.batch_size):
@@ -144,7 +136,7 @@ class UARGenerator:
 
         ``attention_layer`` None averages the decoder layers, an int picks one layer.
         """
-        self._eval_mode()
+        self.eval_mode()
         explanations: list[UARExplanation] = []
         for start in range(0, len(images), self.batch_size):
             visual = self.visual_input(images[start : start + self.batch_size])
@@ -161,7 +153,7 @@ class UARGenerator:
     @torch.no_grad()
     def attention_for_report(self, images: list[Tensor], report: str) -> UARExplanation:
         """Teacher-forced heatmaps of a given report (e.g. the radiologist's edit) on one study."""
-        self._eval_mode()
+        self.eval_mode()
         ids = self.encode_reports([report])
         maps = self.model.attention_maps(self.visual_input(images), ids)[0]  # (T - 1, V, h, w)
         words = self.vocab.decode_tokens(ids[0].tolist())
@@ -180,23 +172,12 @@ class UARGenerator:
 
     def prepare(self, stacks: Sequence[Tensor]) -> Tensor:
         """Loaded views ((V, 1, H, W) per study, [0, 1]) -> (N, V_model, C, S, S) on the device."""
-        views = self.model.config.views
-        studies = []
-        for stack in stacks:
-            if stack.dim() != 4 or stack.shape[0] < 1 or stack.shape[1] != 1:
-                raise RRGError(f"a study's images must be (V, 1, H, W) grey views, got {tuple(stack.shape)}")
-            chosen = stack[torch.arange(views) % stack.shape[0]]  # repeat views in turn, or drop extras
-            studies.append(torch.stack([self.transform(view.to(self.device)) for view in chosen]))
-        return torch.stack(studies)
+        return self.stack_views(stacks, self.model.config.views)
 
     def visual_input(self, stacks: Sequence[Tensor]) -> Tensor:
         """What the model reads: dVAE code ids (N, V, h, w) computed once, or images for the base row."""
         images = self.prepare(stacks)
         return self.model.tokenizer.tokens(images) if self.model.tokenizer is not None else images
-
-    def _eval_mode(self) -> None:
-        if self.model.training:  # a caller may have switched the shared model to training
-            self.model.eval()
 
 
 def eval_transform_config(model: UAR, image: dict[str, Any] | None) -> TransformConfig:

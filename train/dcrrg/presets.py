@@ -10,16 +10,12 @@ the preset does not have is refused, so a typo cannot be silently ignored.
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rrg_core.errors import RRGError
+from train.common import presets as common
 from train.common.runner import SCHEDULES
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PRESETS: tuple[str, ...] = ("demo", "cpu", "paper")
 STEPS: tuple[int, ...] = (1, 2, 3, 4)
 # Fields that may be absent from a preset but still set (None means "not given").
@@ -37,50 +33,13 @@ _OPTIONAL = (
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    """The preset's mapping; an unknown name raises :class:`RRGError` listing the known ones."""
-    path = CONFIG_DIR / f"dcrrg_{name}.yaml"
-    if name not in PRESETS or not path.is_file():
-        raise RRGError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise RRGError(f"{path}: a preset must be a mapping")
-    data["name"] = name
-    return data
-
-
-def parse_value(text: str) -> Any:
-    """A ``--set`` value as YAML reads it: numbers, true/false, null, or a string. Exponents without a
-    dot (``2e-3``), which YAML 1.1 leaves as strings, are numbers too."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+    """``train/configs/dcrrg_<name>.yaml``; an unknown name raises :class:`RRGError` listing them all."""
+    return common.load_yaml_preset("dcrrg", name, PRESETS)
 
 
 def apply_overrides(preset: dict[str, Any], items: list[str]) -> dict[str, Any]:
     """A copy of ``preset`` with each ``key.path=value`` applied; bad items raise :class:`RRGError`."""
-    result = copy.deepcopy(preset)
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise RRGError(f"--set expects key=value (e.g. step1.lr=3e-4), got {item!r}")
-        parts = key.strip().split(".")
-        node = result
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise RRGError(f"--set {key}: the preset has no section {part!r}")
-            node = node[part]
-        if parts[-1] not in node and key.strip() not in _OPTIONAL:
-            known = ", ".join(sorted(node)) if isinstance(node, dict) else ""
-            raise RRGError(f"--set {key}: unknown key {parts[-1]!r} (known here: {known})")
-        node[parts[-1]] = parse_value(raw)
-    return result
+    return common.apply_overrides(preset, items, _OPTIONAL)
 
 
 def step_settings(preset: dict[str, Any], step: int) -> dict[str, Any]:

@@ -1,0 +1,89 @@
+"""What the model-backed :class:`~rrg_core.evaluation.ReportGenerator`\\ s share.
+
+:class:`ImageReportGenerator` holds a loaded model with its vocabulary, checks the arguments every
+generator takes, keeps the model in eval mode and stacks a batch's views; the DCRRG and UAR
+generators add only what their models do differently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from rrg_core.data.datasets import StudyRecord
+from rrg_core.data.vocab import Vocabulary
+from rrg_core.errors import RRGError
+
+
+class ImageReportGenerator:
+    """A model that writes reports from a study's views, behind the ReportGenerator protocol.
+
+    Args:
+        model: the loaded model (moved to ``device`` and put in eval mode here).
+        vocab: the checkpoint's vocabulary; it must have the model's ``vocab_size`` tokens.
+        vocab_size: the model's output vocabulary size.
+        device: where the model runs.
+        transform: one grey view (1, H, W) in [0, 1] -> the model's input (C, S, S).
+        beam_size, name, batch_size, max_length: as the subclasses document them.
+    """
+
+    needs_images = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        vocab: Vocabulary,
+        vocab_size: int,
+        *,
+        device: str | torch.device,
+        transform: Callable[[Tensor], Tensor],
+        beam_size: int,
+        name: str,
+        batch_size: int,
+        max_length: int | None,
+    ) -> None:
+        if beam_size < 1 or batch_size < 1:
+            raise RRGError(f"beam size and batch size must be at least 1, got {beam_size} and {batch_size}")
+        if len(vocab) != vocab_size:
+            raise RRGError(f"vocabulary of {len(vocab)} tokens for a model of {vocab_size}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.vocab = vocab
+        self.transform = transform
+        self.beam_size, self.name, self.batch_size, self.max_length = beam_size, name, batch_size, max_length
+
+    def stack_views(self, stacks: Sequence[Tensor], views: int | None = None) -> Tensor:
+        """Loaded grey views ((V, 1, H, W) per study, [0, 1]) -> (N, V', C, S, S) on the device.
+
+        ``views`` None: V' is the batch's most views; an int: exactly that many. A study with fewer
+        repeats its views in turn (a single view becomes V' copies), one with more keeps the first.
+        """
+        if not stacks:
+            raise RRGError("no studies to stack")
+        for stack in stacks:
+            if stack.dim() != 4 or stack.shape[0] < 1 or stack.shape[1] != 1:
+                raise RRGError(f"a study's images must be (V, 1, H, W) grey views, got {tuple(stack.shape)}")
+        count = views if views is not None else max(stack.shape[0] for stack in stacks)
+        studies = []
+        for stack in stacks:
+            chosen = stack[torch.arange(count) % stack.shape[0]]
+            studies.append(
+                torch.stack([self.transform(view.to(self.device, non_blocking=True)) for view in chosen])
+            )
+        return torch.stack(studies)
+
+    def check_inputs(self, records: Sequence[StudyRecord], images: list[Tensor] | None) -> list[Tensor]:
+        """The image stacks of ``records``; refuses a missing or mis-sized list."""
+        if images is None:
+            raise RRGError(f"{self.name} writes reports from images: none were given")
+        if len(images) != len(records):
+            raise RRGError(f"{len(records)} studies but {len(images)} image stacks")
+        return list(images)
+
+    def eval_mode(self) -> None:
+        """Back to eval mode if a caller switched the shared model to training (e.g. between
+        epochs): dropout and batch-norm updates must not leak into generated reports."""
+        if self.model.training:
+            self.model.eval()

@@ -149,16 +149,16 @@ def test_plan_steps(tmp_path: Path) -> None:
     assert plan_steps(tmp_path / "empty", [1]).start_from is None
 
 
-# The demo preset's quality bar on a 300-study phantom set (its 51-study test split): Step-1 mean
-# AUROC >= 0.95 and CE micro F1 >= 0.8 of the generated full reports. On this 2-core machine the run
-# takes well over the 3-minute target while other jobs share the CPU (Step 1 alone ran ~45-70 s per
-# epoch), so it is opt-in: RRG_DEMO_QUALITY=1 pytest tests/test_train_dcrrg.py -k demo_quality.
+# The issue's quality bar for the demo preset on phantoms (here the 1,000-study set, 105 test
+# studies): Step-1 mean AUROC >= 0.95 and CE micro F1 >= 0.8 of the generated full reports. It is
+# not met yet (last measured: AUROC 0.90, CE micro F1 0.33; see the issue note), and the run takes
+# minutes, so the test is opt-in: RRG_DEMO_QUALITY=1 pytest tests/test_train_dcrrg.py -k demo_quality.
 @pytest.mark.skipif(not os.environ.get("RRG_DEMO_QUALITY"), reason="slow (minutes): set RRG_DEMO_QUALITY=1")
 def test_demo_quality(tmp_path: Path) -> None:
     from train.dcrrg.check import score_run
 
     data = tmp_path / "phantoms"
-    write_phantoms(data, n=300, seed=0, size=128, workers=2)
+    write_phantoms(data, n=1000, seed=0, size=128, workers=2)
     run = tmp_path / "run"
     assert main(["dcrrg", "--preset", "demo", "--data", str(data), "--out", str(run), "--workers", "1"]) == 0
     scores = score_run(run, data, "test")

@@ -30,7 +30,8 @@ from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import GeneratedReport
 from rrg_core.generator_base import ImageReportGenerator
-from rrg_core.models.uar import ABLATIONS, UAR, UARConfig
+from rrg_core.models.uar import UAR
+from rrg_core.models.uar_config import ABLATIONS, UARConfig
 from rrg_core.models.uar_io import load_uar
 
 #: Normalisation when a checkpoint records none: grey [0, 1] -> [-1, 1], as ``train uar`` does.

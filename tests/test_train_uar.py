@@ -252,7 +252,8 @@ def _free_port() -> int:
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     from rrg_core.data.datasets import IU_XRAY
     from rrg_core.data.vocab import Vocabulary
-    from rrg_core.models.uar import UAR, UARConfig
+    from rrg_core.models.uar import UAR
+    from rrg_core.models.uar_config import UARConfig
     from train.common.distributed import cleanup_distributed, setup_distributed
     from train.common.runtime import Precision, apply_thread_policy
     from train.uar.data import ImageSettings, UARData

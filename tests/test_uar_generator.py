@@ -14,7 +14,8 @@ from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import ReportGenerator, evaluate_model, format_alignment_table
 from rrg_core.models.dvae import DVAE, DVAEConfig
-from rrg_core.models.uar import UAR, UARConfig, ablation_config
+from rrg_core.models.uar import UAR
+from rrg_core.models.uar_config import UARConfig, ablation_config
 from rrg_core.models.uar_io import save_uar
 from rrg_core.uar_generator import UARGenerator, model_name, uar_generator_from_checkpoint
 from train.generator_registry import BUILTIN_GENERATORS

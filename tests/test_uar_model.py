@@ -14,14 +14,8 @@ from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.models.decoder import eq11_bias
 from rrg_core.models.dvae import DVAE, DVAEConfig
-from rrg_core.models.uar import (
-    ABLATIONS,
-    UAR,
-    UARConfig,
-    ablation_config,
-    check_tokenizer,
-    same_reports,
-)
+from rrg_core.models.uar import UAR, same_reports
+from rrg_core.models.uar_config import ABLATIONS, UARConfig, ablation_config, check_tokenizer
 from rrg_core.models.uar_io import load_dvae, load_tokenizer_for, load_uar, save_dvae, save_uar
 
 VOCAB, B, V, GRID = 20, 4, 2, 4

@@ -24,7 +24,8 @@ from rrg_core.checkpoints import Checkpoint, CheckpointError, load_checkpoint, s
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.models.dvae import DVAE, DVAEConfig, DVAEEncoder
-from rrg_core.models.uar import UAR, UARConfig, check_tokenizer
+from rrg_core.models.uar import UAR
+from rrg_core.models.uar_config import UARConfig, check_tokenizer
 
 DVAE_KIND = "dvae"
 UAR_KIND = "uar"

@@ -24,7 +24,7 @@ from typing import Any
 
 from rrg_core.errors import RRGError
 from rrg_core.models.dvae import DVAEConfig
-from rrg_core.models.uar import ABLATIONS, UARConfig
+from rrg_core.models.uar_config import ABLATIONS, UARConfig
 from train.common.presets import apply_overrides, load_yaml_preset
 from train.common.runner import SCHEDULES
 

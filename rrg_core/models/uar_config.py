@@ -1,0 +1,148 @@
+"""UAR's configuration: sizes, switches, Table 2's ablation rows, and the dVAE fit check.
+
+Kept apart from :mod:`rrg_core.models.uar` (the network), as a config file is apart from a model
+file: checkpoints, presets and the trainer read and build configs without the network's code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rrg_core.errors import RRGError
+from rrg_core.models.cra import CRAConfig
+from rrg_core.models.decoder import DecoderConfig
+from rrg_core.models.dvae import DVAEConfig
+
+CNN_STRIDE = 32  # ResNet-50 and EfficientNet-Lite0 both downsample 32x, rounding up
+MASK_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
+
+
+@dataclass
+class UARConfig:
+    """Hyper-parameters of :class:`UAR`; defaults are the paper's (d 512, 8 heads, 3 + 3 layers).
+
+    ``mask_scale`` is eq 11's k (the paper suggests 1,000). ``mask_loss_reduction`` "sum" is eq 12 as
+    written: its value grows with max_length * L (19,600 at the start for 100 x 392) and so does
+    its gradient norm, which would dominate a global gradient-norm clip; "mean" divides by T * L.
+    ``codebook_size``, ``downsample`` and ``image_size`` must match the dVAE that made the tokens.
+    """
+
+    vocab_size: int
+    d_model: int = 512
+    n_heads: int = 8
+    n_encoder_layers: int = 3
+    n_decoder_layers: int = 3
+    d_ff: int = 2048
+    dropout: float = 0.1
+    max_length: int = 100
+    post_norm: bool = False
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    views: int = 2
+    image_size: int = 112
+    # LSU (off: the "base" row's CNN features)
+    use_lsu: bool = True
+    codebook_size: int = 512
+    downsample: int = 8
+    base_encoder: str = "efficientnet_lite0"
+    base_pretrained: str | None = "imagenet"
+    # CRA: feature integration (basis + dual gate) and the triplet loss
+    use_cra: bool = True
+    n_basis: int = 2048
+    basis: str = "orthogonal"
+    fusion: str = "dual_gate"
+    basis_seed: int = 0
+    use_global_loss: bool = True
+    margin: float = 0.2
+    # TIR and two-stage training
+    use_tir: bool = True
+    mask_scale: float = 1000.0
+    mask_loss_reduction: str = "sum"
+    two_stage: bool = True
+    lambda_ce: float = 1.0
+    lambda_global: float = 1.0
+    lambda_mask: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise RRGError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.views < 1 or self.max_length < 2 or self.vocab_size < 4:
+            raise RRGError(
+                f"need views >= 1, max_length >= 2 and vocab_size >= 4; got views={self.views}, "
+                f"max_length={self.max_length}, vocab_size={self.vocab_size}"
+            )
+        if self.use_lsu and self.image_size % self.downsample:
+            raise RRGError(f"image_size {self.image_size} is not divisible by downsample {self.downsample}")
+        if self.mask_loss_reduction not in MASK_REDUCTIONS:
+            raise RRGError(
+                f"mask_loss_reduction must be one of {MASK_REDUCTIONS}, got {self.mask_loss_reduction!r}"
+            )
+        if self.margin < 0 or self.mask_scale < 0:
+            raise RRGError(f"margin and mask_scale must be >= 0, got {self.margin} and {self.mask_scale}")
+
+    @property
+    def grid_size(self) -> int:
+        """Side of each view's token grid: H / M with LSU, ceil(H / 32) for the CNN."""
+        return self.image_size // self.downsample if self.use_lsu else math.ceil(self.image_size / CNN_STRIDE)
+
+    @property
+    def tokens_per_view(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def memory_length(self) -> int:
+        """L: visual tokens of all views together (392 for two 14 x 14 grids)."""
+        return self.views * self.tokens_per_view
+
+    def first_stage(self) -> int:
+        """The stage training starts in: 1 for two-stage training with TIR, else 2 (one stage)."""
+        return 1 if self.two_stage and self.use_tir else 2
+
+    def decoder_config(self) -> DecoderConfig:
+        """The shared decoder with UAR's sizes."""
+        return DecoderConfig(
+            vocab_size=self.vocab_size, d_model=self.d_model, n_heads=self.n_heads,
+            n_layers=self.n_decoder_layers, d_ff=self.d_ff, dropout=self.dropout,
+            max_length=self.max_length, post_norm=self.post_norm, pad_id=self.pad_id,
+        )  # fmt: skip
+
+    def cra_config(self) -> CRAConfig:
+        return CRAConfig(
+            d_model=self.d_model, n_heads=self.n_heads, n_basis=self.n_basis, dropout=self.dropout,
+            basis=self.basis, fusion=self.fusion, seed=self.basis_seed,
+        )  # fmt: skip
+
+
+#: Table 2's rows as config switches (apply with :func:`ablation_config`).
+ABLATIONS: dict[str, dict[str, bool]] = {
+    "base": dict(use_lsu=False, use_cra=False, use_global_loss=False, use_tir=False, two_stage=False),
+    "lsu": dict(use_lsu=True, use_cra=False, use_global_loss=False, use_tir=False, two_stage=False),
+    "lsu_cra": dict(use_lsu=True, use_cra=True, use_global_loss=True, use_tir=False, two_stage=False),
+    "lsu_cra_tir": dict(use_lsu=True, use_cra=True, use_global_loss=True, use_tir=True, two_stage=False),
+    "uar": dict(use_lsu=True, use_cra=True, use_global_loss=True, use_tir=True, two_stage=True),
+}
+
+
+def ablation_config(row: str, vocab_size: int, **overrides: object) -> UARConfig:
+    """The config of one of Table 2's rows (:data:`ABLATIONS`), other fields from ``overrides``."""
+    if row not in ABLATIONS:
+        raise RRGError(f"unknown UAR ablation row {row!r}; expected one of: {', '.join(ABLATIONS)}")
+    return UARConfig(vocab_size=vocab_size, **{**overrides, **ABLATIONS[row]})
+
+
+def check_tokenizer(dvae: DVAEConfig, config: UARConfig) -> None:
+    """Refuse a dVAE whose codebook or token grid does not match the UAR config."""
+    if not config.use_lsu:
+        raise RRGError("this UAR config does not use LSU (the 'base' row); it takes images, not dVAE tokens")
+    if dvae.codebook_size != config.codebook_size:
+        raise RRGError(
+            f"the dVAE has a codebook of {dvae.codebook_size} codes but the UAR config expects "
+            f"{config.codebook_size}; use the dVAE this model was trained with"
+        )
+    if dvae.image_size // dvae.downsample != config.grid_size or dvae.downsample != config.downsample:
+        raise RRGError(
+            f"the dVAE makes a {dvae.image_size // dvae.downsample}-cell grid (M={dvae.downsample}) but the "
+            f"UAR config expects {config.grid_size} (M={config.downsample})"
+        )

@@ -8,6 +8,7 @@ generators add only what their models do differently.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +16,18 @@ from torch import Tensor, nn
 from rrg_core.data.datasets import StudyRecord
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
+from rrg_core.evaluation import GeneratedReport
+from rrg_core.observations import OBSERVATIONS
+
+
+@dataclass
+class BatchDrafts:
+    """What a model writes for a batch of N studies: report token ids (no BOS), the image embeddings
+    (N, D) for retrieval, and (DCRRG) the observation probabilities (N, 14) for AUROC."""
+
+    token_ids: list[list[int]]
+    image_embeddings: Tensor
+    probabilities: Tensor | None = None
 
 
 class ImageReportGenerator:
@@ -53,6 +66,35 @@ class ImageReportGenerator:
         self.vocab = vocab
         self.transform = transform
         self.beam_size, self.name, self.batch_size, self.max_length = beam_size, name, batch_size, max_length
+
+    @torch.no_grad()
+    def generate(self, records: Sequence[StudyRecord], images: list[Tensor] | None) -> list[GeneratedReport]:
+        """One report per record, in batches of ``batch_size`` studies (:meth:`draft_batch`)."""
+        stacks = self.check_inputs(records, images)
+        self.eval_mode()
+        reports: list[GeneratedReport] = []
+        for start in range(0, len(records), self.batch_size):
+            drafts = self.draft_batch(stacks[start : start + self.batch_size])
+            embeddings = drafts.image_embeddings.float().cpu()
+            for offset, tokens in enumerate(drafts.token_ids):
+                probabilities = None
+                if drafts.probabilities is not None:
+                    probabilities = dict(
+                        zip(OBSERVATIONS, drafts.probabilities[offset].tolist(), strict=True)
+                    )
+                reports.append(
+                    GeneratedReport(
+                        id=records[start + offset].id,
+                        text=self.vocab.decode(tokens),
+                        probabilities=probabilities,
+                        image_embedding=embeddings[offset].tolist(),
+                    )
+                )
+        return reports
+
+    def draft_batch(self, stacks: Sequence[Tensor]) -> BatchDrafts:
+        """The model's drafts for one batch of loaded studies; each subclass says how."""
+        raise NotImplementedError
 
     def stack_views(self, stacks: Sequence[Tensor], views: int | None = None) -> Tensor:
         """Loaded grey views ((V, 1, H, W) per study, [0, 1]) -> (N, V', C, S, S) on the device.

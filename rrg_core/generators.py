@@ -22,14 +22,11 @@ from torch import Tensor
 from torch.nn import functional
 
 from rrg_core.checkpoints import Checkpoint, CheckpointError
-from rrg_core.data.datasets import StudyRecord
 from rrg_core.data.transforms import RadiographTransform, build_transform, dcrrg_transform_config
 from rrg_core.data.vocab import Vocabulary
-from rrg_core.evaluation import GeneratedReport
-from rrg_core.generator_base import ImageReportGenerator
+from rrg_core.generator_base import BatchDrafts, ImageReportGenerator
 from rrg_core.models.dcrrg import DCRRG, EncoderFeatures, ObservationRow
 from rrg_core.models.dcrrg_io import load_dcrrg
-from rrg_core.observations import OBSERVATIONS
 
 ImageSize = int | tuple[int, int] | list[int]
 
@@ -71,34 +68,16 @@ class DCRRGGenerator(ImageReportGenerator):
 
     # -- the ReportGenerator protocol ------------------------------------------------------------
 
-    @torch.no_grad()
-    def generate(self, records: Sequence[StudyRecord], images: list[Tensor] | None) -> list[GeneratedReport]:
-        """One report per record: text, Step-1 probabilities and global image embedding."""
-        stacks = self.check_inputs(records, images)
-        self.eval_mode()
-        reports: list[GeneratedReport] = []
-        for start in range(0, len(records), self.batch_size):
-            batch = self.prepare(stacks[start : start + self.batch_size])
-            # One encoder pass serves the Step-1 heads, the embedding and the decoder memory.
-            uni, feature_map = self.model.clip.encode_image(batch)
-            probabilities = self.model.clip.observation_logits(uni, "image").softmax(dim=-1)[..., 1]
-            embeddings = functional.normalize(self.model.clip.global_embedding(uni, "image"), dim=-1)
-            ids = self.model.generate(
-                EncoderFeatures.of_images(feature_map, uni),
-                beam_size=self.beam_size,
-                max_length=self.max_length,
-            )
-            for offset, tokens in enumerate(ids):
-                record = records[start + offset]
-                reports.append(
-                    GeneratedReport(
-                        id=record.id,
-                        text=self.vocab.decode(tokens),
-                        probabilities=dict(zip(OBSERVATIONS, probabilities[offset].tolist(), strict=True)),
-                        image_embedding=embeddings[offset].float().cpu().tolist(),
-                    )
-                )
-        return reports
+    def draft_batch(self, stacks: Sequence[Tensor]) -> BatchDrafts:
+        """Step-4 reports, Step-1 probabilities and DCCLIP global image embeddings of one batch."""
+        batch = self.prepare(stacks)
+        # One encoder pass serves the Step-1 heads, the embedding and the decoder memory.
+        uni, feature_map = self.model.clip.encode_image(batch)
+        probabilities = self.model.clip.observation_logits(uni, "image").softmax(dim=-1)[..., 1]
+        embeddings = functional.normalize(self.model.clip.global_embedding(uni, "image"), dim=-1)
+        features = EncoderFeatures.of_images(feature_map, uni)
+        ids = self.model.generate(features, beam_size=self.beam_size, max_length=self.max_length)
+        return BatchDrafts(ids, embeddings, probabilities)
 
     @torch.no_grad()
     def embed_reports(self, texts: Sequence[str]) -> Tensor:

@@ -24,12 +24,10 @@ from torch import Tensor
 from torch.nn import functional
 
 from rrg_core.checkpoints import Checkpoint, CheckpointError
-from rrg_core.data.datasets import StudyRecord
 from rrg_core.data.transforms import TransformConfig, build_transform
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
-from rrg_core.evaluation import GeneratedReport
-from rrg_core.generator_base import ImageReportGenerator
+from rrg_core.generator_base import BatchDrafts, ImageReportGenerator
 from rrg_core.models.uar import UAR
 from rrg_core.models.uar_config import ABLATIONS, UARConfig
 from rrg_core.models.uar_io import load_uar
@@ -96,25 +94,11 @@ class UARGenerator(ImageReportGenerator):
 
     # -- the ReportGenerator protocol ------------------------------------------------------------
 
-    @torch.no_grad()
-    def generate(self, records: Sequence[StudyRecord], images: list[Tensor] | None) -> list[GeneratedReport]:
-        """One report per record: text and CRA global image feature."""
-        images = self.check_inputs(records, images)
-        self.eval_mode()
-        reports: list[GeneratedReport] = []
-        for start in range(0, len(records), self.batch_size):
-            visual = self.visual_input(images[start : start + self.batch_size])
-            out = self.model.generate(visual, beam_size=self.beam_size, max_length=self.max_length)
-            embeddings = self.model.image_global(visual).float().cpu()
-            for offset, tokens in enumerate(out.tokens):
-                reports.append(
-                    GeneratedReport(
-                        id=records[start + offset].id,
-                        text=self.vocab.decode(tokens),
-                        image_embedding=embeddings[offset].tolist(),
-                    )
-                )
-        return reports
+    def draft_batch(self, stacks: Sequence[Tensor]) -> BatchDrafts:
+        """Beam-search reports and CRA global image features of one batch."""
+        visual = self.visual_input(stacks)
+        out = self.model.generate(visual, beam_size=self.beam_size, max_length=self.max_length)
+        return BatchDrafts(out.tokens, self.model.image_global(visual))
 
     @torch.no_grad()
     def embed_reports(self, texts: Sequence[str]) -> Tensor:

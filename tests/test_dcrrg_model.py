@@ -127,6 +127,15 @@ def test_full_finetuning_trains_image_encoder_and_decoder(model: DCRRG) -> None:
     assert model.deep_prompts.prefix.grad is None  # FFT runs without the deep prompts
 
 
+def test_decoder_finetuning_trains_the_decoder_side_only(model: DCRRG) -> None:
+    share = model.enable_decoder_finetuning()[2]
+    assert 0 < share < 1 and not bool(model.use_deep_prompts)
+    assert not any(p.requires_grad for p in model.clip.parameters())
+    model.step4_loss(images(2), report_ids(2)).backward()
+    for part in (model.image_memory, model.observation_memory, model.decoder.layers, model.report_head):
+        assert any(_grads(part)), type(part).__name__
+
+
 def _check_sequences(sequences: list[list[int]], n: int, limit: int) -> None:
     assert len(sequences) == n
     for seq in sequences:

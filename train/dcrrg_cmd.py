@@ -35,7 +35,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--extra-chexpert", type=Path, help="CheXpert-style CSV of extra Step-1 images")
     p.add_argument("--extra-root", type=Path, help="folder the --extra-chexpert paths are relative to")
     p.add_argument("--extra", type=Path, help="extra R2Gen-layout data (its train split joins training)")
-    p.add_argument("--step4", choices=("pt", "fft"), default="pt", help="prompt tuning (default) or full FT")
+    p.add_argument(
+        "--step4", choices=("pt", "fft", "decoder"), default="pt",
+        help="prompt tuning (default), full FT, or FT of the decoder with the encoders frozen",
+    )  # fmt: skip
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every step's epochs by F")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field")
     p.add_argument("--workers", type=int, default=2, help="image decoding processes for the cache (0: none)")

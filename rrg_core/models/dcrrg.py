@@ -303,6 +303,14 @@ class DCRRG(nn.Module):
         self.requires_grad_(True)
         return trainable_parameter_share(self)
 
+    def enable_decoder_finetuning(self) -> tuple[int, int, float]:
+        """Step 4 variant between PT and FFT: the decoder side (memory projections, prompts, decoder,
+        report head) trains, DCCLIP stays frozen, no deep prompts. Not in the paper; it shows how
+        much of the PT-vs-description gap is the frozen decoder rather than the encoders."""
+        self.enable_full_finetuning()
+        self.clip.requires_grad_(False)
+        return trainable_parameter_share(self)
+
     # -- inference ------------------------------------------------------------------------------
 
     @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real IU X-ray reports live, and a skip when they are absent."""
+"""Shared fixtures: where the real IU X-ray reports live (a skip when they are absent), and a small
+phantom data set that the training and generator tests read (never write)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,13 @@ def iu_xray_dir() -> Path:
     if not (SHARED_IU_XRAY / "annotation.json").is_file():
         pytest.skip(f"IU X-ray reports not found at {SHARED_IU_XRAY} (set RRG_IU_XRAY)")
     return SHARED_IU_XRAY
+
+
+@pytest.fixture(scope="session")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 phantom studies at 64 px (R2Gen layout, both views), rendered once per test session."""
+    from rrg_core.data.phantoms import write_phantoms
+
+    out = tmp_path_factory.mktemp("phantoms")
+    write_phantoms(out, n=24, seed=0, size=64)
+    return out

@@ -9,7 +9,6 @@ import torch
 
 from rrg_core.checkpoints import load_checkpoint
 from rrg_core.data.datasets import StudyRecord, read_annotation
-from rrg_core.data.phantoms import write_phantoms
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import GeneratedReport, ReportGenerator
@@ -27,13 +26,6 @@ from train import evaluate_cmd
 from train.__main__ import main
 
 IMAGE_SIZE = 64  # the tiny checkpoint records it, as a small training preset would
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("phantoms")
-    write_phantoms(folder, 24, seed=0, size=64)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,6 @@ MICRO = [
 
 
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("phantoms")
-    write_phantoms(out, n=24, seed=0, size=64)
-    return out
-
-
-@pytest.fixture(scope="module")
 def micro_run(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run") / "dcrrg"
     os.environ.setdefault("RRG_TRAIN_THREADS", "1")

@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from rrg_core.data.phantoms import write_phantoms
 from rrg_core.models.uar_io import load_dvae, load_uar
 from train.__main__ import main
 from train.uar.presets import build_preset, dvae_config, uar_config
@@ -38,13 +37,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("phantoms")
-    write_phantoms(out, n=24, seed=0, size=64)
-    return out
 
 
 @pytest.fixture(scope="module")

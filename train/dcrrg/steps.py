@@ -45,6 +45,8 @@ class TrainData:
     description_weights: Tensor | None = None  # (N, 14) Step-3 pair sampling weights; None: uniform
     # Frozen-encoder outputs per study (see cached_features); Steps 1-2 clear it, as they change them.
     encoded: CachedFeatures | None = None
+    # (block, output of the frozen layers before it) of the paired studies, shared by Steps 1 and 2.
+    early: tuple[int, Tensor] | None = None
 
 
 @dataclass
@@ -180,6 +182,14 @@ def freeze_early_image_layers(model: DCRRG, train_from_block: int | None) -> int
     return sum(p.numel() for module in early for p in module.parameters())
 
 
+def paired_early_features(model: DCRRG, data: TrainData, train_from_block: int, ctx: StepContext) -> Tensor:
+    """:func:`early_image_features` of the paired studies, computed once per block: the layers before
+    it stay frozen in every step that names the same block, so Step 2 reuses Step 1's output."""
+    if data.early is None or data.early[0] != train_from_block:
+        data.early = (train_from_block, early_image_features(model, data, data.images, train_from_block, ctx))
+    return data.early[1]
+
+
 @torch.no_grad()
 def early_image_features(
     model: DCRRG, data: TrainData, images: Tensor, train_from_block: int, ctx: StepContext, batch: int = 32
@@ -230,10 +240,12 @@ def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
     start = settings.get("train_from_block")
     frozen = freeze_early_image_layers(model, start)
     images, targets, weights = data.images, data.targets, data.weights
+    early = paired_early_features(model, data, start, ctx) if start else None
     if data.extra_images is not None:
         images = torch.cat([images, data.extra_images])
         targets, weights = torch.cat([targets, data.extra_targets]), torch.cat([weights, data.extra_weights])
-    early = early_image_features(model, data, images, start, ctx) if start else None
+        if early is not None:
+            early = torch.cat([early, early_image_features(model, data, data.extra_images, start, ctx)])
     if frozen and ctx.info.is_main:
         logger.info("step1: image encoder layers before block %d frozen (%d parameters), their "
                     "output cached", start, frozen)  # fmt: skip
@@ -278,7 +290,7 @@ def step2(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
     model.train()
     start = settings.get("train_from_block")
     freeze_early_image_layers(model, start)
-    early = early_image_features(model, data, data.images, start, ctx) if start else None
+    early = paired_early_features(model, data, start, ctx) if start else None
     step1_weight = float(settings.get("step1_weight") or 0.0)
     stream = index_batches(len(data.reports), settings["batch_size"], ctx.generator, ctx.info)
 

@@ -14,7 +14,6 @@ from rrg_core.data.datasets import (
     IMAGES_DIR,
     DatasetSpec,
     StudyRecord,
-    check_images,
     detect_spec,
     read_annotation,
 )
@@ -22,6 +21,7 @@ from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import DatasetError, ImagesMissingError
 from rrg_core.observations import OBSERVATIONS, Label
 from train.common.distributed import DistInfo, barrier
+from train.common.splits import split_with_images
 from train.dcrrg.data import (
     StudyLabels,
     balance_weights,
@@ -49,18 +49,6 @@ class Prepared:
     train_records: list[StudyRecord]
 
 
-def _split_with_images(root: Path, split: str, views: int, required: bool) -> list[StudyRecord]:
-    splits = read_annotation(root)
-    records = splits.get(split, [])
-    if required and not records:
-        raise DatasetError(f"{root}: split {split!r} has no studies (has: {', '.join(splits) or 'none'})")
-    if records:
-        if not (root / IMAGES_DIR).is_dir():
-            raise ImagesMissingError(f"{root} has no {IMAGES_DIR}/ folder: no images to train on")
-        check_images(records, root / IMAGES_DIR, views, f"{root} split {split!r}")
-    return records
-
-
 def read_records(
     data: Path, extra: Path | None
 ) -> tuple[list[StudyRecord], list[StudyRecord], DatasetSpec, dict]:
@@ -70,15 +58,16 @@ def read_records(
     """
     if not data.is_dir():
         raise DatasetError(f"data folder {data} not found")
-    spec = detect_spec(r for records in read_annotation(data).values() for r in records)
-    train = _split_with_images(data, "train", spec.views, required=True)
-    val = _split_with_images(data, "val", spec.views, required=False)
+    splits = read_annotation(data)
+    spec = detect_spec(r for records in splits.values() for r in records)
+    train = split_with_images(data, splits, "train", spec.views, required=True)
+    val = split_with_images(data, splits, "val", spec.views, required=False)
     paths = {r.id: [data / IMAGES_DIR / p for p in r.image_paths] for r in train + val}
     if extra is not None:
         if not extra.is_dir():
             raise DatasetError(f"--extra folder {extra} not found")
         # Only the extra set's train split: its val/test studies must stay unseen.
-        extra_train = _split_with_images(extra, "train", 1, required=True)
+        extra_train = split_with_images(extra, read_annotation(extra), "train", 1, required=True)
         clashes = {r.id for r in extra_train} & set(paths)
         if clashes:
             raise DatasetError(f"--extra repeats study ids of --data (e.g. {sorted(clashes)[0]})")

@@ -20,13 +20,13 @@ from rrg_core.data.datasets import (
     IMAGES_DIR,
     DatasetSpec,
     StudyRecord,
-    check_images,
     detect_spec,
     read_annotation,
 )
 from rrg_core.data.transforms import TransformConfig
 from rrg_core.data.vocab import Vocabulary
-from rrg_core.errors import DatasetError, ImagesMissingError
+from rrg_core.errors import DatasetError
+from train.common.splits import split_with_images
 from train.dcrrg.data import cache_images, pad_ids
 
 logger = logging.getLogger(__name__)
@@ -116,18 +116,6 @@ class UARData:
         return pad_ids([source[i] for i in index.tolist()], self.vocab.pad_id)
 
 
-def read_split(root: Path, splits: dict[str, list[StudyRecord]], split: str, views: int) -> list[StudyRecord]:
-    """A split's records after checking that its images exist; a missing train split is refused."""
-    records = splits.get(split, [])
-    if split == "train" and not records:
-        raise DatasetError(f"{root}: split 'train' has no studies (has: {', '.join(splits) or 'none'})")
-    if records:
-        if not (root / IMAGES_DIR).is_dir():
-            raise ImagesMissingError(f"{root} has no {IMAGES_DIR}/ folder: no images to train on")
-        check_images(records, root / IMAGES_DIR, views, f"{root} split {split!r}")
-    return records
-
-
 def prepare(data: Path, image: ImageSettings, vocab: Vocabulary | None, workers: int, show: bool) -> UARData:
     """Read the train and val splits, build the vocabulary (unless resuming with one), encode the
     reports and cache the images."""
@@ -135,8 +123,8 @@ def prepare(data: Path, image: ImageSettings, vocab: Vocabulary | None, workers:
         raise DatasetError(f"data folder {data} not found")
     splits = read_annotation(data)
     spec = detect_spec(r for records in splits.values() for r in records)
-    train = read_split(data, splits, "train", spec.views)
-    val = read_split(data, splits, "val", spec.views)
+    train = split_with_images(data, splits, "train", spec.views, required=True)
+    val = split_with_images(data, splits, "val", spec.views, required=False)
     if vocab is None:
         vocab = Vocabulary.build((r.report for r in train), spec.min_count)
     logger.info(

@@ -4,8 +4,9 @@ A preset is a nested mapping: ``image_size``, ``beam_size``, ``weight_decay``, `
 DCRRGConfig / DCCLIPConfig fields) and ``step1`` ... ``step4`` (``epochs``, ``batch_size``, ``lr``,
 optional ``max_iterations`` and ``schedule`` (constant or cosine); Step 1 also an optional
 ``train_from_block``: the image encoder's layers before that EfficientNet block stay frozen, None or
-absent = all train; Step 3 ``balance``). ``--set step1.lr=3e-4`` replaces one existing field; a key
-the preset does not have is refused, so a typo cannot be silently ignored.
+absent = all train; Steps 1-2 ``text_lr``, the text encoder's own learning rate; Step 3
+``balance``). ``--set step1.lr=3e-4`` replaces one existing field; a key the
+preset does not have is refused, so a typo cannot be silently ignored.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ _OPTIONAL = (
         "step1.train_from_block",
         "step2.train_from_block",
         "step2.step1_weight",
+        "step1.text_lr",
+        "step2.text_lr",
         "step3.balance",
         "step3.text_view",
     }
@@ -64,4 +67,9 @@ def step_settings(preset: dict[str, Any], step: int) -> dict[str, Any]:
         raise RRGError(
             f"step{step}.train_from_block must be a non-negative integer in step1 or step2, got {start!r}"
         )
+    text_lr = settings.get("text_lr")
+    if text_lr is not None and (
+        not isinstance(text_lr, int | float) or isinstance(text_lr, bool) or text_lr <= 0
+    ):
+        raise RRGError(f"step{step}.text_lr must be a positive number, got {text_lr!r}")
     return settings

@@ -15,12 +15,10 @@ then renamed into place, so a failed save leaves the old checkpoint as it was.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
-import shutil
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -32,6 +30,7 @@ import safetensors.torch
 import torch
 
 from rrg_core import __version__
+from rrg_core.atomic_files import file_sha256, fsync_path, replace_folder, write_json_durably
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import DatasetError, RRGError
 
@@ -48,7 +47,6 @@ VOCAB_FILE = "vocab.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 _TIED_KEY = "rrg_tied"
-_HASH_CHUNK = 1 << 20
 
 
 class CheckpointError(RRGError):
@@ -107,25 +105,8 @@ def save_checkpoint(
         files[VOCAB_FILE] = vocab.to_dict()
     tensors, tied = _tensors_for_saving(state_dict)
     _refuse_foreign_folder(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Siblings are on the same filesystem, so the renames are atomic; their names start with "." so
-    # find_checkpoints skips them. A crash between the two renames leaves the old checkpoint as
-    # ".name.old-*" and the new one as ".name.tmp-*", never half a checkpoint.
-    staging, backup = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:12]}", None
-    try:
-        _write_complete(staging, files, tensors, tied)
-        if folder.exists():
-            backup = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:12]}"
-            os.rename(folder, backup)
-        os.rename(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if backup is not None and backup.exists():
-            os.rename(backup, folder)  # the new checkpoint did not arrive: put the old one back
-        raise
-    _fsync(folder.parent)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+    # The staging and backup siblings' names start with "." so find_checkpoints skips them.
+    replace_folder(folder, lambda staging: _write_complete(staging, files, tensors, tied))
     logger.info("saved %s checkpoint to %s (%d tensors)", kind, folder, len(state_dict))
     return folder
 
@@ -197,31 +178,12 @@ def _refuse_foreign_folder(folder: Path) -> None:
 
 
 def _write_complete(staging: Path, files: dict[str, Any], tensors: dict, tied: dict[str, str]) -> None:
-    """Write the whole checkpoint into the new folder ``staging`` and fsync it, ready to be renamed."""
-    staging.mkdir()
+    """Write the whole checkpoint into the empty folder ``staging`` (fsynced), ready to be renamed."""
     for name, data in files.items():
-        _write_json(staging / name, data)
+        write_json_durably(staging / name, data)
     metadata = {_TIED_KEY: json.dumps(tied, sort_keys=True)} if tied else None
     safetensors.torch.save_file(tensors, staging / WEIGHTS_FILE, metadata=metadata)
-    _fsync(staging / WEIGHTS_FILE)
-    _fsync(staging)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write JSON and fsync it, so the rename that publishes it never publishes an empty file."""
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n", "utf-8")
-    _fsync(path)
-
-
-def _fsync(path: Path) -> None:
-    """fsync a file or a folder (a folder's fsync makes the renames inside it durable)."""
-    if os.name == "nt" and path.is_dir():
-        return  # Windows cannot open a folder for fsync; its renames are durable without it
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    fsync_path(staging / WEIGHTS_FILE)
 
 
 def _jsonable_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -353,19 +315,10 @@ def _read_metrics(folder: Path) -> dict[str, Any]:
     return metrics
 
 
-def _sha256(path: Path) -> str:
-    """sha256 (hex) of a file, read in 1 MB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def checkpoint_hash(folder: str | os.PathLike) -> str:
     """sha256 (hex) of the checkpoint's model.safetensors."""
     try:
-        return _sha256(Path(folder) / WEIGHTS_FILE)
+        return file_sha256(Path(folder) / WEIGHTS_FILE)
     except OSError as error:
         raise CheckpointError(
             f"checkpoint {folder}: {WEIGHTS_FILE} is missing or unreadable ({error})"
@@ -378,7 +331,7 @@ def data_fingerprint(annotation_path: str | os.PathLike) -> str:
     if path.is_dir():
         path = path / "annotation.json"
     try:
-        return _sha256(path)[:16]
+        return file_sha256(path)[:16]
     except OSError as error:
         raise DatasetError(f"cannot fingerprint annotation file {path}: {error}") from error
 
@@ -429,12 +382,12 @@ def update_metrics(folder: str | os.PathLike, metrics: Mapping[str, Any]) -> dic
     merged = _deep_merge(_read_metrics(folder), _jsonable_metrics(metrics))
     temporary = folder / f".{METRICS_FILE}.tmp-{uuid.uuid4().hex[:12]}"
     try:
-        _write_json(temporary, merged)
+        write_json_durably(temporary, merged)
         os.replace(temporary, folder / METRICS_FILE)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync(folder)
+    fsync_path(folder)
     return merged
 
 

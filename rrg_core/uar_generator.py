@@ -48,6 +48,8 @@ class UARExplanation:
     text: str
     words: list[str]
     attention: Tensor
+    #: The CRA global image feature (d,) when :meth:`UARGenerator.explain` was asked for it.
+    image_embedding: Tensor | None = None
 
     def upsampled(self, size: int | tuple[int, int]) -> Tensor:
         """(len(words), V, H, W): each cell's weight spread over its pixels (bilinear)."""
@@ -100,6 +102,10 @@ class UARGenerator(ImageReportGenerator):
         out = self.model.generate(visual, beam_size=self.beam_size, max_length=self.max_length)
         return BatchDrafts(out.tokens, self.model.image_global(visual))
 
+    def image_embedding_batch(self, stacks: Sequence[Tensor]) -> Tensor:
+        """(n, d) CRA global image features of one batch (not normalised; no report is written)."""
+        return self.model.image_global(self.visual_input(stacks))
+
     @torch.no_grad()
     def embed_reports(self, texts: Sequence[str]) -> Tensor:
         """(N, d) CRA global report features of cleaned report texts, on the CPU (not normalised)."""
@@ -116,10 +122,14 @@ class UARGenerator(ImageReportGenerator):
     # -- for the app -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def explain(self, images: list[Tensor], attention_layer: int | None = None) -> list[UARExplanation]:
+    def explain(
+        self, images: list[Tensor], attention_layer: int | None = None, *, with_embeddings: bool = False
+    ) -> list[UARExplanation]:
         """Per study: the generated report, its words and each word's heatmap over each view's grid.
 
         ``attention_layer`` None averages the decoder layers, an int picks one layer.
+        ``with_embeddings`` also returns each study's CRA global image feature (for retrieval), from
+        the same visual tokens.
         """
         self.eval_mode()
         explanations: list[UARExplanation] = []
@@ -128,10 +138,12 @@ class UARGenerator(ImageReportGenerator):
             out = self.model.generate(
                 visual, beam_size=self.beam_size, max_length=self.max_length, attention_layer=attention_layer
             )
-            for tokens, attention in zip(out.tokens, out.attention, strict=True):
+            embeddings = self.model.image_global(visual).float().cpu() if with_embeddings else None
+            for k, (tokens, attention) in enumerate(zip(out.tokens, out.attention, strict=True)):
                 words = self.vocab.decode_tokens(tokens)
+                embedding = None if embeddings is None else embeddings[k]
                 explanations.append(
-                    UARExplanation(" ".join(words), words, attention[: len(words)].float().cpu())
+                    UARExplanation(" ".join(words), words, attention[: len(words)].float().cpu(), embedding)
                 )
         return explanations
 

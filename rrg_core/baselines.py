@@ -25,6 +25,7 @@ from rrg_core.data.datasets import StudyRecord
 from rrg_core.data.reports import clean_report
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import GeneratedReport
+from rrg_core.retrieval.search import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -164,9 +165,9 @@ class NearestNeighbourReport:
     def neighbours(self, images: Sequence[torch.Tensor]) -> list[int]:
         """Index (into the training bank) of the most similar training study for each query study."""
         queries = torch.stack([pixel_features(stack, self.views, self.side) for stack in images])
-        similarity = functional.normalize(queries - self.mean, dim=1) @ self.bank.T
-        # argmax returns the first maximum, i.e. ties go to the earlier training study.
-        return similarity.argmax(dim=1).tolist()
+        # The retrieval search breaks ties towards the earlier training study.
+        _, rows = top_k(functional.normalize(queries - self.mean, dim=1), self.bank, 1)
+        return rows[:, 0].tolist()
 
     def generate(
         self, records: Sequence[StudyRecord], images: list[torch.Tensor] | None

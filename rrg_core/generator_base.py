@@ -96,6 +96,27 @@ class ImageReportGenerator:
         """The model's drafts for one batch of loaded studies; each subclass says how."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def embed_images(self, stacks: Sequence[Tensor]) -> Tensor:
+        """(N, D) float32 global image embeddings of loaded studies ((V, 1, H, W) each), on the CPU.
+
+        The same vectors as :meth:`generate`'s ``image_embedding``, without writing a report (no beam
+        search): what a retrieval index of a study set is built from.
+        """
+        stacks = list(stacks)
+        if not stacks:
+            raise RRGError("no studies to embed")
+        self.eval_mode()
+        parts = [
+            self.image_embedding_batch(stacks[start : start + self.batch_size]).float().cpu()
+            for start in range(0, len(stacks), self.batch_size)
+        ]
+        return torch.cat(parts)
+
+    def image_embedding_batch(self, stacks: Sequence[Tensor]) -> Tensor:
+        """(n, D) global image embeddings of one batch of loaded studies; each subclass says how."""
+        raise NotImplementedError
+
     def stack_views(self, stacks: Sequence[Tensor], views: int | None = None) -> Tensor:
         """Loaded grey views ((V, 1, H, W) per study, [0, 1]) -> (N, V', C, S, S) on the device.
 

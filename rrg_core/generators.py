@@ -74,10 +74,19 @@ class DCRRGGenerator(ImageReportGenerator):
         # One encoder pass serves the Step-1 heads, the embedding and the decoder memory.
         uni, feature_map = self.model.clip.encode_image(batch)
         probabilities = self.model.clip.observation_logits(uni, "image").softmax(dim=-1)[..., 1]
-        embeddings = functional.normalize(self.model.clip.global_embedding(uni, "image"), dim=-1)
+        embeddings = self.global_image_embedding(uni)
         features = EncoderFeatures.of_images(feature_map, uni)
         ids = self.model.generate(features, beam_size=self.beam_size, max_length=self.max_length)
         return BatchDrafts(ids, embeddings, probabilities)
+
+    def image_embedding_batch(self, stacks: Sequence[Tensor]) -> Tensor:
+        """(n, P) unit-length DCCLIP global image embeddings of one batch (the encoder pass only)."""
+        uni, _ = self.model.clip.encode_image(self.prepare(stacks))
+        return self.global_image_embedding(uni)
+
+    def global_image_embedding(self, uni: Tensor) -> Tensor:
+        """Pooled image features (n, C) -> the unit-length DCCLIP global image embedding (n, P)."""
+        return functional.normalize(self.model.clip.global_embedding(uni, "image"), dim=-1)
 
     @torch.no_grad()
     def embed_reports(self, texts: Sequence[str]) -> Tensor:

@@ -1,0 +1,45 @@
+"""Retrieval: the nearest studies of a study set (the training split) to a query embedding.
+
+- :mod:`~rrg_core.retrieval.index`: :class:`RetrievalIndex` (unit embeddings + study ids, reports,
+  image paths) and its :meth:`~RetrievalIndex.search`, by cosine similarity.
+- :mod:`~rrg_core.retrieval.search`: the exact top-k (a chunked torch product) and the optional
+  FAISS backend.
+- :mod:`~rrg_core.retrieval.files`: saving beside a checkpoint and loading with its checks.
+- :mod:`~rrg_core.retrieval.build`: the DCRRG / UAR embeddings of a study set, as indexes.
+"""
+
+from rrg_core.retrieval.build import EMBEDDINGS, build_indexes, indexable
+from rrg_core.retrieval.files import (
+    SCHEMA_VERSION,
+    index_folder,
+    load_index,
+    read_index,
+    save_index,
+    saved_indexes,
+)
+from rrg_core.retrieval.index import (
+    DEFAULT_FAISS_MIN_ROWS,
+    IndexMismatchError,
+    IndexSource,
+    Neighbour,
+    RetrievalError,
+    RetrievalIndex,
+)
+
+__all__ = [
+    "DEFAULT_FAISS_MIN_ROWS",
+    "EMBEDDINGS",
+    "SCHEMA_VERSION",
+    "IndexMismatchError",
+    "IndexSource",
+    "Neighbour",
+    "RetrievalError",
+    "RetrievalIndex",
+    "build_indexes",
+    "index_folder",
+    "indexable",
+    "load_index",
+    "read_index",
+    "save_index",
+    "saved_indexes",
+]

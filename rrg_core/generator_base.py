@@ -19,6 +19,20 @@ from rrg_core.errors import RRGError
 from rrg_core.evaluation import GeneratedReport
 from rrg_core.observations import OBSERVATIONS
 
+#: One study's loaded views: a (V, 1, H, W) tensor, or a list of (1, H, W) views (sizes may differ).
+StudyViews = Tensor | Sequence[Tensor]
+
+
+def _views_of(stack: StudyViews) -> list[Tensor]:
+    """A study's views as a list of (1, H, W) tensors; refuses anything else."""
+    views = list(stack.unbind(0)) if isinstance(stack, Tensor) and stack.dim() == 4 else None
+    if views is None and not isinstance(stack, Tensor):
+        views = list(stack)
+    if not views or any(not isinstance(v, Tensor) or v.dim() != 3 or v.shape[0] != 1 for v in views):
+        shape = tuple(stack.shape) if isinstance(stack, Tensor) else f"{len(list(stack))} views"
+        raise RRGError(f"a study's images must be (V, 1, H, W) grey views, got {shape}")
+    return views
+
 
 @dataclass
 class BatchDrafts:
@@ -117,25 +131,22 @@ class ImageReportGenerator:
         """(n, D) global image embeddings of one batch of loaded studies; each subclass says how."""
         raise NotImplementedError
 
-    def stack_views(self, stacks: Sequence[Tensor], views: int | None = None) -> Tensor:
-        """Loaded grey views ((V, 1, H, W) per study, [0, 1]) -> (N, V', C, S, S) on the device.
+    def stack_views(self, stacks: Sequence[StudyViews], views: int | None = None) -> Tensor:
+        """Loaded grey views (per study a (V, 1, H, W) tensor, or a list of (1, H, W) views of any
+        sizes, in [0, 1]) -> (N, V', C, S, S) on the device.
 
         ``views`` None: V' is the batch's most views; an int: exactly that many. A study with fewer
         repeats its views in turn (a single view becomes V' copies), one with more keeps the first.
         """
         if not stacks:
             raise RRGError("no studies to stack")
-        for stack in stacks:
-            if stack.dim() != 4 or stack.shape[0] < 1 or stack.shape[1] != 1:
-                raise RRGError(f"a study's images must be (V, 1, H, W) grey views, got {tuple(stack.shape)}")
-        count = views if views is not None else max(stack.shape[0] for stack in stacks)
-        studies = []
-        for stack in stacks:
-            chosen = stack[torch.arange(count) % stack.shape[0]]
-            studies.append(
-                torch.stack([self.transform(view.to(self.device, non_blocking=True)) for view in chosen])
-            )
-        return torch.stack(studies)
+        studies = [_views_of(stack) for stack in stacks]
+        count = views if views is not None else max(len(study) for study in studies)
+        chosen = [[study[i % len(study)] for i in range(count)] for study in studies]
+        return torch.stack([torch.stack([self._to_input(view) for view in views]) for views in chosen])
+
+    def _to_input(self, view: Tensor) -> Tensor:
+        return self.transform(view.to(self.device, non_blocking=True))
 
     def check_inputs(self, records: Sequence[StudyRecord], images: list[Tensor] | None) -> list[Tensor]:
         """The image stacks of ``records``; refuses a missing or mis-sized list."""

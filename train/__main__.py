@@ -7,10 +7,32 @@ import logging
 import sys
 
 from rrg_core.errors import RRGError
-from train import dcrrg_cmd, dvae_cmd, evaluate_cmd, phantoms_cmd, pointing_game_cmd, uar_cmd, vocab_cmd
+from train import (
+    dcrrg_cmd,
+    dvae_cmd,
+    evaluate_cmd,
+    export_corrections_cmd,
+    index_cmd,
+    phantoms_cmd,
+    pointing_game_cmd,
+    review_cmd,
+    uar_cmd,
+    vocab_cmd,
+)
 
 # Each command module exposes add_parser(subparsers) and run(args) -> int.
-COMMANDS = (vocab_cmd, phantoms_cmd, evaluate_cmd, dcrrg_cmd, dvae_cmd, uar_cmd, pointing_game_cmd)
+COMMANDS = (
+    vocab_cmd,
+    phantoms_cmd,
+    evaluate_cmd,
+    dcrrg_cmd,
+    dvae_cmd,
+    uar_cmd,
+    review_cmd,
+    index_cmd,
+    pointing_game_cmd,
+    export_corrections_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

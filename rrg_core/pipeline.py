@@ -1,0 +1,322 @@
+"""ReviewPipeline: from a study's X-ray views to both drafts and the evidence behind them.
+
+The one contract between the models and everything that shows or stores their output (the app,
+the store, ``python -m train review``)::
+
+    pipeline = ReviewPipeline.from_checkpoints("runs/checkpoints")
+    result = pipeline.review(["frontal.dcm", "lateral.png"])
+    print(result.drafts["dcrrg"].text, result.disagreements)
+
+Models load once and serve many calls. Calls are serialised by a lock: the two CPU cores are
+better used by one request's batched tensors than by two requests fighting over them, and the
+models keep no per-request state, so nothing else needs guarding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from rrg_core.checkpoints import CheckpointError, find_checkpoints, load_checkpoint
+from rrg_core.data.reports import split_sentences
+from rrg_core.disagreements import find_disagreements
+from rrg_core.errors import RRGError
+from rrg_core.labeler import label_report
+from rrg_core.observations import OBSERVATIONS, labels_to_json
+from rrg_core.review_result import MODELS, ModelDraft, Neighbour, ObservationRow, ReviewResult, TokenAttention
+from rrg_core.study_input import LoadedStudy, ViewSource, load_study
+
+logger = logging.getLogger(__name__)
+
+#: One study: its views (or a single view).
+StudySource = Sequence[ViewSource] | ViewSource
+#: Display names of the model keys.
+MODEL_NAMES = {"dcrrg": "DCRRG", "uar": "UAR"}
+
+
+class NeighbourIndex(Protocol):
+    """What the pipeline needs of a retrieval index: the k nearest studies of each query row."""
+
+    def search(self, queries: Tensor, k: int) -> list[list[Neighbour]]: ...
+
+
+@dataclass
+class LoadedModel:
+    """A loaded generator with what the result records about it."""
+
+    key: str
+    generator: Any
+    checkpoint_hash: str
+    data_fingerprint: str | None
+    vocabulary: tuple[str, ...]
+    index: NeighbourIndex | None = None
+
+
+@dataclass
+class _Timer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def part(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+class ReviewPipeline:
+    """Both models (either may be missing), their retrieval indexes and the review logic.
+
+    Build it with :meth:`from_checkpoints`; tests may pass loaded models directly.
+
+    Args:
+        models: the loaded models by key ("dcrrg", "uar").
+        missing: for each model key not loaded, why (shown in every result).
+        neighbours: how many retrieval neighbours each result lists.
+    """
+
+    def __init__(
+        self, models: Sequence[LoadedModel], *, missing: dict[str, str] | None = None, neighbours: int = 5
+    ) -> None:
+        if neighbours < 0:
+            raise ValueError(f"neighbours must be 0 or more, got {neighbours}")
+        self.models = {model.key: model for model in models}
+        unknown = set(self.models) - set(MODELS)
+        if unknown:
+            raise ValueError(f"unknown model key(s) {sorted(unknown)}; expected {MODELS}")
+        self.missing = {key: reason for key, reason in (missing or {}).items() if key not in self.models}
+        for key in MODELS:
+            if key not in self.models and key not in self.missing:
+                self.missing[key] = f"no {MODEL_NAMES[key]} checkpoint was given"
+        self.neighbours = neighbours
+        self.compatibility_warnings = _compatibility_warnings(list(self.models.values()))
+        self._lock = threading.Lock()
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        root: str | os.PathLike | None = None,
+        *,
+        device: str | torch.device | None = None,
+        beam_size: int = 3,
+        neighbours: int = 5,
+    ) -> ReviewPipeline:
+        """Load the newest DCRRG and UAR checkpoints under ``root`` (default ``RRG_CHECKPOINTS``).
+
+        A model whose checkpoint is absent or unreadable is left out and named in ``missing``; the
+        pipeline refuses to start only when neither model loads.
+        """
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        found = find_checkpoints(root)
+        models, missing = [], {}
+        for key in MODELS:
+            if key not in found:
+                missing[key] = f"no {MODEL_NAMES[key]} checkpoint under {root or 'RRG_CHECKPOINTS'}"
+                continue
+            try:
+                models.append(load_model(key, found[key], device, beam_size=beam_size))
+            except RRGError as error:
+                logger.warning("%s not loaded: %s", key, error)
+                missing[key] = f"{MODEL_NAMES[key]} checkpoint {found[key]} could not be loaded: {error}"
+        if not models:
+            raise CheckpointError("no model could be loaded: " + "; ".join(missing.values()))
+        return cls(models, missing=missing, neighbours=neighbours)
+
+    # -- reviewing -------------------------------------------------------------------------------
+
+    def review(self, images: StudySource, *, study_id: str | None = None) -> ReviewResult:
+        """Review one study of one or more views (paths, bytes, arrays; PNG, JPEG or DICOM)."""
+        return self.review_batch([images], study_ids=[study_id])[0]
+
+    def review_batch(
+        self,
+        studies: Sequence[StudySource],
+        *,
+        study_ids: Sequence[str | None] | None = None,
+    ) -> list[ReviewResult]:
+        """Review many studies; the models run on them in batches. An unreadable image raises
+        :class:`~rrg_core.data.images.ImageLoadError` naming its study, before any model runs."""
+        ids = list(study_ids) if study_ids is not None else [None] * len(studies)
+        if len(ids) != len(studies):
+            raise ValueError(f"{len(studies)} studies but {len(ids)} study ids")
+        timer = _Timer()
+        with timer.part("load"):
+            loaded = [_load(study, k, ids[k]) for k, study in enumerate(studies)]
+        results = [
+            ReviewResult(
+                study_id=study_id, views=study.meta, missing=dict(self.missing),
+                warnings=[*study.warnings, *self.compatibility_warnings],
+            )
+            for study_id, study in zip(ids, loaded, strict=True)
+        ]  # fmt: skip
+        if not loaded:
+            return results
+        views = [study.views for study in loaded]
+        with self._lock:
+            if "dcrrg" in self.models:
+                self._run_dcrrg(self.models["dcrrg"], views, results, timer)
+            if "uar" in self.models:
+                self._run_uar(self.models["uar"], views, results, timer)
+        with timer.part("labels"):
+            for result in results:
+                _flag(result)
+        share = {name: round(seconds / len(results), 4) for name, seconds in timer.seconds.items()}
+        for result in results:
+            result.timings = {**share, "total": round(sum(share.values()), 4)}
+        return results
+
+    def _run_dcrrg(
+        self, model: LoadedModel, views: list[list[Tensor]], results: list[ReviewResult], timer: _Timer
+    ) -> None:
+        generator = model.generator
+        with timer.part("dcrrg"), torch.no_grad():
+            generator.eval_mode()
+            drafts = _in_batches(generator.batch_size, views, generator.draft_batch)
+        with timer.part("dcrrg_table"):
+            tables = generator.describe(views)
+        thresholds = generator.model.thresholds.tolist()
+        vocab = generator.vocab
+        for k, result in enumerate(results):
+            result.drafts["dcrrg"] = _draft(model, vocab.decode_tokens(drafts[k].token_ids[0]))
+            result.observations = [
+                ObservationRow(
+                    observation=row.observation, probability=round(float(row.probability), 4),
+                    threshold=round(float(thresholds[i]), 4), label=int(row.label),
+                    description=vocab.decode(row.description_ids),
+                )
+                for i, row in enumerate(tables[k])
+            ]  # fmt: skip
+        with timer.part("retrieval"):
+            self._neighbours(model, "dcrrg", torch.cat([d.image_embeddings for d in drafts]), results)
+
+    def _run_uar(
+        self, model: LoadedModel, views: list[list[Tensor]], results: list[ReviewResult], timer: _Timer
+    ) -> None:
+        generator = model.generator
+        with timer.part("uar"):
+            explanations = generator.explain(views, with_embeddings=True)
+        for explanation, result in zip(explanations, results, strict=True):
+            result.drafts["uar"] = _draft(model, explanation.words)
+            result.attention = TokenAttention(list(explanation.words), explanation.attention.numpy())
+        with timer.part("retrieval"):
+            embeddings = torch.stack([e.image_embedding for e in explanations])
+            self._neighbours(model, "uar", embeddings, results)
+
+    def _neighbours(
+        self, model: LoadedModel, key: str, embeddings: Tensor, results: list[ReviewResult]
+    ) -> None:
+        if model.index is None or self.neighbours == 0:
+            return
+        found = model.index.search(embeddings.float().cpu(), self.neighbours)
+        for result, neighbours in zip(results, found, strict=True):
+            result.neighbours[key] = neighbours
+
+
+def load_model(
+    key: str, folder: str | os.PathLike, device: torch.device, *, beam_size: int = 3
+) -> LoadedModel:
+    """Load one checkpoint folder as the pipeline's model ``key`` ("dcrrg" or "uar"), with the
+    retrieval index saved beside it when there is one."""
+    checkpoint = load_checkpoint(folder, expected_kind=key)
+    factory = _factories()[key]
+    generator = factory(checkpoint, device, beam_size=beam_size)
+    return LoadedModel(
+        key=key,
+        generator=generator,
+        checkpoint_hash=checkpoint.sha256[:16],
+        data_fingerprint=checkpoint.data_fingerprint,
+        vocabulary=tuple(checkpoint.vocab.tokens) if checkpoint.vocab is not None else (),
+        index=_load_index(Path(folder), key),
+    )
+
+
+def _factories() -> dict[str, Callable[..., Any]]:
+    # Imported here: each pulls in its model code (timm, transformers), which takes seconds.
+    from rrg_core.generators import dcrrg_generator_from_checkpoint
+    from rrg_core.uar_generator import uar_generator_from_checkpoint
+
+    return {"dcrrg": dcrrg_generator_from_checkpoint, "uar": uar_generator_from_checkpoint}
+
+
+def _load_index(folder: Path, key: str) -> NeighbourIndex | None:
+    """The image index ``train index`` saved beside the checkpoint, if any."""
+    try:
+        from rrg_core.retrieval import load_image_index
+    except ImportError:
+        return None
+    return load_image_index(folder)
+
+
+def _load(study: StudySource, k: int, study_id: str | None) -> LoadedStudy:
+    try:
+        return load_study(study)
+    except RRGError as error:
+        name = f"study {study_id}" if study_id else f"study {k + 1}"
+        raise type(error)(f"{name}: {error}") from error
+
+
+def _in_batches(size: int, views: list[list[Tensor]], run: Callable[[list[list[Tensor]]], Any]) -> list[Any]:
+    """``run`` on batches of ``size`` studies; one entry per study, each the one-study slice."""
+    out = []
+    for start in range(0, len(views), size):
+        batch = run(views[start : start + size])
+        for offset in range(len(batch.token_ids)):
+            out.append(_slice(batch, offset))
+    return out
+
+
+def _slice(batch: Any, offset: int) -> Any:
+    probabilities = None if batch.probabilities is None else batch.probabilities[offset : offset + 1]
+    return type(batch)([batch.token_ids[offset]], batch.image_embeddings[offset : offset + 1], probabilities)
+
+
+def _draft(model: LoadedModel, words: Sequence[str]) -> ModelDraft:
+    text = " ".join(words)
+    return ModelDraft(
+        model=model.key,
+        name=model.generator.name,
+        checkpoint_hash=model.checkpoint_hash,
+        text=text,
+        sentences=split_sentences(text) if text else [],
+        tokens=list(words),
+        labels=labels_to_json(label_report(text).labels) if text else dict.fromkeys(OBSERVATIONS),
+    )
+
+
+def _flag(result: ReviewResult) -> None:
+    labels = {key: draft.labels for key, draft in result.drafts.items()}
+    result.disagreements = find_disagreements(labels, MODEL_NAMES, result.observations or None)
+
+
+def _compatibility_warnings(models: list[LoadedModel]) -> list[str]:
+    """Warnings when the two checkpoints were trained on different data or vocabularies: their drafts
+    are still drafts, but comparing them means less."""
+    if len(models) < 2:
+        return []
+    first, second = models
+    pair = f"the {MODEL_NAMES[first.key]} and {MODEL_NAMES[second.key]} checkpoints"
+    warnings = []
+    fingerprints = (first.data_fingerprint, second.data_fingerprint)
+    if all(fingerprints) and fingerprints[0] != fingerprints[1]:
+        warnings.append(
+            f"{pair} were trained on different data (fingerprints {fingerprints[0]} and {fingerprints[1]}): "
+            "compare their drafts with care"
+        )
+    if first.vocabulary and second.vocabulary and first.vocabulary != second.vocabulary:
+        warnings.append(
+            f"{pair} have different vocabularies ({len(first.vocabulary)} and {len(second.vocabulary)} words)"
+        )
+    return warnings

@@ -31,3 +31,19 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("phantoms")
     write_phantoms(out, n=24, seed=0, size=64)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dcrrg_checkpoint(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random DCRRG checkpoint with the phantoms' vocabulary (64 px; copy it to change it)."""
+    from tiny_models import save_tiny_dcrrg
+
+    return save_tiny_dcrrg(phantoms, tmp_path_factory.mktemp("runs") / "dcrrg")
+
+
+@pytest.fixture(scope="session")
+def tiny_uar_checkpoint(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random UAR checkpoint with the phantoms' vocabulary (32 px; copy it to change it)."""
+    from tiny_models import save_tiny_uar
+
+    return save_tiny_uar(phantoms, tmp_path_factory.mktemp("runs") / "uar")

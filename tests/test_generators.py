@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tiny_models import DCRRG_IMAGE_SIZE
 
 from rrg_core.checkpoints import load_checkpoint
 from rrg_core.data.datasets import StudyRecord, read_annotation
@@ -18,25 +19,18 @@ from rrg_core.generators import (
     dcrrg_eval_transform,
     dcrrg_generator_from_checkpoint,
 )
-from rrg_core.models.dcclip import DCCLIPConfig
-from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
-from rrg_core.models.dcrrg_io import load_dcrrg, save_dcrrg
+from rrg_core.models.dcrrg_io import load_dcrrg
 from rrg_core.observations import OBSERVATIONS
 from train import evaluate_cmd
 from train.__main__ import main
 
-IMAGE_SIZE = 64  # the tiny checkpoint records it, as a small training preset would
+IMAGE_SIZE = DCRRG_IMAGE_SIZE  # the tiny checkpoint records it, as a small training preset would
 
 
 @pytest.fixture(scope="module")
-def run(phantoms, tmp_path_factory):
-    """A tiny random DCRRG checkpoint with the phantoms' vocabulary."""
-    torch.manual_seed(0)
-    vocab = Vocabulary.build([r.report for r in read_annotation(phantoms)["train"]], min_count=1)
-    clip = DCCLIPConfig(pretrained=None, text_encoder="tiny-random", projection_dim=16, projection_hidden=32)
-    config = DCRRGConfig(vocab_size=len(vocab), clip=clip, d_model=32, d_ff=64, n_prefix=2, max_length=12)
-    folder = tmp_path_factory.mktemp("runs") / "dcrrg"
-    return save_dcrrg(DCRRG(config), folder, vocab=vocab, extra_config={"image_size": IMAGE_SIZE})
+def run(tiny_dcrrg_checkpoint):
+    """A tiny random DCRRG checkpoint with the phantoms' vocabulary (conftest's)."""
+    return tiny_dcrrg_checkpoint
 
 
 @pytest.fixture(scope="module")

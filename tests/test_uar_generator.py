@@ -7,21 +7,21 @@ import math
 
 import pytest
 import torch
+from tiny_models import UAR_IMAGE, tiny_uar
 
 from rrg_core.checkpoints import load_checkpoint
 from rrg_core.data.datasets import StudyRecord
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import ReportGenerator, evaluate_model, format_alignment_table
-from rrg_core.models.dvae import DVAE, DVAEConfig
 from rrg_core.models.uar import UAR
-from rrg_core.models.uar_config import UARConfig, ablation_config
+from rrg_core.models.uar_config import ablation_config
 from rrg_core.models.uar_io import save_uar
 from rrg_core.uar_generator import UARGenerator, model_name, uar_generator_from_checkpoint
 from train.generator_registry import BUILTIN_GENERATORS
 
 WORDS = ["heart", "normal", "lungs", "clear", "effusion", "small", "no", "."]
-IMAGE = {"size": 32, "train_resize": 32, "channels": 1, "mean": [0.5], "std": [0.5]}
+IMAGE = UAR_IMAGE
 
 
 @pytest.fixture(autouse=True)
@@ -34,19 +34,7 @@ def one_thread():
 
 
 def tiny_model(stage: int = 2) -> UAR:
-    torch.manual_seed(0)
-    dvae = DVAE(
-        DVAEConfig(in_channels=1, image_size=32, downsample=8, codebook_size=16, embed_dim=4, hidden=4)
-    )
-    config = UARConfig(
-        vocab_size=len(WORDS) + 4, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=2, d_ff=32,
-        max_length=10, image_size=32, codebook_size=16, n_basis=32, dropout=0.0,
-    )  # fmt: skip
-    model = UAR(config, dvae)
-    model.set_stage(stage)
-    with torch.no_grad():
-        model.tir_mask.normal_()
-    return model.eval()
+    return tiny_uar(len(WORDS) + 4, stage)
 
 
 def generator(**kwargs) -> UARGenerator:

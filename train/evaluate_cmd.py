@@ -85,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _images(dataset: R2GenDataset, workers: int) -> DataLoader:
+def image_stacks(dataset: R2GenDataset, workers: int) -> DataLoader:
     """The split's image stacks in order, read by ``workers`` processes (one study at a time).
 
     Worker processes also keep image loading off the main process's torch threads: there, stacking
@@ -122,17 +122,19 @@ def _check_args(args: argparse.Namespace) -> None:
         raise RRGError("METEOR needs Java (no `java` on the PATH): install Java 17 or drop METEOR")
 
 
-def _load_model(args: argparse.Namespace) -> tuple[Checkpoint, ReportGenerator]:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    checkpoint = load_checkpoint(args.checkpoint, device=device)
+def load_generator(folder: Path, device: str | None, *, beam_size: int) -> tuple[Checkpoint, ReportGenerator]:
+    """A checkpoint and the generator its kind registers in :data:`GENERATORS`, on ``device`` (default:
+    cuda if available, else cpu); a kind with no generator is refused."""
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    checkpoint = load_checkpoint(folder, device=target)
     factory = GENERATORS.get(checkpoint.kind)
     if factory is None:
         known = ", ".join(sorted(GENERATORS)) or "none yet"
         raise RRGError(
-            f"no report generator registered for kind '{checkpoint.kind}' (checkpoint {args.checkpoint}; "
+            f"no report generator registered for kind '{checkpoint.kind}' (checkpoint {folder}; "
             f"registered: {known})"
         )
-    return checkpoint, factory(checkpoint, device, beam_size=args.beam_size)
+    return checkpoint, factory(checkpoint, target, beam_size=beam_size)
 
 
 def _dataset(args: argparse.Namespace, split: str, records: list[StudyRecord], splits: dict) -> R2GenDataset:
@@ -145,7 +147,9 @@ def _baselines(args: argparse.Namespace, splits: dict[str, list[StudyRecord]]) -
     if not train:
         raise DatasetError(f"{args.data}: the baselines need a non-empty 'train' split")
     dataset = _dataset(args, "train", train, splits)
-    images = tqdm(_images(dataset, args.workers), total=len(dataset), unit="study", desc="neighbour bank")
+    images = tqdm(
+        image_stacks(dataset, args.workers), total=len(dataset), unit="study", desc="neighbour bank"
+    )
     return [MostFrequentReport.fit(train), NearestNeighbourReport.fit(train, images, views=dataset.views)]
 
 
@@ -172,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     checkpoint, generators = None, []
     if args.checkpoint is not None:  # first: a refused checkpoint should not wait for the data
-        checkpoint, model = _load_model(args)
+        checkpoint, model = load_generator(args.checkpoint, args.device, beam_size=args.beam_size)
         generators.append(model)
     splits = read_annotation(args.data)
     if args.split not in splits:
@@ -187,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     for generator in generators:
         if generator.name in results:
             raise RRGError(f"two models are named {generator.name!r}")
-        images = _images(dataset, args.workers)
+        images = image_stacks(dataset, args.workers)
         results[generator.name] = evaluate_model(
             generator, records, images, batch_size=args.batch_size, metrics=args.metrics
         )

@@ -30,6 +30,8 @@ BACKENDS: tuple[str, ...] = ("auto", "exact", "faiss")
 #: ``backend="auto"`` uses FAISS (when installed and the index is on the CPU) from this many studies
 #: up; below it the torch product is as fast and needs no second copy of the embeddings.
 DEFAULT_FAISS_MIN_ROWS = 200_000
+#: A row whose L2 norm is this close to 1 counts as unit length and is stored as it is.
+UNIT_TOLERANCE = 1e-6
 
 
 class RetrievalError(RRGError):
@@ -238,8 +240,8 @@ class RetrievalIndex:
 
 
 def _unit_rows(matrix: Tensor, chunk_rows: int) -> Tensor:
-    """A float32 copy of ``matrix`` with every row scaled to unit length, written chunk by chunk (so
-    the temporaries stay small however many rows there are); refuses non-finite values and zero rows."""
+    """A float32 copy of ``matrix`` with every row of unit length (to :data:`UNIT_TOLERANCE`), written
+    chunk by chunk so the temporaries stay small; refuses non-finite values and zero rows."""
     out = torch.empty(matrix.shape, dtype=torch.float32, device=matrix.device)
     for start in range(0, matrix.shape[0], chunk_rows):
         chunk = matrix[start : start + chunk_rows].to(torch.float32)
@@ -249,5 +251,8 @@ def _unit_rows(matrix: Tensor, chunk_rows: int) -> Tensor:
         if not (norms > 0).all():
             row = start + int((norms.flatten() == 0).nonzero()[0])
             raise RetrievalError(f"embedding row {row} is all zeros: it has no direction to compare")
-        out[start : start + chunk_rows] = chunk / norms
+        # Rows already of unit length are kept bit for bit: a saved index loads back unchanged.
+        out[start : start + chunk_rows] = torch.where(
+            (norms - 1).abs() <= UNIT_TOLERANCE, chunk, chunk / norms
+        )
     return out

@@ -1,0 +1,59 @@
+"""Tiny random DCRRG and UAR models for fast tests, and the checkpoints of them that conftest shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rrg_core.data.datasets import read_annotation
+from rrg_core.data.vocab import Vocabulary
+from rrg_core.models.dcclip import DCCLIPConfig
+from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
+from rrg_core.models.dcrrg_io import save_dcrrg
+from rrg_core.models.dvae import DVAE, DVAEConfig
+from rrg_core.models.uar import UAR
+from rrg_core.models.uar_config import UARConfig
+from rrg_core.models.uar_io import save_uar
+
+#: Input side a tiny DCRRG checkpoint records (as a small training preset would).
+DCRRG_IMAGE_SIZE = 64
+#: The ``image`` entry of a tiny UAR checkpoint: 32 px grey views, [-1, 1].
+UAR_IMAGE = {"size": 32, "train_resize": 32, "channels": 1, "mean": [0.5], "std": [0.5]}
+
+
+def tiny_uar(vocab_size: int, stage: int = 2) -> UAR:
+    """A random UAR (d 16, 4 x 4 tokens per 32 px view, 16-code dVAE) in eval mode, TIR mask not flat."""
+    torch.manual_seed(0)
+    dvae = DVAE(
+        DVAEConfig(in_channels=1, image_size=32, downsample=8, codebook_size=16, embed_dim=4, hidden=4)
+    )
+    config = UARConfig(
+        vocab_size=vocab_size, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=2, d_ff=32,
+        max_length=10, image_size=32, codebook_size=16, n_basis=32, dropout=0.0,
+    )  # fmt: skip
+    model = UAR(config, dvae)
+    model.set_stage(stage)
+    with torch.no_grad():
+        model.tir_mask.normal_()
+    return model.eval()
+
+
+def phantom_vocabulary(data: Path) -> Vocabulary:
+    """Every word of the data set's training reports."""
+    return Vocabulary.build([r.report for r in read_annotation(data)["train"]], min_count=1)
+
+
+def save_tiny_dcrrg(data: Path, folder: Path) -> Path:
+    """A random DCRRG checkpoint (random image encoder, tiny text encoder) with ``data``'s vocabulary."""
+    torch.manual_seed(0)
+    vocab = phantom_vocabulary(data)
+    clip = DCCLIPConfig(pretrained=None, text_encoder="tiny-random", projection_dim=16, projection_hidden=32)
+    config = DCRRGConfig(vocab_size=len(vocab), clip=clip, d_model=32, d_ff=64, n_prefix=2, max_length=12)
+    return save_dcrrg(DCRRG(config), folder, vocab=vocab, extra_config={"image_size": DCRRG_IMAGE_SIZE})
+
+
+def save_tiny_uar(data: Path, folder: Path) -> Path:
+    """A :func:`tiny_uar` checkpoint with ``data``'s vocabulary."""
+    vocab = phantom_vocabulary(data)
+    return save_uar(tiny_uar(len(vocab)), folder, vocab=vocab, extra_config={"image": UAR_IMAGE})

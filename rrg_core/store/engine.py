@@ -1,0 +1,127 @@
+"""Database URLs and engines: SQLite (WAL, busy timeout, foreign keys) or PostgreSQL (psycopg 3).
+
+SQLite write transactions start with ``BEGIN IMMEDIATE``: the write lock is taken before the
+first read, so two writers queue on the busy timeout instead of one failing at once with
+"database is locked" when its read snapshot went stale (what a deferred ``BEGIN`` does in WAL mode).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from rrg_core.store.errors import StoreError
+
+APP_DIR = "rrg-review"
+DEFAULT_FILE = "rrg-review.sqlite"
+BUSY_TIMEOUT_S = 30.0
+SQLITE_BEGIN = "rrg_sqlite_begin"  # execution option: "IMMEDIATE" for write transactions
+
+
+def data_dir() -> Path:
+    """The user's data folder: ``$XDG_DATA_HOME/rrg-review``, else ``~/.local/share/rrg-review``."""
+    base = os.environ.get("XDG_DATA_HOME", "").strip()
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "share"
+    return root / APP_DIR
+
+
+def default_url() -> str:
+    """The embedded default: a SQLite file in :func:`data_dir`."""
+    return f"sqlite:///{data_dir() / DEFAULT_FILE}"
+
+
+def resolve_url(url: str | None) -> URL:
+    """Parse ``url`` (None: :func:`default_url`; a plain path: a SQLite file there) into a URL.
+
+    Only SQLite files and PostgreSQL are accepted; ``postgresql://`` means the psycopg 3 driver.
+    """
+    if url is None:
+        url = default_url()
+    if not isinstance(url, str) or not url.strip():
+        raise StoreError(f"database URL must be a non-empty string, got {url!r}")
+    text = url.strip()
+    if "://" not in text:  # a path: the friendliest way to name a SQLite file
+        text = f"sqlite:///{Path(text).expanduser().resolve()}"
+    try:
+        parsed = make_url(text)
+    except ArgumentError as error:
+        raise StoreError(f"cannot read the database URL {_masked(text)!r}: {error}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite":
+        if driver not in ("", "pysqlite"):
+            raise StoreError(f"SQLite driver {driver!r} is not supported; use sqlite:///PATH")
+        database = parsed.database or ""
+        if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+            raise StoreError("an in-memory SQLite database would lose every review; give a file path")
+        return parsed
+    if backend in ("postgresql", "postgres"):
+        if driver not in ("", "psycopg"):
+            raise StoreError(f"PostgreSQL driver {driver!r} is not supported; use postgresql+psycopg://...")
+        return parsed.set(drivername="postgresql+psycopg")
+    raise StoreError(
+        f"unsupported database {backend!r} in {_masked(text)!r}: use sqlite:///PATH or "
+        f"postgresql+psycopg://USER:PASSWORD@HOST/DB"
+    )
+
+
+def _masked(text: str) -> str:
+    try:
+        return make_url(text).render_as_string(hide_password=True)
+    except ArgumentError:
+        return text.split("@")[-1]
+
+
+def make_engine(url: URL) -> Engine:
+    """An engine for a URL from :func:`resolve_url`; SQLite connections are set up on connect."""
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    # pool_pre_ping: a team server restarts now and then; a dead pooled connection is replaced, not used.
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    is_uri = url.query.get("uri") in ("true", "1")
+    if not is_uri:
+        folder = Path(database).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the folder {folder} for the review database: {error}") from None
+    engine = create_engine(
+        url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}, pool_timeout=60
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own handling defers it).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if "mode=ro" not in database and url.query.get("mode") != "ro":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            # FULL: a save the app acknowledged survives a power cut, not only a crash.
+            cursor.execute("PRAGMA synchronous = FULL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine (and pool) whose transactions are write transactions."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+    return engine

@@ -94,7 +94,7 @@ def test_default_folder_without_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 def test_sqlite_connections_have_foreign_keys_wal_and_busy_timeout(tmp_path: Path):
     # A plain path means a SQLite file.
-    with open_store(str(tmp_path / "plain path.sqlite")) as store, store._engine.connect() as connection:
+    with open_store(str(tmp_path / "plain path.sqlite")) as store, store.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
@@ -132,7 +132,7 @@ def test_unreachable_postgresql_is_a_clear_message():
 
 
 def test_migrations_build_exactly_the_orm_schema(store: Store):
-    with store._engine.connect() as connection:
+    with store.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert context.get_current_revision() == head_revision()
         assert compare_metadata(context, Base.metadata) == []
@@ -146,7 +146,7 @@ def test_reopening_keeps_data_and_does_not_migrate_again(store_url: str):
 
 
 def test_a_database_from_a_newer_version_is_refused(store_url: str):
-    with open_store(store_url) as store, store._engine.begin() as connection:
+    with open_store(store_url) as store, store.engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
     with pytest.raises(StoreError, match="newer rrg-review"):
         open_store(store_url)
@@ -184,7 +184,7 @@ def test_study_images_round_trip_and_are_stored_once(store: Store):
     assert images[0].png == png_bytes(1)
     other = store.add_study(content_hash(b"b"), [ViewImage("PA", png_bytes(1))])  # same pixels as a's frontal
     assert store.study_images(other.id)[0].content_hash == images[0].content_hash
-    with store._engine.connect() as connection:
+    with store.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM images")).scalar() == 2
 
 
@@ -460,7 +460,7 @@ def test_audit_events(store: Store):
 def test_history_tables_are_append_only(store: Store, table: str, statement: str):
     study = add_study(store)
     save(store, study.id, 0)
-    with pytest.raises(DBAPIError, match="append-only"), store._engine.begin() as connection:
+    with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as connection:
         connection.execute(text(statement.format(table=table)))
     assert len(store.review_history(study.id)) == 1
 
@@ -500,3 +500,38 @@ def test_a_file_that_is_not_a_database(tmp_path: Path):
     path.write_text("not a database " * 100)
     with pytest.raises(StoreUnavailableError, match="not a SQLite database"):
         open_store(str(path))
+
+
+def test_the_database_itself_refuses_a_bad_status(store: Store):
+    study = add_study(store)
+    save(store, study.id, 0)
+    with pytest.raises(DBAPIError), store.engine.begin() as connection:
+        connection.execute(text("UPDATE reviews SET status = 'approved'"))
+    assert store.latest_review(study.id).status == "draft"
+
+
+def test_migrations_downgrade_and_upgrade_again(store_url: str):
+    from alembic import command
+
+    from rrg_core.store.migrate import alembic_config
+
+    with open_store(store_url) as store:
+        with store.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "base")
+        with store.engine.connect() as connection:
+            assert MigrationContext.configure(connection).get_current_revision() is None
+    with open_store(store_url) as store:  # opening builds the schema again
+        assert store.worklist() == []
+
+
+def test_store_command_line(store_url: str, capsys: pytest.CaptureFixture[str]):
+    from rrg_core.store.__main__ import main
+
+    assert main(["upgrade", "--db", store_url]) == 0
+    with open_store(store_url) as store:
+        add_study(store)
+    assert main(["info", "--db", store_url]) == 0
+    out = capsys.readouterr().out
+    assert f"schema {head_revision()}" in out and "1 studies, 0 reviewed" in out
+    assert main(["info", "--db", "mysql://x@y/z"]) == 2
+    assert "unsupported database" in capsys.readouterr().err

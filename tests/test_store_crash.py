@@ -86,7 +86,7 @@ def test_sigkill_during_saves_loses_no_acknowledged_save(store_url: str):
 def check_consistent(url: str, study_id: int, acknowledged: list[int]) -> None:
     with open_store(url) as store:
         if store.backend == "sqlite":
-            with store._engine.connect() as connection:
+            with store.engine.connect() as connection:
                 assert connection.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
                 assert connection.exec_driver_sql("PRAGMA foreign_key_check").all() == []
         history = store.review_history(study_id)
@@ -98,7 +98,7 @@ def check_consistent(url: str, study_id: int, acknowledged: list[int]) -> None:
         assert latest is not None and latest.version == versions[-1] and latest == history[-1]
         saved_events = [e for e in store.audit_events(study_id, limit=100_000) if e.action == "review.saved"]
         assert [e.detail["version"] for e in saved_events] == versions  # each save and its audit, together
-        with store._engine.connect() as connection:
+        with store.engine.connect() as connection:
             orphans = connection.execute(
                 text("SELECT count(*) FROM drafts WHERE study_id NOT IN (SELECT id FROM studies)")
             ).scalar()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rrg_core.observations import OBSERVATIONS
 from rrg_core.store.records import AuditEvent, Draft, ReviewVersion, Study, StudyImage
 from rrg_core.store.schema import (
     AuditEventRow,
@@ -53,7 +54,8 @@ def review_version(row: ReviewVersionRow | ReviewRow) -> ReviewVersion:
         version=row.version,
         reviewer=row.reviewer,
         text=row.text,
-        labels=dict(row.labels),
+        # CheXpert order (PostgreSQL's JSONB keeps no key order).
+        labels={name: row.labels.get(name) for name in OBSERVATIONS},
         status=row.status,
         comment=row.comment,
         started_from_draft_id=row.started_from_draft_id,

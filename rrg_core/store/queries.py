@@ -105,6 +105,11 @@ class Store:
         """The database URL with any password hidden (fit for logs and pages)."""
         return self._engine.url.render_as_string(hide_password=True)
 
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for administration and tests; data goes through the methods."""
+        return self._engine
+
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()

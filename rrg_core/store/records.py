@@ -52,7 +52,8 @@ class NewDraft:
     """A draft to add: which model (name, version, checkpoint hash) wrote what.
 
     ``observations`` is the per-observation output (label, probability, description per
-    observation, for instance), any JSON value.
+    observation, for instance), any JSON value. PostgreSQL does not keep the key order of JSON
+    objects: use a list (of rows) where the order matters.
     """
 
     model_name: str

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -131,6 +132,10 @@ class ReviewRow(Base):
     """The current review of a study; ``version`` counts its saves (optimistic locking)."""
 
     __tablename__ = "reviews"
+    __table_args__ = (
+        CheckConstraint("status IN ('draft', 'final')", name="status"),
+        CheckConstraint("version >= 1", name="version"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), unique=True)
@@ -149,7 +154,11 @@ class ReviewVersionRow(Base):
     """Every saved version of a review, append-only (a database trigger refuses updates and deletes)."""
 
     __tablename__ = "review_versions"
-    __table_args__ = (UniqueConstraint("study_id", "version", name="uq_review_versions_study_version"),)
+    __table_args__ = (
+        UniqueConstraint("study_id", "version", name="uq_review_versions_study_version"),
+        CheckConstraint("status IN ('draft', 'final')", name="status"),
+        CheckConstraint("version >= 1", name="version"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))

@@ -100,6 +100,7 @@ def upgrade() -> None:
             ["started_from_draft_id"], ["drafts.id"], name="fk_reviews_started_from_draft_id_drafts"
         ),
         sa.UniqueConstraint("study_id", name="uq_reviews_study_id"),
+        *_review_checks("reviews"),
     )
     for column in ("reviewer", "status", "updated_at"):
         op.create_index(f"ix_reviews_{column}", "reviews", [column])
@@ -118,6 +119,7 @@ def upgrade() -> None:
             ["started_from_draft_id"], ["drafts.id"], name="fk_review_versions_started_from_draft_id_drafts"
         ),
         sa.UniqueConstraint("study_id", "version", name="uq_review_versions_study_version"),
+        *_review_checks("review_versions"),
     )
 
     op.create_table(
@@ -134,6 +136,14 @@ def upgrade() -> None:
     op.create_index("ix_audit_events_study_id_id", "audit_events", ["study_id", "id"])
 
     _append_only_triggers()
+
+
+def _review_checks(table: str) -> tuple[sa.CheckConstraint, ...]:
+    """The database itself refuses a status or version the store would never write."""
+    return (
+        sa.CheckConstraint("status IN ('draft', 'final')", name=f"ck_{table}_status"),
+        sa.CheckConstraint("version >= 1", name=f"ck_{table}_version"),
+    )
 
 
 def _append_only_triggers() -> None:

@@ -26,6 +26,7 @@ from rrg_core.explain import (
     cell_mask,
     dcrrg_pointing,
     finding_words,
+    grow_mask,
     normalise_map,
     overlay,
     overlay_png,
@@ -245,6 +246,22 @@ def test_coarse_maps_play_on_their_own_grid() -> None:
     assert trial.hit == 1.0 and trial.uniform == 1 / 8
 
 
+def test_tolerance_grows_the_mask_by_a_disc() -> None:
+    mask = np.zeros((9, 9), bool)
+    mask[4, 4] = True
+    assert int(grow_mask(mask, 1).sum()) == 5 and int(grow_mask(mask, 2).sum()) == 13
+    assert torch.equal(grow_mask(mask, 0), torch.from_numpy(mask))
+    heat = np.zeros((9, 9))
+    heat[4, 6] = 1.0  # two pixels right of the finding
+    assert pointing_hit(heat, mask) == 0.0 and pointing_hit(heat, mask, tolerance=1) == 0.0
+    assert pointing_hit(heat, mask, tolerance=2) == 1.0
+    assert uniform_hit_rate((9, 9), mask, tolerance=2) == 13 / 81
+    trial = play("s", "Fracture", "frontal", heat, mask, tolerance=2)
+    assert (trial.hit, trial.uniform) == (1.0, 13 / 81)
+    with pytest.raises(RRGError, match="tolerance"):
+        pointing_hit(heat, mask, tolerance=-1)
+
+
 @pytest.mark.parametrize(
     ("heat", "mask", "message"),
     [
@@ -252,7 +269,7 @@ def test_coarse_maps_play_on_their_own_grid() -> None:
         (np.ones((4, 4)), np.ones((4, 4)), "boolean"),
         (np.ones((2, 4, 4)), np.ones((4, 4), bool), "same leading dimensions"),
         (np.ones((8, 8)), np.ones((4, 4), bool), "does not fit"),
-        (np.full((4, 4), np.inf), np.ones((4, 4), bool), "infinite"),
+        (np.full((4, 4), np.inf), np.ones((4, 4), bool), "finite values"),
     ],
 )
 def test_bad_pointing_input_is_refused(heat, mask, message) -> None:
@@ -460,6 +477,11 @@ def test_dcrrg_pointing_on_phantoms(phantoms, dcrrg_run) -> None:
     data = report.to_dict()
     assert data["trials"] == overall.trials and set(data["by_finding"]) == {t.finding for t in report.trials}
     assert "| all |" in report.format_table()
+    native = dcrrg_pointing(attributor, phantoms, "train", "gradcam", limit=6, native=True, progress=False)
+    assert native.method == "DCRRG gradcam (native grid)" and native.overall.trials == overall.trials
+    assert native.overall.uniform > overall.uniform  # a 2x2 feature grid: cells touching the finding
+    result = attributor.attribute(torch.rand(1, 64, 64), "Edema", "gradcam")
+    assert result.grid.shape == (2, 2) and float(result.grid.max()) <= 1
 
 
 def test_uar_pointing_on_phantoms(phantoms, uar_run) -> None:
@@ -484,11 +506,15 @@ def test_the_command_prints_rates_and_the_uniform_baseline(
     assert AttributionSettings().ig_steps == pointing_game_cmd.IG_STEPS
     out = tmp_path / "pointing.json"
     argv = ["pointing-game", "--checkpoint", str(dcrrg_run[0]), "--data", str(phantoms), "--split", "train"]
-    code = main([*argv, "--limit", "3", "--method", "all", "--ig-steps", "2", "--out", str(out)])
+    code = main(
+        [*argv, "--limit", "3", "--method", "all", "--ig-steps", "2", "--tolerance", "2", "--out", str(out)]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert printed.count("uniform map") == 3 and "| all |" in printed
-    assert [r["method"] for r in json.loads(out.read_text())] == [f"DCRRG {m}" for m in METHODS]
+    written = json.loads(out.read_text())
+    assert [r["method"] for r in written] == [f"DCRRG {m}" for m in METHODS]
+    assert {r["tolerance"] for r in written} == {2} and "tolerance 2 px" in printed
     uar = ["pointing-game", "--checkpoint", str(uar_run[0]), "--data", str(phantoms), "--split", "train"]
     assert main([*uar, "--limit", "3", "--text", "reference"]) == 0
     assert "UAR TIR (reference reports)" in capsys.readouterr().out

@@ -44,6 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--text", choices=("generated", "reference"), default="generated",
         help="UAR: heatmaps of the generated report's words or of the study's own report (teacher-forced)",
     )  # fmt: skip
+    parser.add_argument(
+        "--tolerance", type=int, default=0,
+        help="count a peak within this many mask pixels of the finding as a hit (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--native-grid", action="store_true",
+        help="DCRRG: play each map at the method's own resolution where coarser (Grad-CAM's feature grid)",
+    )  # fmt: skip
     parser.add_argument("--limit", type=int, help="play on the first N studies of the split only")
     parser.add_argument("--ig-steps", type=int, default=IG_STEPS, help=f"IG steps (default {IG_STEPS})")
     parser.add_argument("--occlusion-window", type=int, help="occlusion square in input pixels (default 1/8)")
@@ -64,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise RRGError(f"--limit must be at least 1, got {args.limit}")
+    if args.tolerance < 0:
+        raise RRGError(f"--tolerance must be 0 or more pixels, got {args.tolerance}")
     if args.beam_size < 1:
         raise RRGError(f"--beam-size must be at least 1, got {args.beam_size}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -83,9 +93,23 @@ def run(args: argparse.Namespace) -> int:
         attributor = ObservationAttributor.from_generator(generator, settings)
         methods = list(METHODS) if args.method.strip().lower() == "all" else [method_name(args.method)]
         for method in methods:
-            reports.append(dcrrg_pointing(attributor, args.data, args.split, method, limit=args.limit))
+            reports.append(
+                dcrrg_pointing(
+                    attributor,
+                    args.data,
+                    args.split,
+                    method,
+                    limit=args.limit,
+                    native=args.native_grid,
+                    tolerance=args.tolerance,
+                )
+            )
     else:
-        reports.append(uar_pointing(generator, args.data, args.split, text=args.text, limit=args.limit))
+        reports.append(
+            uar_pointing(
+                generator, args.data, args.split, text=args.text, limit=args.limit, tolerance=args.tolerance
+            )
+        )
     print(f"{args.checkpoint} on {args.data} split {args.split!r}\n")
     for report in reports:
         print(report.format_table())

@@ -83,13 +83,16 @@ class AttributionSettings:
 @dataclass(frozen=True)
 class Attribution:
     """One attribution map: ``heatmap`` (H, W) in [0, 1] at the view's size, the hottest point 1
-    (all zeros when nothing speaks for the observation). ``probability``: the Step-1 probability that
-    the observation is positive on this view; ``seconds``: the time the attribution took."""
+    (all zeros when nothing speaks for the observation); ``grid``, the same at the method's own
+    resolution (Grad-CAM: the feature grid, e.g. 4 x 4 for a 128 px input; IG and occlusion: the
+    model input). ``probability``: the Step-1 probability that the observation is positive on this
+    view; ``seconds``: the time the attribution took."""
 
     observation: str
     method: str
     target: str
     heatmap: Tensor
+    grid: Tensor
     probability: float
     seconds: float
 
@@ -231,8 +234,9 @@ class ObservationAttributor:
             with torch.no_grad():
                 probability = float(score.logits(grey).softmax(dim=-1)[0, 1])
             seconds = time.perf_counter() - started
-        heatmap = normalise_map(resize_map(raw.detach().float().cpu(), original))
-        return Attribution(name, method, target, heatmap, probability, seconds)
+        raw = raw.detach().float().cpu()
+        heatmap = normalise_map(resize_map(raw, original))
+        return Attribution(name, method, target, heatmap, normalise_map(raw), probability, seconds)
 
     def attribute_all(
         self,

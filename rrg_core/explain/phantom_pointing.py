@@ -6,7 +6,10 @@ first image is the frontal view, the second the lateral one.
 
 - :func:`dcrrg_pointing`: for every finding of the 14 observations that a study shows, and every
   view where its mask is not empty, the attribution map of that observation on that view (one
-  method) is played against the mask at pixel level.
+  method) is played against the mask at pixel level (the map the app shows), or with
+  ``native=True`` at the method's own resolution where that is coarser than the view (Grad-CAM's
+  feature grid: its bilinear stretch puts the peak at a cell centre, which a small finding in the
+  same cell can miss).
 - :func:`uar_pointing`: for every word of UAR's report that names a finding (:func:`finding_words`)
   the study shows, the word's TIR map over all view slots is played against the finding's masks
   on UAR's token grid (see :mod:`rrg_core.explain.pointing`). Words naming a finding the study does
@@ -138,9 +141,12 @@ def dcrrg_pointing(
     *,
     settings: AttributionSettings | None = None,
     limit: int | None = None,
+    native: bool = False,
+    tolerance: int = 0,
     progress: bool = True,
 ) -> PointingReport:
-    """The pointing game of one attribution ``method`` on a phantom split (module docstring)."""
+    """The pointing game of one attribution ``method`` on a phantom split (module docstring);
+    ``tolerance`` as :mod:`rrg_core.explain.pointing` defines it."""
     method = method_name(method)
     dataset = _dataset(data, split, limit)
     trials: list[PointingTrial] = []
@@ -156,8 +162,11 @@ def dcrrg_pointing(
                     continue
                 _mask_fits(mask, view, item["id"])
                 result = attributor.attribute(view, observation, method, settings=settings)
-                trials.append(play(item["id"], observation, view_name, result.heatmap, mask))
-    return PointingReport(f"DCRRG {method}", trials, seconds=time.perf_counter() - started)
+                coarser = all(g <= m for g, m in zip(result.grid.shape, mask.shape, strict=True))
+                heatmap = result.grid if native and coarser else result.heatmap
+                trials.append(play(item["id"], observation, view_name, heatmap, mask, tolerance=tolerance))
+    name = f"DCRRG {method}" + (" (native grid)" if native else "")
+    return PointingReport(name, trials, seconds=time.perf_counter() - started, tolerance=tolerance)
 
 
 def _slot_masks(by_view: dict[str, np.ndarray], views: torch.Tensor, slots: int, study_id: str) -> np.ndarray:
@@ -174,7 +183,12 @@ def _slot_masks(by_view: dict[str, np.ndarray], views: torch.Tensor, slots: int,
 
 
 def _uar_trials(
-    study_id: str, explanation: UARExplanation, views: torch.Tensor, masks: dict, skipped: Counter
+    study_id: str,
+    explanation: UARExplanation,
+    views: torch.Tensor,
+    masks: dict,
+    skipped: Counter,
+    tolerance: int,
 ) -> list[PointingTrial]:
     trials = []
     for position, observation in finding_words(explanation.words):
@@ -188,7 +202,7 @@ def _uar_trials(
             skipped["finding not visible in the model's views"] += 1
             continue
         where = f"{explanation.words[position]}@{position}"
-        trials.append(play(study_id, observation, where, attention, slot_masks))
+        trials.append(play(study_id, observation, where, attention, slot_masks, tolerance=tolerance))
     return trials
 
 
@@ -200,9 +214,11 @@ def uar_pointing(
     text: str = "generated",
     limit: int | None = None,
     batch_size: int = 16,
+    tolerance: int = 0,
     progress: bool = True,
 ) -> PointingReport:
-    """The pointing game of UAR's word heatmaps on a phantom split (module docstring)."""
+    """The pointing game of UAR's word heatmaps on a phantom split (module docstring); ``tolerance``
+    in mask pixels, as :mod:`rrg_core.explain.pointing` defines it."""
     if text not in ("generated", "reference"):
         raise RRGError(f"text must be 'generated' or 'reference', got {text!r}")
     if batch_size < 1:
@@ -222,7 +238,8 @@ def uar_pointing(
             ]
         for item, explanation in zip(items, explanations, strict=True):
             masks = study_masks(data, item["id"])
-            trials.extend(_uar_trials(item["id"], explanation, item["images"], masks, skipped))
+            trials.extend(_uar_trials(item["id"], explanation, item["images"], masks, skipped, tolerance))
         bar.update(len(items))
     bar.close()
-    return PointingReport(f"UAR TIR ({text} reports)", trials, dict(skipped), time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return PointingReport(f"UAR TIR ({text} reports)", trials, dict(skipped), seconds, tolerance)

@@ -5,13 +5,18 @@ when several points share the maximum (a flat map, a plateau), the hit is the sh
 lie in the mask: the expected result of breaking the tie at random. So a constant map scores
 exactly the uniform baseline.
 
+``tolerance`` (pixels of the mask, 0 by default) grows the mask by a disc of that radius first, as
+Zhang et al. allow 15 px on 224 px images: a coarse map's peak sits at a cell centre, and a small
+finding (a nodule, a rib fracture) can lie a few pixels beside it. The baseline grows with it.
+
 Maps coarser than their mask (UAR's token grid over a 64 px image, say) are played on the map's
 own grid: a cell counts as inside the finding when any of its pixels is (cells span the pixel
 ranges ``floor(i * H / h)`` to ``ceil((i + 1) * H / h)``, as adaptive pooling cuts them).
 
 The **uniform baseline** of a trial is the hit rate of a map whose hottest point is uniform over
-the grid: the share of points (pixels or cells) inside the mask, computed exactly. Averaged over
-the same trials it is the chance level the measured rate is compared with.
+the grid: the share of points (pixels or cells) inside the (grown) mask, computed exactly from
+integer counts. Averaged over the same trials it is the chance level the measured rate is
+compared with.
 """
 
 from __future__ import annotations
@@ -36,13 +41,33 @@ def _tensor(value: ArrayLike, what: str) -> Tensor:
     raise RRGError(f"{what} must be a torch tensor or a numpy array, got {type(value).__name__}")
 
 
-def cell_mask(mask: ArrayLike, grid: tuple[int, int]) -> Tensor:
-    """A boolean mask (..., H, W) on a coarser grid (..., h, w): a cell is in when any of its pixels is."""
+def _bool_mask(mask: ArrayLike) -> Tensor:
     tensor = _tensor(mask, "the mask")
     if tensor.dtype != torch.bool:
         raise RRGError(f"a finding mask must be boolean, got {tensor.dtype}")
     if tensor.dim() < 2:
         raise RRGError(f"a finding mask must be (H, W) or (..., H, W), got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def grow_mask(mask: ArrayLike, tolerance: int) -> Tensor:
+    """The boolean mask (..., H, W) grown by a disc of radius ``tolerance`` pixels (0: unchanged)."""
+    tensor = _bool_mask(mask)
+    if int(tolerance) != tolerance or tolerance < 0:
+        raise RRGError(f"the pointing tolerance must be a whole number of pixels >= 0, got {tolerance}")
+    if tolerance == 0:
+        return tensor.clone()
+    radius = int(tolerance)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    disc = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).float()[None, None]
+    flat = tensor.reshape(-1, 1, *tensor.shape[-2:]).float()
+    grown = functional.conv2d(flat, disc, padding=radius) > 0.5
+    return grown.reshape(tensor.shape)
+
+
+def cell_mask(mask: ArrayLike, grid: tuple[int, int]) -> Tensor:
+    """A boolean mask (..., H, W) on a coarser grid (..., h, w): a cell is in when any of its pixels is."""
+    tensor = _bool_mask(mask)
     height, width = tensor.shape[-2:]
     h, w = grid
     if h < 1 or w < 1 or h > height or w > width:
@@ -54,44 +79,39 @@ def cell_mask(mask: ArrayLike, grid: tuple[int, int]) -> Tensor:
     return pooled.reshape(*tensor.shape[:-2], h, w)
 
 
-def _checked(heatmap: ArrayLike, mask: ArrayLike) -> tuple[Tensor, Tensor]:
-    heat = _tensor(heatmap, "the heatmap").float()
-    bool_mask = _tensor(mask, "the mask")
-    if heat.dim() < 2 or heat.dim() != bool_mask.dim() or heat.shape[:-2] != bool_mask.shape[:-2]:
+def _cells(heat_shape: tuple[int, ...], mask: ArrayLike, tolerance: int) -> Tensor:
+    """The mask, grown by ``tolerance``, on the grid of a map of ``heat_shape``; refuses misfits."""
+    bool_mask = _bool_mask(mask)
+    if len(heat_shape) != bool_mask.dim() or heat_shape[:-2] != tuple(bool_mask.shape[:-2]):
         raise RRGError(
-            f"heatmap {tuple(heat.shape)} and mask {tuple(bool_mask.shape)} must both be (..., h, w) "
-            "with the same leading dimensions (e.g. (H, W) and (H, W), or (views, h, w) and (views, H, W))"
+            f"heatmap {heat_shape} and mask {tuple(bool_mask.shape)} must both be (..., h, w) with the "
+            "same leading dimensions (e.g. (H, W) and (H, W), or (views, h, w) and (views, H, W))"
         )
-    if heat.numel() == 0 or not torch.isfinite(heat).all():
-        raise RRGError("the heatmap is empty or holds NaN or infinite values")
-    cells = cell_mask(bool_mask, (heat.shape[-2], heat.shape[-1]))
-    if not cells.any():
-        raise RRGError("the finding mask is empty: there is nothing to point at")
-    return heat, cells
+    return cell_mask(grow_mask(bool_mask, tolerance), (heat_shape[-2], heat_shape[-1]))
 
 
-def pointing_hit(heatmap: ArrayLike, mask: ArrayLike) -> float:
+def pointing_hit(heatmap: ArrayLike, mask: ArrayLike, *, tolerance: int = 0) -> float:
     """1.0 when the hottest point of ``heatmap`` lies in ``mask``, 0.0 when not; with ties, the share
     of the tied maxima inside (module docstring). Shapes (..., h, w) and (..., H, W), as :func:`cell_mask`."""
-    heat, cells = _checked(heatmap, mask)
+    heat = _tensor(heatmap, "the heatmap").float()
+    if heat.dim() < 2 or heat.numel() == 0 or not torch.isfinite(heat).all():
+        raise RRGError("the heatmap must be a non-empty (..., h, w) array of finite values")
+    cells = _cells(tuple(heat.shape), mask, tolerance)
+    if not cells.any():
+        raise RRGError("the finding mask is empty: there is nothing to point at")
     hottest = heat == heat.max()
     return int((hottest & cells).sum()) / int(hottest.sum())
 
 
-def uniform_hit_rate(heatmap_shape: tuple[int, ...] | torch.Size, mask: ArrayLike) -> float:
+def uniform_hit_rate(
+    heatmap_shape: tuple[int, ...] | torch.Size, mask: ArrayLike, *, tolerance: int = 0
+) -> float:
     """The exact hit rate of a map of ``heatmap_shape`` whose hottest point is uniform: the share of its
-    points inside ``mask`` (pooled to the map's grid when coarser)."""
-    heat_shape = tuple(heatmap_shape)
-    bool_mask = _tensor(mask, "the mask")
-    if (
-        len(heat_shape) < 2
-        or len(heat_shape) != bool_mask.dim()
-        or heat_shape[:-2] != tuple(bool_mask.shape[:-2])
-    ):
-        raise RRGError(
-            f"a heatmap of shape {heat_shape} does not fit a mask of shape {tuple(bool_mask.shape)}"
-        )
-    cells = cell_mask(bool_mask, (heat_shape[-2], heat_shape[-1]))
+    points inside ``mask`` (grown by ``tolerance``, pooled to the map's grid when coarser)."""
+    shape = tuple(int(n) for n in heatmap_shape)
+    if len(shape) < 2 or min(shape) < 1:
+        raise RRGError(f"a heatmap shape must be (..., h, w) with no empty dimension, got {shape}")
+    cells = _cells(shape, mask, tolerance)
     return int(cells.sum()) / cells.numel()  # integer counts: exact, no float32 rounding
 
 
@@ -107,12 +127,13 @@ class PointingTrial:
     uniform: float
 
 
-def play(study_id: str, finding: str, where: str, heatmap: ArrayLike, mask: ArrayLike) -> PointingTrial:
+def play(
+    study_id: str, finding: str, where: str, heatmap: ArrayLike, mask: ArrayLike, *, tolerance: int = 0
+) -> PointingTrial:
     """Score one trial: :func:`pointing_hit` and :func:`uniform_hit_rate` of ``heatmap`` on ``mask``."""
-    heat, _ = _checked(heatmap, mask)
-    return PointingTrial(
-        study_id, finding, where, pointing_hit(heat, mask), uniform_hit_rate(heat.shape, mask)
-    )
+    hit = pointing_hit(heatmap, mask, tolerance=tolerance)
+    uniform = uniform_hit_rate(tuple(_tensor(heatmap, "the heatmap").shape), mask, tolerance=tolerance)
+    return PointingTrial(study_id, finding, where, hit, uniform)
 
 
 @dataclass(frozen=True)
@@ -153,6 +174,7 @@ class PointingReport:
     trials: list[PointingTrial]
     skipped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    tolerance: int = 0
 
     @property
     def overall(self) -> PointingScore:
@@ -169,6 +191,7 @@ class PointingReport:
         overall = self.overall
         return {
             "method": self.method,
+            "tolerance": self.tolerance,
             "trials": overall.trials,
             "rate": overall.rate,
             "uniform": overall.uniform,
@@ -184,7 +207,7 @@ class PointingReport:
     def format_table(self) -> str:
         """A Markdown table: per finding and overall, trials, hit rate, uniform baseline, lift."""
         lines = [
-            f"pointing game, {self.method}",
+            f"pointing game, {self.method}" + (f", tolerance {self.tolerance} px" if self.tolerance else ""),
             "",
             "| finding | trials | hit rate | uniform | lift |",
             "|---|---:|---:|---:|---:|",

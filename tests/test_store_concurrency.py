@@ -3,6 +3,8 @@ every other one is told, with their edit handed back. On SQLite and (when config
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,7 @@ from store_helpers import backend_params, fresh_url, png_bytes
 from rrg_core.store import ReviewConflictError, Store, ViewImage, content_hash, open_store
 
 THREADS = 20
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(params=backend_params())
@@ -102,3 +105,19 @@ def test_concurrent_adds_of_the_same_study_make_one_study(store: Store):
     assert len({study.id for study in results.values()}) == 1
     assert len(store.worklist()) == 1
     assert [e.action for e in store.audit_events()] == ["study.added"]
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_processes_opening_a_new_database_together(backend: str, tmp_path: Path):
+    """Three app processes started together on an empty database: one migrates, the others wait for it."""
+    code = "import sys; from rrg_core.store import open_store; print(open_store(sys.argv[1]).worklist())"
+    with fresh_url(backend, tmp_path) as url:
+        command = [sys.executable, "-c", code, url]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        children = [subprocess.Popen(command, cwd=REPO_ROOT, **pipes) for _ in range(3)]
+        outcomes = [child.communicate(timeout=120) for child in children]
+        for child, (out, err) in zip(children, outcomes, strict=True):
+            assert child.returncode == 0, err
+            assert out.strip() == "[]"
+        with open_store(url) as store:
+            assert store.worklist() == []

@@ -21,13 +21,12 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from rrg_core.checkpoints import CheckpointError, find_checkpoints, load_checkpoint
+from rrg_core.checkpoints import Checkpoint, CheckpointError, find_checkpoints, load_checkpoint
 from rrg_core.data.reports import split_sentences
 from rrg_core.disagreements import find_disagreements
 from rrg_core.errors import RRGError
@@ -239,7 +238,7 @@ def load_model(
         checkpoint_hash=checkpoint.sha256[:16],
         data_fingerprint=checkpoint.data_fingerprint,
         vocabulary=tuple(checkpoint.vocab.tokens) if checkpoint.vocab is not None else (),
-        index=_load_index(Path(folder), key),
+        index=_load_index(checkpoint),
     )
 
 
@@ -251,13 +250,26 @@ def _factories() -> dict[str, Callable[..., Any]]:
     return {"dcrrg": dcrrg_generator_from_checkpoint, "uar": uar_generator_from_checkpoint}
 
 
-def _load_index(folder: Path, key: str) -> NeighbourIndex | None:
-    """The image index ``train index`` saved beside the checkpoint, if any."""
-    try:
-        from rrg_core.retrieval import load_image_index
-    except ImportError:
-        return None
-    return load_image_index(folder)
+def _load_index(checkpoint: Checkpoint) -> NeighbourIndex | None:
+    """The image index ``train index`` saved beside the checkpoint, if any (a stale one is refused)."""
+    from rrg_core.retrieval import load_index
+
+    index = load_index(checkpoint, "image", missing_ok=True)
+    return None if index is None else _RecordNeighbours(index)
+
+
+class _RecordNeighbours:
+    """A retrieval index whose neighbours come back as the result's plain records: the result
+    module stays free of torch, so that the store and the UI can read results without it."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    def search(self, queries: Tensor, k: int) -> list[list[Neighbour]]:
+        found = self.index.search(queries.reshape(len(queries), -1), k)
+        return [
+            [Neighbour(n.study_id, n.report, n.image_path, round(n.score, 4)) for n in row] for row in found
+        ]
 
 
 def _load(study: StudySource, k: int, study_id: str | None) -> LoadedStudy:

@@ -68,13 +68,17 @@ def vocab(phantoms) -> Vocabulary:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(vocab, tmp_path_factory):
-    """A folder with a tiny random DCRRG and UAR checkpoint trained (nominally) on the same data."""
+def checkpoints(vocab, phantoms, tmp_path_factory):
+    """A folder with a tiny random DCRRG and UAR checkpoint trained (nominally) on the same data, each
+    with the image index of the phantoms' training split beside it."""
     root = tmp_path_factory.mktemp("checkpoints")
     save_dcrrg(_tiny_dcrrg(vocab), root / "dcrrg", vocab=vocab, extra_config={"image_size": 64},
                data_fingerprint="same")  # fmt: skip
     save_uar(_tiny_uar(vocab), root / "uar", vocab=vocab, extra_config={"image": UAR_IMAGE},
              data_fingerprint="same")  # fmt: skip
+    for kind in ("dcrrg", "uar"):
+        command = ["index", "--checkpoint", str(root / kind), "--data", str(phantoms), "--workers", "0"]
+        assert main(command) == 0
     return root
 
 
@@ -89,7 +93,7 @@ def study(phantoms) -> list[str]:
     return [str(phantoms / "images" / path) for path in record.image_paths]
 
 
-def test_one_study_gets_both_drafts_the_table_and_attention(pipeline, study):
+def test_one_study_gets_both_drafts_table_attention_and_neighbours(pipeline, study, phantoms):
     result = pipeline.review(study, study_id="s1")
     assert result.study_id == "s1" and result.missing == {} and result.schema_version == SCHEMA_VERSION
     assert set(result.drafts) == {"dcrrg", "uar"}
@@ -105,7 +109,13 @@ def test_one_study_gets_both_drafts_the_table_and_attention(pipeline, study):
     maps = result.attention.maps
     assert maps.shape[:2] == (len(result.drafts["uar"].tokens), 2)  # a map per token and per view
     assert np.allclose(maps.reshape(len(maps), -1).sum(axis=1), 1.0, atol=1e-4) if len(maps) else True
-    assert {"load", "dcrrg", "uar", "total"} <= set(result.timings)
+    assert {"load", "dcrrg", "uar", "retrieval", "total"} <= set(result.timings)
+    train_ids = {r.id for r in read_annotation(phantoms)["train"]}
+    for key in ("dcrrg", "uar"):
+        neighbours = result.neighbours[key]
+        assert len(neighbours) == 5 and {n.study_id for n in neighbours} <= train_ids
+        assert [n.score for n in neighbours] == sorted((n.score for n in neighbours), reverse=True)
+        assert all(n.image_path.startswith("images/") and n.report for n in neighbours)
     assert result.warnings == []  # same data and vocabulary, plausible images
 
 

@@ -4,7 +4,8 @@ A preset is a nested mapping: ``image_size``, ``beam_size``, ``weight_decay``, `
 DCRRGConfig / DCCLIPConfig fields) and ``step1`` ... ``step4`` (``epochs``, ``batch_size``, ``lr``,
 optional ``max_iterations`` and ``schedule`` (constant or cosine); Step 1 also an optional
 ``train_from_block``: the image encoder's layers before that EfficientNet block stay frozen, None or
-absent = all train; Steps 1-2 ``text_lr``, the text encoder's own learning rate; Step 3
+absent = all train; Steps 1-2 ``text_lr``, the text encoder's own learning rate, and
+``text_train_from_layer``, the text encoder's layers before it stay frozen; Step 3
 ``balance``). ``--set step1.lr=3e-4`` replaces one existing field; a key the
 preset does not have is refused, so a typo cannot be silently ignored.
 """
@@ -29,6 +30,8 @@ _OPTIONAL = (
         "step2.step1_weight",
         "step1.text_lr",
         "step2.text_lr",
+        "step1.text_train_from_layer",
+        "step2.text_train_from_layer",
         "step3.balance",
         "step3.text_view",
     }
@@ -51,7 +54,7 @@ def step_settings(preset: dict[str, Any], step: int) -> dict[str, Any]:
     checks = {"epochs": float, "batch_size": int, "lr": float}
     for field, kind in checks.items():
         value = settings.get(field)
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        if not _is_number(value) or value <= 0:
             raise RRGError(f"step{step}.{field} must be a positive number, got {value!r}")
         settings[field] = kind(value)
     limit = settings.get("max_iterations")
@@ -60,16 +63,19 @@ def step_settings(preset: dict[str, Any], step: int) -> dict[str, Any]:
     schedule = settings.get("schedule")
     if schedule is not None and schedule not in SCHEDULES:
         raise RRGError(f"step{step}.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    start = settings.get("train_from_block")
-    if start is not None and (
-        step not in (1, 2) or not isinstance(start, int) or isinstance(start, bool) or start < 0
-    ):
-        raise RRGError(
-            f"step{step}.train_from_block must be a non-negative integer in step1 or step2, got {start!r}"
-        )
+    for field in ("train_from_block", "text_train_from_layer"):  # the encoders train in Steps 1-2 only
+        value = settings.get(field)
+        if value is not None and (step not in (1, 2) or not _is_int(value) or value < 0):
+            raise RRGError(f"step{step}.{field} must be an integer >= 0 in step1 or step2, got {value!r}")
     text_lr = settings.get("text_lr")
-    if text_lr is not None and (
-        not isinstance(text_lr, int | float) or isinstance(text_lr, bool) or text_lr <= 0
-    ):
+    if text_lr is not None and not (_is_number(text_lr) and text_lr > 0):
         raise RRGError(f"step{step}.text_lr must be a positive number, got {text_lr!r}")
     return settings
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from rrg_core.data.transforms import TransformConfig
+from rrg_core.errors import RRGError
 from rrg_core.metrics import auroc_per_observation, choose_thresholds
 from rrg_core.models.dcrrg import DCRRG, EncoderFeatures
 from rrg_core.observations import NUM_OBSERVATIONS, OBSERVATIONS
@@ -197,6 +198,29 @@ def freeze_early_image_layers(model: DCRRG, train_from_block: int | None) -> int
     return sum(p.numel() for module in early for p in module.parameters())
 
 
+def freeze_early_text_layers(model: DCRRG, train_from_layer: int | None) -> int:
+    """Freeze the text encoder's embeddings and transformer layers before ``train_from_layer``;
+    returns the number of frozen parameters (0 for None: every layer trains).
+
+    Why: fine-tuning all of a pretrained MiniLM was most of a Step-1 iteration on the CPU (its
+    backward through 6 layers for every report); the upper layers adapt it to report language, and
+    autograd then stops at the first trainable layer. Encoders without BERT-style ``embeddings`` and
+    ``encoder.layer`` are refused rather than silently trained whole.
+    """
+    if not train_from_layer:
+        return 0
+    network = model.clip.text_encoder.model
+    layers = getattr(getattr(network, "encoder", None), "layer", None)
+    if layers is None or not hasattr(network, "embeddings"):
+        raise RRGError(f"text_train_from_layer needs a BERT-style encoder, not {type(network).__name__}")
+    if train_from_layer > len(layers):
+        raise RRGError(f"text_train_from_layer {train_from_layer} is past the text encoder's {len(layers)}")
+    early = [network.embeddings, *list(layers)[:train_from_layer]]
+    for module in early:
+        module.requires_grad_(False)
+    return sum(p.numel() for module in early for p in module.parameters())
+
+
 def paired_early_features(model: DCRRG, data: TrainData, train_from_block: int, ctx: StepContext) -> Tensor:
     """:func:`early_image_features` of the paired studies, computed once per block: the layers before
     it stay frozen in every step that names the same block, so Step 2 reuses Step 1's output."""
@@ -254,6 +278,7 @@ def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
     model.train()
     start = settings.get("train_from_block")
     frozen = freeze_early_image_layers(model, start)
+    frozen_text = freeze_early_text_layers(model, settings.get("text_train_from_layer"))
     images, targets, weights = data.images, data.targets, data.weights
     early = paired_early_features(model, data, start, ctx) if start else None
     if data.extra_images is not None:
@@ -264,6 +289,9 @@ def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
     if frozen and ctx.info.is_main:
         logger.info("step1: image encoder layers before block %d frozen (%d parameters), their "
                     "output cached", start, frozen)  # fmt: skip
+    if frozen_text and ctx.info.is_main:
+        logger.info("step1: text encoder embeddings and layers before %d frozen (%d parameters)",
+                    settings["text_train_from_layer"], frozen_text)  # fmt: skip
     size = settings["batch_size"]
     image_stream = index_batches(len(images), size, ctx.generator, ctx.info)
     text_stream = index_batches(len(data.reports), size, ctx.generator, ctx.info)
@@ -305,6 +333,7 @@ def step2(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
     model.train()
     start = settings.get("train_from_block")
     freeze_early_image_layers(model, start)
+    freeze_early_text_layers(model, settings.get("text_train_from_layer"))
     early = paired_early_features(model, data, start, ctx) if start else None
     step1_weight = float(settings.get("step1_weight") or 0.0)
     stream = index_batches(len(data.reports), settings["batch_size"], ctx.generator, ctx.info)

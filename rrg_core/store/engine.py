@@ -120,6 +120,14 @@ def _sqlite_engine(url: URL) -> Engine:
     return engine
 
 
+def reader(engine: Engine) -> Engine:
+    """The same engine whose transactions read one snapshot (SQLite's WAL reads already do)."""
+    if engine.dialect.name == "postgresql":
+        # Read-only REPEATABLE READ transactions never fail to serialise; they only pin a snapshot.
+        return engine.execution_options(isolation_level="REPEATABLE READ")
+    return engine
+
+
 def writer(engine: Engine) -> Engine:
     """The same engine (and pool) whose transactions are write transactions."""
     if engine.dialect.name == "sqlite":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,10 +121,10 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _read(self) -> Any:
+    def _read(self) -> AbstractContextManager[Session]:
         return transaction(self._engine, self._where, write=False)
 
-    def _write(self, races: bool = False) -> Any:
+    def _write(self, races: bool = False) -> AbstractContextManager[Session]:
         return transaction(self._engine, self._where, write=True, races=races)
 
     # --- studies -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from rrg_core.store.engine import BUSY_TIMEOUT_S, writer
+from rrg_core.store.engine import BUSY_TIMEOUT_S, reader, writer
 from rrg_core.store.errors import StoreError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -52,11 +52,14 @@ def describe(error: DBAPIError, where: str) -> StoreUnavailableError:
 def transaction(engine: Engine, where: str, *, write: bool, races: bool = False) -> Iterator[Session]:
     """A session in one transaction: committed when the block ends, rolled back on any error.
 
+    Reads see one snapshot of the database for the whole block; writes hold the write lock
+    (SQLite) or row locks (PostgreSQL) until the commit.
+
     Driver errors become :class:`StoreUnavailableError`. A broken constraint becomes :class:`StoreError`,
     unless ``races``: then the :class:`IntegrityError` reaches the caller, which treats it as a lost
     race (two writers inserting the same unique row) and reads what the winner wrote.
     """
-    bind = writer(engine) if write else engine
+    bind = writer(engine) if write else reader(engine)
     try:
         with Session(bind, expire_on_commit=False, autoflush=False) as session, session.begin():
             yield session

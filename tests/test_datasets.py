@@ -284,3 +284,30 @@ def test_shared_iu_xray_reports(iu_xray_dir: Path):
     assert "README.md" in message and "no images/ directory" in message
     assert f"python -m train phantoms --from-reports {iu_xray_dir / 'annotation.json'} --out DIR" in message
     assert "iu_xray.zip" in message
+
+
+def test_reviewed_labels_are_read_by_study_and_checked(tmp_path):
+    from rrg_core.data.datasets import read_reviewed_labels
+
+    entries = [
+        {"id": "a", "report": "x", "image_path": ["a.png"], "labels": {"Pleural Effusion": 1, "edema": "-1"}},
+        {"id": "b", "report": "y", "image_path": ["b.png"]},
+    ]
+    (tmp_path / "annotation.json").write_text(json.dumps({"train": entries}))
+    found = read_reviewed_labels(tmp_path)
+    assert list(found) == ["a"]
+    assert (found["a"]["Pleural Effusion"], found["a"]["Edema"], found["a"]["Fracture"]) == (1, -1, None)
+    entries[0]["labels"] = {"Nonsense": 1}
+    (tmp_path / "annotation.json").write_text(json.dumps({"train": entries}))
+    with pytest.raises(DatasetError, match="study 'a': unknown observation 'Nonsense'"):
+        read_reviewed_labels(tmp_path)
+
+
+def test_reviewed_labels_win_over_the_labeler_for_training():
+    from train.dcrrg.data import StudyLabels
+    from train.dcrrg.prepare import apply_reviewed_labels
+
+    labels = {"a": StudyLabels({"Edema": 0}, {"Edema": ["no edema"]}), "b": StudyLabels({"Edema": 1}, {})}
+    apply_reviewed_labels(labels, {"a": {"Edema": 1}, "unknown": {"Edema": 1}})
+    assert labels["a"].labels == {"Edema": 1} and labels["a"].sentences == {"Edema": ["no edema"]}
+    assert labels["b"].labels == {"Edema": 1} and set(labels) == {"a", "b"}

@@ -27,7 +27,8 @@ from torch.utils.data import Dataset
 
 from rrg_core.data.images import load_image
 from rrg_core.data.vocab import Vocabulary
-from rrg_core.errors import DatasetError, ImageLoadError, ImagesMissingError
+from rrg_core.errors import DatasetError, ImageLoadError, ImagesMissingError, RRGError
+from rrg_core.observations import validate_labels
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,30 @@ def read_annotation(path_or_dir: str | os.PathLike) -> dict[str, list[StudyRecor
     splits = {split: _read_split(path, split, entries) for split, entries in data.items()}
     logger.info("read %s: %s", path, ", ".join(f"{s} {len(r)}" for s, r in splits.items()))
     return splits
+
+
+def read_reviewed_labels(
+    path_or_dir: str | os.PathLike, split: str = "train"
+) -> dict[str, dict[str, int | None]]:
+    """The ``labels`` that entries of ``split`` carry (a reviewer's corrections, as ``python -m train
+    export-corrections`` writes them), by study id; entries without them are left out.
+
+    Raises :class:`DatasetError` naming the study for labels that are not the 14 observations' values.
+    """
+    path = annotation_path(path_or_dir)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")).get(split, [])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+        raise DatasetError(f"cannot read the labels of {path}: {error}") from error
+    found = {}
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("labels") is not None:
+            try:
+                labels = validate_labels(entry["labels"])
+            except RRGError as error:
+                raise DatasetError(f"{path}: study {entry.get('id')!r}: {error}") from error
+            found[str(entry["id"])] = {k: None if v is None else int(v) for k, v in labels.items()}
+    return found
 
 
 def _read_split(path: Path, split: str, entries: object) -> list[StudyRecord]:

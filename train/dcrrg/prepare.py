@@ -16,6 +16,7 @@ from rrg_core.data.datasets import (
     StudyRecord,
     detect_spec,
     read_annotation,
+    read_reviewed_labels,
 )
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import DatasetError, ImagesMissingError
@@ -85,6 +86,17 @@ def labels_for(records: list[StudyRecord], cache: Path, info: DistInfo) -> dict[
     return labels if info.is_main else label_studies(records, cache if cache.is_file() else None)
 
 
+def apply_reviewed_labels(labels: dict[str, StudyLabels], reviewed: dict[str, dict[str, int | None]]) -> None:
+    """A reviewer's corrected labels win over the labeler's reading of the same report: they are
+    what the radiologist decided, and the report text may not say all of it. The attributed
+    sentences (Step 3's targets) still come from the labeler."""
+    for study_id, corrected in reviewed.items():
+        if study_id in labels:
+            labels[study_id] = StudyLabels(corrected, labels[study_id].sentences)
+    if reviewed:
+        logger.info("extra data: %d studies with reviewed labels", len(reviewed))
+
+
 def nan_targets(studies: list[StudyLabels]) -> torch.Tensor:
     """(N, 14) 1/0 targets with NaN for uncertain labels (skipped by AUROC and threshold choice)."""
     rows = [
@@ -113,6 +125,8 @@ def prepare(args: Any, preset: dict, run_dir: Path, vocab: Vocabulary | None, in
     """Read, label, build the vocabulary (unless resuming with one), encode and cache the images."""
     train, val, spec, paths = read_records(args.data, args.extra)
     labels = labels_for(train + val, run_dir / "labels.json", info)
+    if args.extra is not None:
+        apply_reviewed_labels(labels, read_reviewed_labels(args.extra))
     if vocab is None:
         vocab = Vocabulary.build((r.report for r in train), spec.min_count)
     logger.info("vocabulary: %d tokens (min count %d)", len(vocab), spec.min_count)

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         data_fingerprint=data_fingerprint(args.data), split=args.split,
     )  # fmt: skip
     for kind, index in indexes.items():
-        save_index(index, index_folder(checkpoint.folder, kind))
+        save_index(index, index_folder(checkpoint.folder, kind), data_root=args.data)
     shapes = ", ".join(f"{kind} {len(index)}x{index.dim}" for kind, index in indexes.items())
     print(
         f"indexed {len(records)} {args.split} studies of {args.data} with {checkpoint.kind} "

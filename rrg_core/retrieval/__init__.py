@@ -11,6 +11,7 @@
 from rrg_core.retrieval.build import EMBEDDINGS, build_indexes, indexable
 from rrg_core.retrieval.files import (
     SCHEMA_VERSION,
+    index_data_root,
     index_folder,
     load_index,
     read_index,
@@ -36,6 +37,7 @@ __all__ = [
     "RetrievalError",
     "RetrievalIndex",
     "build_indexes",
+    "index_data_root",
     "index_folder",
     "indexable",
     "load_index",

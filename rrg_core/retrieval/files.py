@@ -5,7 +5,9 @@
 - ``embeddings.safetensors``: one float32 tensor ``embeddings`` (N, D), unit rows;
 - ``index.json``: ``{"format": "rrg-retrieval-index", "schema_version", "code_version", "created",
   "embeddings_sha256", "source": {model_kind, embedding_kind, embedding, checkpoint_sha256,
-  data_fingerprint, split}, "count", "dim", "studies": [{"id", "report", "image_path"}, ...]}``.
+  data_fingerprint, split}, "count", "dim", "studies": [{"id", "report", "image_path"}, ...]}``,
+  and optionally ``"data_root"``: the absolute data set folder the ``image_path``s are relative to,
+  recorded at build time so that the app can show the neighbours' images (:func:`index_data_root`).
 
 Nothing is unpickled. Loading refuses an index of another schema version, one whose
 ``checkpoint_sha256`` is not the hash of the checkpoint it is loaded for (retraining leaves the old
@@ -63,10 +65,14 @@ def saved_indexes(checkpoint_folder: str | os.PathLike) -> list[str]:
     )
 
 
-def save_index(index: RetrievalIndex, folder: str | os.PathLike) -> Path:
+def save_index(
+    index: RetrievalIndex, folder: str | os.PathLike, *, data_root: str | os.PathLike | None = None
+) -> Path:
     """Write ``index`` to ``folder`` (replacing an earlier index there, atomically); returns the folder.
 
-    A folder that holds files but no index is refused rather than replaced.
+    ``data_root``: the data set folder the studies' image paths are relative to (recorded as an
+    absolute path, for showing the neighbours' images). A folder that holds files but no index is
+    refused rather than replaced.
     """
     folder = Path(folder)
     if folder.exists() and (
@@ -86,9 +92,25 @@ def save_index(index: RetrievalIndex, folder: str | os.PathLike) -> Path:
             "embeddings_sha256": file_sha256(staging / EMBEDDINGS_FILE),
             **index.metadata(),
         }
+        if data_root is not None:
+            document["data_root"] = str(Path(data_root).expanduser().resolve())
         write_json_durably(staging / METADATA_FILE, document)
 
     return replace_folder(folder, fill)
+
+
+def index_data_root(checkpoint_folder: str | os.PathLike, embedding_kind: str = "image") -> Path | None:
+    """The data set folder recorded when the checkpoint's ``embedding_kind`` index was built, if any.
+
+    Read from ``index.json`` without loading or checking the embeddings: a missing, unreadable or
+    older index (built before the folder was recorded) gives None.
+    """
+    path = index_folder(checkpoint_folder, embedding_kind) / METADATA_FILE
+    try:
+        root = json.loads(path.read_text(encoding="utf-8")).get("data_root")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return Path(root) if isinstance(root, str) and root else None
 
 
 def load_index(

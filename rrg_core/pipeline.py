@@ -101,6 +101,7 @@ class ReviewPipeline:
         self.neighbours = neighbours
         self.compatibility_warnings = _compatibility_warnings(list(self.models.values()))
         self._lock = threading.Lock()
+        self._attributor: Any = None
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -176,6 +177,23 @@ class ReviewPipeline:
         for result in results:
             result.timings = {**share, "total": round(sum(share.values()), 4)}
         return results
+
+    def attribute(self, view: ViewSource, observation: str, method: str = "gradcam", **options: Any) -> Any:
+        """Captum attribution of DCRRG's Step-1 head for ``observation`` on one view, on demand (an
+        :class:`rrg_core.explain.attribution.Attribution`: heatmap, overlay, probability, seconds).
+
+        ``method``: ``ig``, ``gradcam`` or ``occlusion``; ``options`` go to ``attribute`` (target,
+        settings). Kept out of :meth:`review`: Integrated Gradients and occlusion cost seconds.
+        """
+        if "dcrrg" not in self.models:
+            raise RRGError(f"attributions need DCRRG, which is not loaded: {self.missing.get('dcrrg')}")
+        grey = load_study([view]).views[0]
+        with self._lock:
+            if self._attributor is None:
+                from rrg_core.explain.attribution import ObservationAttributor
+
+                self._attributor = ObservationAttributor.from_generator(self.models["dcrrg"].generator)
+            return self._attributor.attribute(grey, observation, method, **options)
 
     def _run_dcrrg(
         self, model: LoadedModel, views: list[list[Tensor]], results: list[ReviewResult], timer: _Timer

@@ -244,3 +244,11 @@ def test_cli_prints_one_result_per_study(checkpoints, study, capsys):
     assert [len(r["views"]) for r in out] == [2, 1]
     assert all(r["attention"] is None and set(r["drafts"]) == {"dcrrg", "uar"} for r in out)
     assert main(["review", "--checkpoints", str(checkpoints), "/nonexistent.png"]) == 2
+
+
+def test_attributions_are_computed_on_demand(pipeline, study):
+    attribution = pipeline.attribute(study[0], "pleural effusion", "gradcam")
+    assert attribution.observation == "Pleural Effusion" and attribution.method == "gradcam"
+    assert attribution.heatmap.shape == (64, 64) and 0 <= attribution.probability <= 1
+    with pytest.raises(Exception, match="unknown observation"):
+        pipeline.attribute(study[0], "broken heart")

@@ -189,7 +189,7 @@ def test_mismatched_lists_and_options_are_refused() -> None:
 
 def test_without_faiss_auto_is_exact_and_faiss_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index_module, "faiss_module", lambda: None)
-    assert make_index(torch.ones(3, 2), faiss_min_rows=0).backend == "exact"
+    assert make_index(torch.ones(3, 2), faiss_min_rows=0).backend_for(1) == "exact"
     with pytest.raises(RetrievalError, match="faiss-cpu"):
         make_index(torch.ones(3, 2), backend="faiss")
 
@@ -199,15 +199,17 @@ def test_faiss_gives_the_exact_search_results() -> None:
     g = torch.Generator().manual_seed(3)
     bank, queries = torch.randn(2000, 32, generator=g), torch.randn(40, 32, generator=g)
     exact = make_index(bank, backend="exact")
-    fast = make_index(bank, faiss_min_rows=1000)
-    assert fast.backend == "faiss" and make_index(bank).backend == "exact"  # default threshold: 200,000
+    fast = make_index(bank, backend="faiss")
     exact_scores, exact_rows = exact.top_k(queries, 7)
-    faiss_scores, faiss_rows = fast.top_k(queries, 7)
-    assert torch.equal(faiss_rows, exact_rows)
-    assert torch.allclose(faiss_scores, exact_scores, atol=1e-5)
-    assert [n.study_id for n in fast.search(queries[0], 3)] == [
-        n.study_id for n in exact.search(queries[0], 3)
-    ]
+    # FAISS scans one query at a time below 20 queries and uses BLAS from 20 on: check both paths.
+    for some in (queries[:3], queries):
+        faiss_scores, faiss_rows = fast.top_k(some, 7)
+        assert torch.equal(faiss_rows, exact_rows[: len(some)])
+        assert torch.allclose(faiss_scores, exact_scores[: len(some)], atol=1e-5)
+    auto = make_index(bank, faiss_min_rows=1000)
+    assert auto.backend_for(1) == "faiss" and auto.backend_for(20) == "exact"
+    assert make_index(bank).backend_for(1) == "exact"  # the default threshold: 200,000 studies
+    assert [n.study_id for n in auto.search(queries[0], 7)] == [f"s{row}" for row in exact_rows[0].tolist()]
     # Duplicates among the k returned come back in row order, as the exact search gives them.
     twins = make_index(torch.cat([bank[:5], bank[:5]]), backend="faiss")
     assert twins.top_k(bank[:1], 2)[1].tolist() == [[0, 5]]

@@ -28,8 +28,12 @@ Backend = Literal["auto", "exact", "faiss"]
 BACKENDS: tuple[str, ...] = ("auto", "exact", "faiss")
 
 #: ``backend="auto"`` uses FAISS (when installed and the index is on the CPU) from this many studies
-#: up; below it the torch product is as fast and needs no second copy of the embeddings.
+#: up; below it the torch product is about as fast and needs no second copy of the embeddings ...
 DEFAULT_FAISS_MIN_ROWS = 200_000
+#: ... and only for searches of fewer queries than this at once: FAISS's flat scan beat the torch
+#: product for one query on 1M rows (2x, one thread), but from 20 queries on it switches to its BLAS
+#: path, 4x slower than torch's (benchmarks/bench_retrieval.py).
+FAISS_MAX_QUERIES = 20
 #: A row whose L2 norm is this close to 1 counts as unit length and is stored as it is.
 UNIT_TOLERANCE = 1e-6
 
@@ -85,8 +89,9 @@ class RetrievalIndex:
         study_ids, reports, image_paths: one per row.
         source: what the embeddings are (saved with the index, checked when it is loaded).
         backend: ``"exact"`` (torch matrix product), ``"faiss"`` (FAISS IndexFlatIP, also exact) or
-            ``"auto"``: FAISS from ``faiss_min_rows`` studies up when it is installed and the index
-            is on the CPU, else exact.
+            ``"auto"``: FAISS for searches of fewer than :data:`FAISS_MAX_QUERIES` queries on an
+            index of ``faiss_min_rows`` studies or more, when it is installed and the index is on
+            the CPU; else exact.
         faiss_min_rows: the size from which ``"auto"`` picks FAISS.
         chunk_rows: rows scored at a time by the exact search (bounds its memory).
 
@@ -143,7 +148,7 @@ class RetrievalIndex:
     def __repr__(self) -> str:
         return (
             f"RetrievalIndex({len(self)} studies x {self.dim}, {self.source.model_kind} "
-            f"{self.source.embedding_kind}, backend {self.backend})"
+            f"{self.source.embedding_kind}, backend {self.backend_for(1)})"
         )
 
     @property
@@ -156,12 +161,11 @@ class RetrievalIndex:
         """Where the embeddings live and the exact search runs."""
         return self.embeddings.device
 
-    @property
-    def backend(self) -> str:
-        """The backend searches use: ``"exact"`` or ``"faiss"``."""
+    def backend_for(self, queries: int = 1) -> str:
+        """The backend a search of ``queries`` queries at once uses: ``"exact"`` or ``"faiss"``."""
         if self.requested_backend != "auto":
             return self.requested_backend
-        large = len(self) >= self.faiss_min_rows
+        large = len(self) >= self.faiss_min_rows and queries < FAISS_MAX_QUERIES
         return "faiss" if large and self.device.type == "cpu" and faiss_module() is not None else "exact"
 
     def to(self, device: str | torch.device) -> RetrievalIndex:
@@ -181,7 +185,7 @@ class RetrievalIndex:
             raise RetrievalError(f"k (how many neighbours) must be a whole number of at least 1, got {k!r}")
         matrix = self._check_queries(queries)
         k = min(k, len(self))
-        if self.backend == "faiss":
+        if self.backend_for(len(matrix)) == "faiss":
             if self.device.type != "cpu":
                 raise RetrievalError(
                     f"the FAISS backend searches CPU indexes only; this one is on {self.device}"
@@ -245,14 +249,13 @@ def _unit_rows(matrix: Tensor, chunk_rows: int) -> Tensor:
     out = torch.empty(matrix.shape, dtype=torch.float32, device=matrix.device)
     for start in range(0, matrix.shape[0], chunk_rows):
         chunk = matrix[start : start + chunk_rows].to(torch.float32)
-        if not torch.isfinite(chunk).all():
+        norms = chunk.norm(dim=1, keepdim=True)  # NaN or inf where a row has one: no separate check
+        if not torch.isfinite(norms).all():
             raise RetrievalError("embeddings have NaN or infinite values: the model that made them is broken")
-        norms = chunk.norm(dim=1, keepdim=True)
         if not (norms > 0).all():
             row = start + int((norms.flatten() == 0).nonzero()[0])
             raise RetrievalError(f"embedding row {row} is all zeros: it has no direction to compare")
-        # Rows already of unit length are kept bit for bit: a saved index loads back unchanged.
-        out[start : start + chunk_rows] = torch.where(
-            (norms - 1).abs() <= UNIT_TOLERANCE, chunk, chunk / norms
-        )
+        # Rows already of unit length are kept bit for bit (x * 1.0 == x): a saved index loads back unchanged.
+        scale = torch.where((norms - 1).abs() <= UNIT_TOLERANCE, 1.0, 1.0 / norms)
+        torch.mul(chunk, scale, out=out[start : start + chunk_rows])
     return out

@@ -73,15 +73,21 @@ def _top_k_block(queries: Tensor, bank: Tensor, k: int, chunk_rows: int) -> tupl
 def _ordered_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The k best columns per row of ``scores`` in (score descending, column ascending) order.
 
-    ``torch.topk`` may take any of several columns tied at the k-th score; the rows where it left
-    one out are redone by hand (rare: exact ties of float scores), taking the lowest columns.
+    ``torch.topk`` may take any of several columns tied at the k-th score. That matters only where
+    the (k+1)-th best score equals the k-th (rare: exact ties of float scores); those rows are redone
+    by hand, taking the lowest tied columns. Asking topk for k+1 finds them without another pass over
+    all the scores.
     """
-    values, columns = scores.topk(k, dim=1)
-    kth = values[:, -1:]
-    left_out = (scores == kth).sum(dim=1) > (values == kth).sum(dim=1)
+    extra = min(k + 1, scores.shape[1])
+    values, columns = scores.topk(extra, dim=1)
+    boundary = values[:, k - 1 : k]
+    left_out = (
+        values[:, -1] == boundary[:, 0] if extra > k else torch.zeros_like(boundary[:, 0], dtype=torch.bool)
+    )
+    values, columns = values[:, :k].clone(), columns[:, :k].clone()
     for row in left_out.nonzero().flatten().tolist():
-        above = (scores[row] > kth[row]).nonzero().flatten()
-        tied = (scores[row] == kth[row]).nonzero().flatten()[: k - len(above)]
+        above = (scores[row] > boundary[row]).nonzero().flatten()
+        tied = (scores[row] == boundary[row]).nonzero().flatten()[: k - len(above)]
         columns[row] = torch.cat([above, tied])
         values[row] = scores[row, columns[row]]
     return order_ties(values, columns)

@@ -287,20 +287,20 @@ def test_shared_iu_xray_reports(iu_xray_dir: Path):
 
 
 def test_reviewed_labels_are_read_by_study_and_checked(tmp_path):
-    from rrg_core.data.datasets import read_reviewed_labels
+    from rrg_core.data.datasets import reviewed_labels
 
     entries = [
         {"id": "a", "report": "x", "image_path": ["a.png"], "labels": {"Pleural Effusion": 1, "edema": "-1"}},
         {"id": "b", "report": "y", "image_path": ["b.png"]},
     ]
     (tmp_path / "annotation.json").write_text(json.dumps({"train": entries}))
-    found = read_reviewed_labels(tmp_path)
+    found = reviewed_labels(read_annotation(tmp_path)["train"])
     assert list(found) == ["a"]
     assert (found["a"]["Pleural Effusion"], found["a"]["Edema"], found["a"]["Fracture"]) == (1, -1, None)
     entries[0]["labels"] = {"Nonsense": 1}
     (tmp_path / "annotation.json").write_text(json.dumps({"train": entries}))
     with pytest.raises(DatasetError, match="study 'a': unknown observation 'Nonsense'"):
-        read_reviewed_labels(tmp_path)
+        reviewed_labels(read_annotation(tmp_path)["train"])
 
 
 def test_reviewed_labels_win_over_the_labeler_for_training():

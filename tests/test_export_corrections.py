@@ -13,7 +13,7 @@ from rrg_core.data.datasets import R2GenDataset, read_annotation
 from rrg_core.observations import OBSERVATIONS
 from rrg_core.store import Store, ViewImage, content_hash, open_store
 from train.__main__ import main as train_main
-from train.dcrrg.prepare import read_records
+from train.common.splits import read_training_records
 
 
 @pytest.fixture(params=backend_params())
@@ -68,7 +68,7 @@ def test_export_writes_a_data_set_the_readers_take(store_url: str, phantoms: Pat
     dataset = R2GenDataset(out, "train", views=2)
     item = dataset[0]
     assert item["images"].shape[:2] == (2, 1) and item["report"] == first.report
-    train_records, _val, _spec, paths = read_records(phantoms, out)
+    train_records, _val, _spec, paths = read_training_records(phantoms, out)
     assert [r.id for r in train_records[-2:]] == [r.id for r in train]
     assert all(path.is_file() for path in paths[first.id])
 

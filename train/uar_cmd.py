@@ -22,6 +22,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset field, e.g. stage1.lr=3e-4 or dvae.epochs=2")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="image decoding processes for the cache (0: none)")
+    p.add_argument("--extra", type=Path, help="extra R2Gen-layout data (its train split joins training)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -119,27 +119,21 @@ def read_annotation(path_or_dir: str | os.PathLike) -> dict[str, list[StudyRecor
     return splits
 
 
-def read_reviewed_labels(
-    path_or_dir: str | os.PathLike, split: str = "train"
-) -> dict[str, dict[str, int | None]]:
-    """The ``labels`` that entries of ``split`` carry (a reviewer's corrections, as ``python -m train
-    export-corrections`` writes them), by study id; entries without them are left out.
+def reviewed_labels(records: Iterable[StudyRecord]) -> dict[str, dict[str, int | None]]:
+    """The ``labels`` that records carry (a reviewer's corrections, as ``python -m train
+    export-corrections`` writes them in each entry), by study id; records without them are left out.
 
     Raises :class:`DatasetError` naming the study for labels that are not the 14 observations' values.
     """
-    path = annotation_path(path_or_dir)
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8")).get(split, [])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
-        raise DatasetError(f"cannot read the labels of {path}: {error}") from error
     found = {}
-    for entry in entries:
-        if isinstance(entry, dict) and entry.get("labels") is not None:
-            try:
-                labels = validate_labels(entry["labels"])
-            except RRGError as error:
-                raise DatasetError(f"{path}: study {entry.get('id')!r}: {error}") from error
-            found[str(entry["id"])] = {k: None if v is None else int(v) for k, v in labels.items()}
+    for record in records:
+        if record.extra.get("labels") is None:
+            continue
+        try:
+            labels = validate_labels(record.extra["labels"])
+        except RRGError as error:
+            raise DatasetError(f"study {record.id!r}: {error}") from error
+        found[record.id] = {k: None if v is None else int(v) for k, v in labels.items()}
     return found
 
 

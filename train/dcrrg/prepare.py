@@ -10,19 +10,12 @@ from typing import Any
 import torch
 
 from rrg_core.data.chexpert import read_chexpert_csv
-from rrg_core.data.datasets import (
-    IMAGES_DIR,
-    DatasetSpec,
-    StudyRecord,
-    detect_spec,
-    read_annotation,
-    read_reviewed_labels,
-)
+from rrg_core.data.datasets import DatasetSpec, StudyRecord, read_annotation, reviewed_labels
 from rrg_core.data.vocab import Vocabulary
-from rrg_core.errors import DatasetError, ImagesMissingError
+from rrg_core.errors import ImagesMissingError
 from rrg_core.observations import OBSERVATIONS, Label
 from train.common.distributed import DistInfo, barrier
-from train.common.splits import split_with_images
+from train.common.splits import read_training_records
 from train.dcrrg.data import (
     StudyLabels,
     balance_weights,
@@ -48,34 +41,6 @@ class Prepared:
     vocab: Vocabulary
     spec: DatasetSpec
     train_records: list[StudyRecord]
-
-
-def read_records(
-    data: Path, extra: Path | None
-) -> tuple[list[StudyRecord], list[StudyRecord], DatasetSpec, dict]:
-    """Training records (data's train split, then extra's train split), validation records, spec, paths.
-
-    ``paths`` maps study id -> absolute image paths (extra data keeps its own images/ folder).
-    """
-    if not data.is_dir():
-        raise DatasetError(f"data folder {data} not found")
-    splits = read_annotation(data)
-    spec = detect_spec(r for records in splits.values() for r in records)
-    train = split_with_images(data, splits, "train", spec.views, required=True)
-    val = split_with_images(data, splits, "val", spec.views, required=False)
-    paths = {r.id: [data / IMAGES_DIR / p for p in r.image_paths] for r in train + val}
-    if extra is not None:
-        if not extra.is_dir():
-            raise DatasetError(f"--extra folder {extra} not found")
-        # Only the extra set's train split: its val/test studies must stay unseen.
-        extra_train = split_with_images(extra, read_annotation(extra), "train", 1, required=True)
-        clashes = {r.id for r in extra_train} & set(paths)
-        if clashes:
-            raise DatasetError(f"--extra repeats study ids of --data (e.g. {sorted(clashes)[0]})")
-        paths.update({r.id: [extra / IMAGES_DIR / p for p in r.image_paths] for r in extra_train})
-        train = train + extra_train
-        logger.info("extra data: %d training studies from %s", len(extra_train), extra)
-    return train, val, spec, paths
 
 
 def labels_for(records: list[StudyRecord], cache: Path, info: DistInfo) -> dict[str, StudyLabels]:
@@ -123,10 +88,10 @@ def _extra_chexpert(csv: Path, root: Path, size: int, views: int, workers: int, 
 
 def prepare(args: Any, preset: dict, run_dir: Path, vocab: Vocabulary | None, info: DistInfo) -> Prepared:
     """Read, label, build the vocabulary (unless resuming with one), encode and cache the images."""
-    train, val, spec, paths = read_records(args.data, args.extra)
+    train, val, spec, paths = read_training_records(args.data, args.extra)
     labels = labels_for(train + val, run_dir / "labels.json", info)
     if args.extra is not None:
-        apply_reviewed_labels(labels, read_reviewed_labels(args.extra))
+        apply_reviewed_labels(labels, reviewed_labels(read_annotation(args.extra)["train"]))
     if vocab is None:
         vocab = Vocabulary.build((r.report for r in train), spec.min_count)
     logger.info("vocabulary: %d tokens (min count %d)", len(vocab), spec.min_count)

@@ -126,7 +126,8 @@ def run_dvae(args: argparse.Namespace) -> int:
             logger.info("%s already holds a trained dVAE; delete it to train again", args.out)
             return
         ctx = _context(args, preset, info)
-        data = prepare(args.data, ImageSettings.of_preset(preset), None, args.workers, info.is_main)
+        image = ImageSettings.of_preset(preset)
+        data = prepare(args.data, image, None, args.workers, info.is_main, args.extra)
         train_and_save_dvae(args, preset, data, ctx, args.out)
 
     _distributed(args, "dvae", body)
@@ -281,7 +282,7 @@ def _train_uar(args: argparse.Namespace, preset: dict, info: DistInfo, requested
     vocab = None  # resuming keeps the vocabulary the finished stages were trained with
     if plan is not None and plan.start_from is not None:
         vocab = load_checkpoint(plan.start_from, expected_kind="uar").vocab
-    data = prepare(args.data, ImageSettings.of_preset(preset), vocab, args.workers, info.is_main)
+    data = prepare(args.data, ImageSettings.of_preset(preset), vocab, args.workers, info.is_main, args.extra)
     dvae, dvae_hash = None, ""
     if not use_lsu and "dvae" in requested:
         logger.info("ablation %r takes CNN features, not dVAE tokens: no dVAE is trained", preset["ablation"])

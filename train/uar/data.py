@@ -17,16 +17,12 @@ import torch
 from torch import Tensor
 
 from rrg_core.data.datasets import (
-    IMAGES_DIR,
     DatasetSpec,
     StudyRecord,
-    detect_spec,
-    read_annotation,
 )
 from rrg_core.data.transforms import TransformConfig
 from rrg_core.data.vocab import Vocabulary
-from rrg_core.errors import DatasetError
-from train.common.splits import split_with_images
+from train.common.splits import read_training_records
 from train.dcrrg.data import cache_images, pad_ids
 
 logger = logging.getLogger(__name__)
@@ -116,15 +112,17 @@ class UARData:
         return pad_ids([source[i] for i in index.tolist()], self.vocab.pad_id)
 
 
-def prepare(data: Path, image: ImageSettings, vocab: Vocabulary | None, workers: int, show: bool) -> UARData:
-    """Read the train and val splits, build the vocabulary (unless resuming with one), encode the
-    reports and cache the images."""
-    if not data.is_dir():
-        raise DatasetError(f"data folder {data} not found")
-    splits = read_annotation(data)
-    spec = detect_spec(r for records in splits.values() for r in records)
-    train = split_with_images(data, splits, "train", spec.views, required=True)
-    val = split_with_images(data, splits, "val", spec.views, required=False)
+def prepare(
+    data: Path,
+    image: ImageSettings,
+    vocab: Vocabulary | None,
+    workers: int,
+    show: bool,
+    extra: Path | None = None,
+) -> UARData:
+    """Read the train and val splits (and ``extra``'s train split, e.g. exported corrections), build
+    the vocabulary (unless resuming with one), encode the reports and cache the images."""
+    train, val, spec, image_paths = read_training_records(data, extra)
     if vocab is None:
         vocab = Vocabulary.build((r.report for r in train), spec.min_count)
     logger.info(
@@ -132,7 +130,7 @@ def prepare(data: Path, image: ImageSettings, vocab: Vocabulary | None, workers:
     )
 
     def paths(records: list[StudyRecord]) -> list[list[Path]]:
-        return [[data / IMAGES_DIR / p for p in r.image_paths] for r in records]
+        return [image_paths[r.id] for r in records]
 
     return UARData(
         vocab=vocab, spec=spec, train_records=train, val_records=val,

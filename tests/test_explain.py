@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import DCRRG_IMAGE_SIZE
 from torch import nn
 
+from rrg_core.checkpoints import load_checkpoint
 from rrg_core.data.datasets import read_annotation
 from rrg_core.data.reports import split_sentences
-from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.explain import (
     METHODS,
@@ -42,20 +43,12 @@ from rrg_core.explain import (
     word_overlays,
 )
 from rrg_core.explain.attribution import grad_cam_layer
-from rrg_core.generators import DCRRGGenerator
-from rrg_core.models.dcclip import DCCLIP, DCCLIPConfig, ProjectionHead
-from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
-from rrg_core.models.dcrrg_io import save_dcrrg
-from rrg_core.models.dvae import DVAE, DVAEConfig
+from rrg_core.generators import DCRRGGenerator, dcrrg_generator_from_checkpoint
+from rrg_core.models.dcclip import DCCLIP, ProjectionHead
 from rrg_core.models.image_encoders import ImageEncoder
-from rrg_core.models.uar import UAR
-from rrg_core.models.uar_config import UARConfig
-from rrg_core.models.uar_io import save_uar
-from rrg_core.uar_generator import UARExplanation, UARGenerator
+from rrg_core.uar_generator import UARExplanation, UARGenerator, uar_generator_from_checkpoint
 from train import pointing_game_cmd
 from train.__main__ import main
-
-UAR_IMAGE = {"size": 32, "train_resize": 32, "channels": 1, "mean": [0.5], "std": [0.5]}
 
 
 @pytest.fixture(autouse=True)
@@ -293,18 +286,20 @@ def test_finding_words() -> None:
 
 
 @pytest.fixture(scope="module")
-def clip() -> DCCLIP:
-    """A tiny random DCCLIP (EfficientNet-Lite0 without weights, 1-layer random BERT)."""
-    torch.manual_seed(0)
-    config = DCCLIPConfig(
-        pretrained=None, text_encoder="tiny-random", projection_dim=16, projection_hidden=32
-    )
-    return DCCLIP(config).eval()
+def dcrrg_generator(tiny_dcrrg_checkpoint) -> DCRRGGenerator:
+    """The shared tiny random DCRRG (64 px input: EfficientNet-Lite0 without weights, a 2x2 feature grid)."""
+    return dcrrg_generator_from_checkpoint(load_checkpoint(tiny_dcrrg_checkpoint), "cpu", beam_size=1)
 
 
 @pytest.fixture(scope="module")
-def attributor(clip) -> ObservationAttributor:
-    return ObservationAttributor(clip, image_size=64, settings=AttributionSettings(ig_steps=4, ig_batch=4))
+def clip(dcrrg_generator) -> DCCLIP:
+    return dcrrg_generator.model.clip
+
+
+@pytest.fixture(scope="module")
+def attributor(dcrrg_generator) -> ObservationAttributor:
+    settings = AttributionSettings(ig_steps=4, ig_batch=4)
+    return ObservationAttributor.from_generator(dcrrg_generator, settings)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -425,33 +420,11 @@ def test_bad_attribution_input_is_refused(attributor) -> None:
 
 
 @pytest.fixture(scope="module")
-def dcrrg_run(phantoms, clip, tmp_path_factory):
-    """A tiny random DCRRG checkpoint (64 px input) with the phantoms' vocabulary."""
-    torch.manual_seed(0)
-    vocab = Vocabulary.build([r.report for r in read_annotation(phantoms)["train"]], min_count=1)
-    config = DCRRGConfig(
-        vocab_size=len(vocab), clip=clip.config, d_model=32, d_ff=64, n_prefix=2, max_length=12
-    )
-    folder = tmp_path_factory.mktemp("runs") / "dcrrg"
-    return save_dcrrg(DCRRG(config), folder, vocab=vocab, extra_config={"image_size": 64}), vocab, config
-
-
-@pytest.fixture(scope="module")
-def uar_run(phantoms, tmp_path_factory):
-    """A tiny random UAR checkpoint (32 px, 4x4 token grid per view) with the phantoms' vocabulary."""
-    torch.manual_seed(0)
-    vocab = Vocabulary.build([r.report for r in read_annotation(phantoms)["train"]], min_count=1)
-    dvae = DVAE(
-        DVAEConfig(in_channels=1, image_size=32, downsample=8, codebook_size=16, embed_dim=4, hidden=4)
-    )
-    config = UARConfig(
-        vocab_size=len(vocab), d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32,
-        max_length=24, image_size=32, codebook_size=16, n_basis=32, dropout=0.0,
-    )  # fmt: skip
-    model = UAR(config, dvae)
-    model.set_stage(2)
-    folder = tmp_path_factory.mktemp("runs") / "uar"
-    return save_uar(model.eval(), folder, vocab=vocab, extra_config={"image": UAR_IMAGE}), vocab, model
+def uar_generator(tiny_uar_checkpoint) -> UARGenerator:
+    """The shared tiny random UAR (32 px views, a 4x4 token grid each), greedy and short."""
+    generator = uar_generator_from_checkpoint(load_checkpoint(tiny_uar_checkpoint), "cpu", beam_size=1)
+    generator.max_length = 8
+    return generator
 
 
 def test_study_masks_read_the_phantom_layout(phantoms) -> None:
@@ -464,12 +437,8 @@ def test_study_masks_read_the_phantom_layout(phantoms) -> None:
     assert study_masks(phantoms, "no-such-study") == {}
 
 
-def test_dcrrg_pointing_on_phantoms(phantoms, dcrrg_run) -> None:
-    _, vocab, config = dcrrg_run
-    torch.manual_seed(0)
-    generator = DCRRGGenerator(DCRRG(config), vocab, device="cpu", image_size=64)
-    attributor = ObservationAttributor.from_generator(generator)
-    assert attributor.size == (64, 64)
+def test_dcrrg_pointing_on_phantoms(phantoms, attributor) -> None:
+    assert attributor.size == (DCRRG_IMAGE_SIZE, DCRRG_IMAGE_SIZE)
     report = dcrrg_pointing(attributor, phantoms, "train", "gradcam", limit=6, progress=False)
     overall = report.overall
     assert overall.trials > 0 and 0 <= overall.rate <= 1 and 0 < overall.uniform < 1
@@ -484,9 +453,8 @@ def test_dcrrg_pointing_on_phantoms(phantoms, dcrrg_run) -> None:
     assert result.grid.shape == (2, 2) and float(result.grid.max()) <= 1
 
 
-def test_uar_pointing_on_phantoms(phantoms, uar_run) -> None:
-    _, vocab, model = uar_run
-    generator = UARGenerator(model, vocab, device="cpu", image=UAR_IMAGE, beam_size=1, max_length=8)
+def test_uar_pointing_on_phantoms(phantoms, uar_generator) -> None:
+    generator = uar_generator
     reference = uar_pointing(generator, phantoms, "train", text="reference", limit=8, progress=False)
     assert reference.overall.trials > 0, reference.skipped
     for trial in reference.trials:
@@ -500,12 +468,13 @@ def test_uar_pointing_on_phantoms(phantoms, uar_run) -> None:
 
 
 def test_the_command_prints_rates_and_the_uniform_baseline(
-    phantoms, dcrrg_run, uar_run, tmp_path, capsys
+    phantoms, tiny_dcrrg_checkpoint, tiny_uar_checkpoint, tmp_path, capsys
 ) -> None:
     assert pointing_game_cmd.METHODS == METHODS
     assert AttributionSettings().ig_steps == pointing_game_cmd.IG_STEPS
     out = tmp_path / "pointing.json"
-    argv = ["pointing-game", "--checkpoint", str(dcrrg_run[0]), "--data", str(phantoms), "--split", "train"]
+    data = ["--data", str(phantoms), "--split", "train"]
+    argv = ["pointing-game", "--checkpoint", str(tiny_dcrrg_checkpoint), *data]
     code = main(
         [*argv, "--limit", "3", "--method", "all", "--ig-steps", "2", "--tolerance", "2", "--out", str(out)]
     )
@@ -515,7 +484,7 @@ def test_the_command_prints_rates_and_the_uniform_baseline(
     written = json.loads(out.read_text())
     assert [r["method"] for r in written] == [f"DCRRG {m}" for m in METHODS]
     assert {r["tolerance"] for r in written} == {2} and "tolerance 2 px" in printed
-    uar = ["pointing-game", "--checkpoint", str(uar_run[0]), "--data", str(phantoms), "--split", "train"]
+    uar = ["pointing-game", "--checkpoint", str(tiny_uar_checkpoint), *data]
     assert main([*uar, "--limit", "3", "--text", "reference"]) == 0
     assert "UAR TIR (reference reports)" in capsys.readouterr().out
     assert main([*argv, "--method", "lime"]) == 2

@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,6 +46,9 @@ from rrg_core.explain.overlay import (
 from rrg_core.models.dcclip import DCCLIP
 from rrg_core.models.image_encoders import ImageEncoder
 from rrg_core.observations import canonical_name, observation_index
+
+if TYPE_CHECKING:
+    from rrg_core.generators import DCRRGGenerator
 
 METHODS: tuple[str, ...] = ("integrated_gradients", "gradcam", "occlusion")
 _METHOD_ALIASES = {
@@ -175,7 +179,7 @@ class ObservationAttributor:
 
     @classmethod
     def from_generator(
-        cls, generator: object, settings: AttributionSettings | None = None
+        cls, generator: DCRRGGenerator, settings: AttributionSettings | None = None
     ) -> ObservationAttributor:
         """From a :class:`~rrg_core.generators.DCRRGGenerator`: its model, device and input size."""
         model = getattr(generator, "model", None)

@@ -33,6 +33,18 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one torch thread is fastest, and two spin-waiting threads crawl on a busy 2-core
+    machine. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_dcrrg_checkpoint(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random DCRRG checkpoint with the phantoms' vocabulary (64 px; copy it to change it)."""

@@ -24,13 +24,7 @@ WORDS = ["heart", "normal", "lungs", "clear", "effusion", "small", "no", "."]
 IMAGE = UAR_IMAGE
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and two spin-waiting threads crawl on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(stage: int = 2) -> UAR:

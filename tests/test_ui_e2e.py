@@ -1,0 +1,139 @@
+"""The review page end to end in headless Chromium (Playwright for Python driving Debian's chromium).
+
+Tiny random checkpoints and a temporary SQLite database: upload a phantom image, see both drafts and
+the observation table, click a word and see its heatmap, edit and save, reload the page and find the
+edit in the worklist. A screenshot of each step (1366x768) goes to the test's output folder, or to
+``RRG_SCREENSHOTS`` when that is set, so a person can look at them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from app_helpers import app_checkpoints, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TIMEOUT_MS = 90_000
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install -y chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def server(phantoms, tmp_path_factory):
+    import torch
+
+    from ui.server import make_context, serve
+
+    torch.set_num_threads(1)
+    root = app_checkpoints(phantoms, tmp_path_factory.mktemp("app_checkpoints"))
+    database = tmp_path_factory.mktemp("db") / "reviews.sqlite"
+    context = make_context(root, f"sqlite:///{database}", device="cpu")
+    port = free_port()
+    app = serve(context, "127.0.0.1", port, block=False, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def page():
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        tab = browser.new_page(viewport={"width": 1366, "height": 768})
+        tab.set_default_timeout(TIMEOUT_MS)
+        yield tab
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    folder = (
+        Path(os.environ["RRG_SCREENSHOTS"]) if os.environ.get("RRG_SCREENSHOTS") else tmp_path / "screenshots"
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+
+    def take(page, name: str) -> Path:
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path))
+        return path
+
+    return take
+
+
+def test_draft_look_edit_save_and_find_it_in_the_worklist(server, page, shots):
+    expect = playwright_api.expect
+    page.goto(server)
+    page.wait_for_selector("#rrg-analyse")
+    expect(page.get_by_text("not for clinical use", exact=False).first).to_be_visible()
+    shots(page, "01-start")
+
+    # Upload a phantom (both views) and draft.
+    page.set_input_files(
+        "#rrg-files input[type=file]",
+        [str(EXAMPLE / "phantom1_frontal.png"), str(EXAMPLE / "phantom1_lateral.png")],
+    )
+    expect(page.locator("#rrg-files").get_by_text("phantom1_lateral", exact=False)).to_be_visible()
+    page.click("#rrg-analyse")
+    expect(page.locator("#rrg-alert .rrg-alert")).to_be_visible()
+    expect(page.locator("#rrg-alert .rrg-error")).to_have_count(0)
+    expect(page.locator("#rrg-dcrrg .token").first).to_be_visible()
+    expect(page.locator("#rrg-uar .token").first).to_be_visible()
+    for name in ("Atelectasis", "Pleural Effusion", "Support Devices"):
+        expect(page.locator("#rrg-table").get_by_text(name, exact=True).filter(visible=True)).to_be_visible()
+    expect(page.locator("#rrg-image img")).to_be_visible()
+    shots(page, "02-drafted")
+
+    # A word of the UAR draft -> its TIR heatmap.
+    word = page.locator("#rrg-uar .token").first
+    token = word.inner_text().strip()
+    word.click()
+    expect(page.locator("#rrg-heatmap img")).to_be_visible()
+    expect(page.locator("#rrg-heat-caption")).to_contain_text(f"the word “{token}”")
+    page.locator("#rrg-heatmap").scroll_into_view_if_needed()
+    shots(page, "03-word-heatmap")
+
+    # A label changed in the table, then the editor: start from DCRRG, edit, sign, final, save.
+    # (The table keeps hidden copies of its cells for measuring: only visible ones are clicked.)
+    label = page.locator("#rrg-table").get_by_text("negative", exact=True).filter(visible=True).first
+    label.click()
+    expect(
+        page.locator("#rrg-table").get_by_text("✎", exact=False).filter(visible=True).first
+    ).to_be_visible()
+    page.click("#rrg-start-dcrrg")
+    editor = page.locator("#rrg-editor textarea")
+    expect(editor).not_to_have_value("")
+    edited = editor.input_value() + " Edited in the end-to-end test."
+    editor.fill(edited)
+    page.locator("#rrg-reviewer :is(input, textarea)").fill("dr_e2e")
+    page.locator("#rrg-status").get_by_text("final", exact=True).click()
+    page.click("#rrg-save")
+    expect(page.locator("#rrg-save-alert .rrg-success")).to_contain_text("Saved version 1 (final)")
+    expect(editor).to_have_value(edited)
+    page.locator("#rrg-save").scroll_into_view_if_needed()
+    shots(page, "04-saved")
+
+    # Reload: the worklist lists the study; opening it shows the version and the word diff.
+    page.reload()
+    page.wait_for_selector("#rrg-analyse")
+    page.get_by_role("tab", name="Worklist").click()
+    table = page.locator("#rrg-wl-table")
+    reviewer_cell = table.get_by_text("dr_e2e", exact=True).filter(visible=True).first
+    expect(reviewer_cell).to_be_visible()
+    reviewer_cell.click()
+    expect(page.locator("#rrg-wl-diff")).to_contain_text("end-to-end")
+    expect(page.locator("#rrg-wl-diff ins").first).to_be_visible()
+    expect(page.locator("#rrg-wl-history")).to_contain_text("final")
+    shots(page, "05-worklist")
+
+    # The model card states what the models are and that drafts need review.
+    page.get_by_role("tab", name="Model card").click()
+    expect(page.get_by_text("Not for clinical use without review.", exact=False).first).to_be_visible()
+    shots(page, "06-model-card")

@@ -1,0 +1,202 @@
+"""The "Model card" tab: which checkpoints are loaded, what they were trained on, how they scored.
+
+Read from each checkpoint's config.json and metrics.json (``python -m train evaluate`` merges its
+results there under the split's name). Figures are drawn with matplotlib's object API (no pyplot),
+so building them from a server thread touches no global state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from rrg_core.observations import OBSERVATIONS
+from ui.context import AppContext, CheckpointInfo
+from ui.formatting import MODEL_NAMES
+
+NOT_CLINICAL = (
+    "**Not for clinical use without review.** The drafts, labels, heatmaps and neighbours on this page "
+    "are produced by research models. A qualified radiologist must read the images and check and correct "
+    "every draft before anything is used for a patient."
+)
+NLG_METRICS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
+ROC_MISSING = (
+    "ROC curves need, per observation, the false and true positive rates over the thresholds (or each test "
+    "study's probability and reference label). The metrics.json of {models} holds the AUROC per observation "
+    "but not those points, so the figure shows the AUROC per observation instead. `python -m train evaluate` "
+    "would have to save them (e.g. under `auroc.curves`: observation -> {{fpr, tpr}}) for curves to be drawn."
+)
+
+
+def evaluations(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The evaluation results in a metrics.json, by split (the entries that hold NLG scores)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, dict) and isinstance(v.get("nlg"), dict)}
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) and not isinstance(value, bool) else "–"
+
+
+def trained_on(context: AppContext, info: CheckpointInfo) -> str:
+    """What a checkpoint was trained on, as far as the app can tell."""
+    if context.trained_on:
+        return context.trained_on
+    root = info.data_root
+    if root is not None and (root / "masks").is_dir():
+        return f"synthetic phantoms (the index's data set {root} has finding masks: phantom generator)"
+    if root is not None:
+        return f"the data set at {root} (data fingerprint {info.header.get('data_fingerprint') or 'unknown'})"
+    return f"unknown (data fingerprint {info.header.get('data_fingerprint') or 'not recorded'})"
+
+
+def checkpoints_markdown(context: AppContext) -> str:
+    """The loaded checkpoints as a table, and the models that are not loaded with the reason."""
+    lines = [
+        "| Model | Name | Checkpoint | Hash | Preset | Created | Trained on |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, model in context.pipeline.models.items():
+        info = context.checkpoints.get(key)
+        header = info.header if info else {}
+        lines.append(
+            f"| {MODEL_NAMES.get(key, key)} | {model.generator.name} | `{info.folder if info else '?'}` | "
+            f"`{model.checkpoint_hash}` | {header.get('preset') or '–'} | "
+            f"{str(header.get('created', '–'))[:19]} | "
+            f"{trained_on(context, info) if info else '–'} |"
+        )
+    for key, reason in context.pipeline.missing.items():
+        lines.append(f"| {MODEL_NAMES.get(key, key)} | not loaded | {reason} | | | | |")
+    return "\n".join(lines)
+
+
+def evaluation_markdown(context: AppContext) -> str:
+    """The evaluation tables of every loaded checkpoint, split by split."""
+    by_model = {key: evaluations(info.metrics) for key, info in context.checkpoints.items()}
+    splits = sorted({split for found in by_model.values() for split in found})
+    if not splits:
+        return (
+            "No evaluation results in the checkpoints' metrics.json. Run "
+            "`python -m train evaluate --checkpoint "
+            "RUN_DIR --data DIR` to add them."
+        )
+    parts = []
+    keys = list(by_model)
+    for split in splits:
+        head = "| Metric | " + " | ".join(MODEL_NAMES.get(k, k) for k in keys) + " |"
+        rule = "|---|" + "---|" * len(keys)
+        rows = [head, rule]
+        results = {k: by_model[k].get(split, {}) for k in keys}
+        counts = " / ".join(str(results[k].get("num_studies", "–")) for k in keys)
+        for metric in NLG_METRICS:
+            rows.append(
+                f"| {metric} | "
+                + " | ".join(_number(results[k].get("nlg", {}).get(metric)) for k in keys)
+                + " |"
+            )
+        for average in ("micro", "macro"):
+            for measure in ("precision", "recall", "f1"):
+                cells = [
+                    _number(((results[k].get("clinical_efficacy") or {}).get(average) or {}).get(measure))
+                    for k in keys
+                ]
+                rows.append(f"| CE {average} {measure} | " + " | ".join(cells) + " |")
+        rows.append(
+            "| AUROC (mean) | "
+            + " | ".join(_number((results[k].get("auroc") or {}).get("mean")) for k in keys)
+            + " |"
+        )
+        rows.append(
+            "| Studies/s | "
+            + " | ".join(_number(results[k].get("studies_per_second"), 1) for k in keys)
+            + " |"
+        )
+        parts.append(f"#### Split `{split}` ({counts} studies)\n\n" + "\n".join(rows))
+        parts.append(per_observation_markdown(results))
+    return "\n\n".join(parts)
+
+
+def per_observation_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per observation: each model's CE F1 (with support) and AUROC."""
+    keys = list(results)
+    head = (
+        "| Observation | "
+        + " | ".join(f"{MODEL_NAMES.get(k, k)} F1 | {MODEL_NAMES.get(k, k)} AUROC" for k in keys)
+        + " |"
+    )
+    rows = [head, "|---|" + "---|---|" * len(keys)]
+    for name in OBSERVATIONS:
+        cells = []
+        for k in keys:
+            ce = ((results[k].get("clinical_efficacy") or {}).get("per_observation") or {}).get(name) or {}
+            auroc = ((results[k].get("auroc") or {}).get("per_observation") or {}).get(name)
+            support = ce.get("support")
+            cells.append(f"{_number(ce.get('f1'))}" + (f" (n={support})" if support is not None else ""))
+            cells.append(_number(auroc))
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def roc_figure(context: AppContext) -> tuple[Figure | None, str]:
+    """ROC curves per observation when the metrics hold them, else the AUROC per observation; and a note."""
+    curves: dict[str, dict[str, Any]] = {}
+    aurocs: dict[str, dict[str, float]] = {}
+    for key, info in context.checkpoints.items():
+        for result in evaluations(info.metrics).values():
+            auroc = result.get("auroc") or {}
+            if isinstance(auroc.get("curves"), dict):
+                curves[key] = auroc["curves"]
+            if isinstance(auroc.get("per_observation"), dict):
+                aurocs[key] = auroc["per_observation"]
+            break  # the first split (metrics.json keeps them in the order they were added)
+    if curves:
+        return _curves(curves), "ROC curves per observation from the checkpoints' metrics.json."
+    if not aurocs:
+        return (
+            None,
+            "No AUROC in the checkpoints' metrics.json (run `python -m train evaluate`): nothing to plot.",
+        )
+    names = ", ".join(MODEL_NAMES.get(k, k) for k in aurocs)
+    return _auroc_bars(aurocs), ROC_MISSING.format(models=names)
+
+
+def _curves(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
+    figure = Figure(figsize=(12, 7), layout="constrained")
+    axes = figure.subplots(3, 5, sharex=True, sharey=True).ravel()
+    for axis, name in zip(axes, OBSERVATIONS, strict=False):
+        axis.plot([0, 1], [0, 1], color="#9ca3af", linewidth=0.8, linestyle="--")
+        for key, found in curves.items():
+            curve = found.get(name) or {}
+            if curve.get("fpr") and curve.get("tpr"):
+                axis.plot(curve["fpr"], curve["tpr"], label=MODEL_NAMES.get(key, key))
+        axis.set_title(name, fontsize=9)
+    axes[-1].axis("off")
+    axes[0].legend(fontsize=8)
+    figure.supxlabel("false positive rate")
+    figure.supylabel("true positive rate")
+    return figure
+
+
+def _auroc_bars(aurocs: Mapping[str, Mapping[str, float]]) -> Figure:
+    figure = Figure(figsize=(9, 5), layout="constrained")
+    axis = figure.subplots()
+    height = 0.8 / max(len(aurocs), 1)
+    positions = range(len(OBSERVATIONS))
+    for offset, (key, values) in enumerate(aurocs.items()):
+        numbers = [
+            values.get(name) if isinstance(values.get(name), int | float) else 0.0 for name in OBSERVATIONS
+        ]
+        axis.barh(
+            [p + offset * height for p in positions],
+            numbers,
+            height=height,
+            label=f"{MODEL_NAMES.get(key, key)}",
+        )
+    axis.axvline(0.5, color="#6b7280", linewidth=0.8, linestyle="--")
+    axis.set_yticks([p + height * (len(aurocs) - 1) / 2 for p in positions], OBSERVATIONS, fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("AUROC on the evaluation split (0.5: chance)")
+    axis.legend(fontsize=8, loc="lower right")
+    return figure

@@ -170,6 +170,7 @@ def demo_checkpoints(
         if todo:
             say(f"Demo models ready in {time.perf_counter() - began:.0f} s: {checkpoints}")
         note = TRAINED_ON.format(n=PHANTOM_STUDIES, size=PHANTOM_SIZE, seed=PHANTOM_SEED)
+        checkpoints.mkdir(parents=True, exist_ok=True)
         (checkpoints / TRAINED_ON_FILE).write_text(note + "\n", encoding="utf-8")
     return checkpoints
 

@@ -1,0 +1,209 @@
+"""app.py's options and exposure rule, reviewer logins, the demo bootstrap's steps, the model card and the
+page's formatting helpers (fast: no model, no server)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+import app
+from rrg_core.observations import OBSERVATIONS
+from rrg_core.review_result import Disagreement, ModelDraft, Neighbour
+from ui import bootstrap, model_card
+from ui import formatting as fmt
+from ui.auth import AuthError, UserFile, is_loopback
+
+
+def test_defaults_serve_on_loopback_with_the_demo_models(monkeypatch):
+    for name in ("RRG_CHECKPOINTS", "RRG_HOST", "RRG_PORT", "RRG_DB", "RRG_AUTH_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    args = app.parse_args([])
+    assert (args.host, args.port, args.checkpoints, args.db, args.auth_file) == (
+        "127.0.0.1",
+        7860,
+        None,
+        None,
+        None,
+    )
+    monkeypatch.setenv("RRG_CHECKPOINTS", "/runs")
+    assert app.parse_args([]).checkpoints == "/runs"
+    assert app.parse_args(["--checkpoints", "x", "--db", "sqlite:///r.db"]).db == "sqlite:///r.db"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
+def test_loopback_needs_no_logins(host):
+    assert is_loopback(host)
+    app.check_exposure(host, None)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "example.org", "::"])
+def test_any_other_address_refuses_to_start_without_logins(host):
+    assert not is_loopback(host)
+    with pytest.raises(SystemExit, match=r"will not serve on .* without reviewer logins"):
+        app.check_exposure(host, None)
+    app.check_exposure(host, "users.json")
+
+
+def test_logins_are_salted_scrypt_hashes_in_a_private_file(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "users.json"
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("correct horse battery\n"))
+    assert app.main(["--auth-file", str(path), "--add-user", "dr_a", "--password-stdin"]) == 0
+    assert "dr_a" in capsys.readouterr().out
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "correct horse" not in path.read_text()
+    users = UserFile.load(path)
+    assert users.check("dr_a", "correct horse battery")
+    assert not users.check("dr_a", "wrong password") and not users.check("nobody", "correct horse battery")
+    users.add("dr_b", "another password")
+    first, second = UserFile.load(path).users["dr_a"], UserFile.load(path).users["dr_b"]
+    assert first["salt"] != second["salt"] and first["scrypt"]["n"] >= 2**14
+    with pytest.raises(AuthError, match="at least 8"):
+        users.add("dr_c", "short")
+    with pytest.raises(AuthError, match="not allowed"):
+        users.add("<b>x</b>", "long enough password")
+    with pytest.raises(AuthError, match="no logins file"):
+        UserFile.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(AuthError, match="not an rrg-review logins file"):
+        UserFile.load(tmp_path / "bad.json")
+
+
+def test_the_bootstrap_runs_each_step_once_and_resumes(tmp_path):
+    calls = []
+
+    def run(command, log):
+        calls.append(command[3])
+        return 0
+
+    root = tmp_path / "demo"
+    folder = bootstrap.demo_checkpoints(root, run=run, say=lambda _line: None)
+    assert folder == root / "checkpoints"
+    assert calls == ["phantoms", "dcrrg", "uar", "index", "index", "evaluate", "evaluate"]
+    assert "synthetic phantoms" in (folder / "TRAINED_ON.txt").read_text()
+    calls.clear()
+    bootstrap.demo_checkpoints(root, run=run, say=lambda _line: None)
+    assert calls == []  # cached
+    (root / "uar.done").unlink()
+    bootstrap.demo_checkpoints(root, run=run, say=lambda _line: None)
+    assert calls == ["uar"]
+
+
+def test_a_failed_bootstrap_step_stops_with_its_log_unless_it_is_optional(tmp_path):
+    def failing(name):
+        return lambda command, log: 1 if command[3] == name else 0
+
+    with pytest.raises(bootstrap.BootstrapError, match=r"'DCRRG \(demo preset\)' failed .* output is in"):
+        bootstrap.demo_checkpoints(tmp_path / "a", run=failing("dcrrg"), say=lambda _line: None)
+    lines = []
+    bootstrap.demo_checkpoints(tmp_path / "b", run=failing("evaluate"), say=lines.append)
+    assert any("going on without it" in line for line in lines)
+
+
+def test_cache_root_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert bootstrap.cache_root() == tmp_path / "rrg-review"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")
+    assert bootstrap.cache_root() == Path.home() / ".cache" / "rrg-review"
+
+
+def _evaluation(f1: float, auroc: float | None) -> dict:
+    per = {name: {"precision": f1, "recall": f1, "f1": f1, "support": 3} for name in OBSERVATIONS}
+    return {
+        "model": "X",
+        "num_studies": 20,
+        "nlg": {"BLEU_1": 0.4, "BLEU_4": 0.2, "CIDEr": 0.5},
+        "clinical_efficacy": {"micro": {"precision": 0.3, "recall": 0.2, "f1": 0.25}, "per_observation": per},
+        "auroc": None
+        if auroc is None
+        else {"mean": auroc, "per_observation": dict.fromkeys(OBSERVATIONS, auroc)},
+        "studies_per_second": 12.0,
+    }
+
+
+class _Info:
+    def __init__(self, metrics):
+        self.metrics = metrics
+
+
+class _Context:
+    def __init__(self, checkpoints):
+        self.checkpoints = checkpoints
+
+
+def test_model_card_tables_and_what_the_roc_figure_lacks():
+    context = _Context(
+        {
+            "dcrrg": _Info({"step1": {}, "test": _evaluation(0.5, 0.8)}),
+            "uar": _Info({"test": _evaluation(0.1, None)}),
+        }
+    )
+    tables = model_card.evaluation_markdown(context)
+    assert "#### Split `test` (20 / 20 studies)" in tables and "| BLEU_4 | 0.200 | 0.200 |" in tables
+    assert "| Pleural Effusion | 0.500 (n=3) | 0.800 | 0.100 (n=3) | – |" in tables
+    figure, note = model_card.roc_figure(context)
+    assert figure is not None and "not those points" in note and "DCRRG" in note
+    curves = {name: {"fpr": [0, 0.5, 1], "tpr": [0, 0.8, 1]} for name in OBSERVATIONS}
+    context.checkpoints["dcrrg"].metrics["test"]["auroc"]["curves"] = curves
+    figure, note = model_card.roc_figure(context)
+    assert figure is not None and note.startswith("ROC curves")
+    empty = _Context({"dcrrg": _Info({})})
+    assert "No evaluation results" in model_card.evaluation_markdown(empty)
+    assert model_card.roc_figure(empty)[0] is None
+
+
+def _draft(text: str) -> ModelDraft:
+    from rrg_core.data.reports import split_sentences
+    from rrg_core.labeler import label_report
+    from rrg_core.observations import labels_to_json
+
+    return ModelDraft(
+        "uar",
+        "UAR",
+        "h",
+        text,
+        split_sentences(text),
+        text.split(),
+        labels_to_json(label_report(text).labels),
+    )
+
+
+def test_drafts_are_flagged_where_they_disagree():
+    draft = _draft("the heart is enlarged . no pleural effusion .")
+    flag = Disagreement("Cardiomegaly", {"uar": 1, "dcrrg": None}, 0.2, 0.5, ["the drafts differ"])
+    sentences = fmt.sentence_highlights(draft, [flag])
+    assert sentences == [("The heart is enlarged. ", "⚑ Cardiomegaly"), ("No pleural effusion. ", None)]
+    words = fmt.word_highlights(draft, [flag])
+    assert len(words) == len(draft.tokens)
+    assert (
+        [c for _w, c in words[:4]] == ["⚑ Cardiomegaly"] * 4 and words[4][1] is None and words[6][1] is None
+    )
+    assert "⚑ Cardiomegaly" in fmt.disagreements_html([flag]) and "No disagreement" in fmt.disagreements_html(
+        []
+    )
+
+
+def test_html_helpers_escape_everything_shown():
+    assert fmt.alert("<img src=x onerror=alert(1)>") == (
+        '<div class="rrg-alert rrg-error" role="alert">&lt;img src=x onerror=alert(1)&gt;</div>'
+    )
+    cards = fmt.neighbours_html({"uar": [Neighbour("<s1>", "a <b>report</b>", "images/x.png", 0.9)]}, {})
+    assert "&lt;s1&gt;" in cards and "<b>report" not in cards and "image not found" in cards
+    diff = fmt.word_diff_html("the heart <is> normal", "the heart is enlarged")
+    assert (
+        '<del class="rrg-del">&lt;is&gt; normal</del>' in diff
+        and '<ins class="rrg-ins">is enlarged</ins>' in diff
+    )
+    assert "4 words in the draft: 2 removed, 2 added" in diff
+
+
+def test_probability_bar_marks_the_threshold_and_table_rows():
+    bar = fmt.probability_bar(0.7, 0.4)
+    assert "width:70.0%" in bar and "left:calc(40.0% - 1px)" in bar and "#c2410c" in bar  # above: orange
+    assert "#2563eb" in fmt.probability_bar(0.1, 0.4) and "n/a" in fmt.probability_bar(None, None)
+    labels = dict.fromkeys(OBSERVATIONS, 0)
+    rows = fmt.observation_rows([], {**labels, "Edema": 1}, {}, [], labels)
+    assert len(rows) == 14 and rows[OBSERVATIONS.index("Edema")][1] == "positive ✎"
+    assert fmt.NEXT_LABEL == {1: 0, 0: -1, -1: None, None: 1}
+    assert fmt.prose(["the heart is normal", "no effusion"]) == "The heart is normal. No effusion."

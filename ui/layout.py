@@ -20,7 +20,16 @@ from ui.context import AppContext
 from ui.session import ReviewState
 
 TITLE = "rrg-review"
-VIEW_OUTPUTS = ["view_choice", "level", "window", "window_note", "image", "heatmap", "heat_caption"]
+VIEW_OUTPUTS = [
+    "view_choice",
+    "level",
+    "window",
+    "reset_window",
+    "window_note",
+    "image",
+    "heatmap",
+    "heat_caption",
+]
 RESULT_OUTPUTS = [
     "dcrrg_draft",
     "uar_draft",
@@ -113,7 +122,7 @@ def _review_tab(context: AppContext, c: dict[str, Any]) -> None:
             c["view_choice"] = gr.Radio(label="View", visible=False, elem_id="rrg-view")
             c["level"] = gr.Slider(label="Window level", visible=False, elem_id="rrg-level")
             c["window"] = gr.Slider(label="Window width", visible=False, elem_id="rrg-width")
-            c["reset_window"] = gr.Button("Reset window", size="sm")
+            c["reset_window"] = gr.Button("Reset window", size="sm", visible=False)
             c["window_note"] = gr.Markdown(elem_classes=["rrg-small"])
         with gr.Column(scale=5, min_width=360):
             with gr.Row():

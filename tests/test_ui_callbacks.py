@@ -183,6 +183,18 @@ def test_worklist_filters_opens_a_study_with_its_diff_and_reopens_it(drafted, co
 # -- bad input ----------------------------------------------------------------------------------------
 
 
+def test_a_16_bit_dicom_gets_window_level_and_a_modality_warning(context):
+    from pydicom.data import get_testdata_file
+
+    out = review.analyse(context, [get_testdata_file("CT_small.dcm")])
+    assert out["level"]["visible"] and out["window"]["visible"] and out["reset_window"]["visible"]
+    assert "modality CT" in out["alert"] and out["dcrrg_draft"]
+    state = out["state"]
+    wide = review.set_window(state, out["level"]["value"], out["window"]["maximum"])["image"]
+    narrow = review.set_window(state, out["level"]["value"], out["window"]["minimum"])["image"]
+    assert wide.std() < narrow.std()  # a narrow window is the high-contrast one
+
+
 def test_bad_uploads_are_messages(context, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")

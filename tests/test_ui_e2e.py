@@ -9,7 +9,6 @@ edit in the worklist. A screenshot of each step (1366x768) goes to the test's ou
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,21 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(phantoms, tmp_path_factory):
+def context(phantoms, tmp_path_factory):
     import torch
 
-    from ui.server import make_context, serve
+    from ui.server import make_context
 
     torch.set_num_threads(1)
     root = app_checkpoints(phantoms, tmp_path_factory.mktemp("app_checkpoints"))
     database = tmp_path_factory.mktemp("db") / "reviews.sqlite"
-    context = make_context(root, f"sqlite:///{database}", device="cpu")
+    return make_context(root, f"sqlite:///{database}", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def server(context):
+    from ui.server import serve
+
     port = free_port()
     app = serve(context, "127.0.0.1", port, block=False, quiet=True)
     yield f"http://127.0.0.1:{port}/"
@@ -48,6 +53,7 @@ def page():
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         tab = browser.new_page(viewport={"width": 1366, "height": 768})
         tab.set_default_timeout(TIMEOUT_MS)
+        playwright_api.expect.set_options(timeout=TIMEOUT_MS)  # a loaded 2-core machine answers slowly
         yield tab
         browser.close()
 
@@ -57,8 +63,7 @@ def shots(tmp_path):
     folder = (
         Path(os.environ["RRG_SCREENSHOTS"]) if os.environ.get("RRG_SCREENSHOTS") else tmp_path / "screenshots"
     )
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
 
     def take(page, name: str) -> Path:
         path = folder / f"{name}.png"
@@ -137,3 +142,29 @@ def test_draft_look_edit_save_and_find_it_in_the_worklist(server, page, shots):
     page.get_by_role("tab", name="Model card").click()
     expect(page.get_by_text("Not for clinical use without review.", exact=False).first).to_be_visible()
     shots(page, "06-model-card")
+
+
+def test_with_logins_the_page_asks_for_them_and_signs_the_reviewer(context, page, shots, tmp_path):
+    from ui.auth import UserFile
+    from ui.server import serve
+
+    users = UserFile.load(tmp_path / "users.json", must_exist=False)
+    users.add("dr_login", "a long password")
+    port = free_port()
+    app = serve(context, "127.0.0.1", port, auth=users.check, block=False, quiet=True)
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        username = page.get_by_label("username", exact=False)
+        expect = playwright_api.expect
+        expect(username).to_be_visible()
+        username.fill("dr_login")
+        page.get_by_label("password", exact=False).fill("wrong password")
+        page.get_by_role("button", name="Login").click()
+        expect(page.get_by_text("Incorrect", exact=False)).to_be_visible()
+        username.fill("dr_login")  # the login form clears it after a refusal
+        page.get_by_label("password", exact=False).fill("a long password")
+        page.get_by_role("button", name="Login").click()
+        expect(page.locator("#rrg-reviewer :is(input, textarea)")).to_have_value("dr_login")
+        shots(page, "07-signed-in")
+    finally:
+        app.close()

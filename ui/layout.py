@@ -104,7 +104,7 @@ def _review_tab(context: AppContext, c: dict[str, Any]) -> None:
                 label="Views of one study (PNG, JPEG or DICOM)",
                 file_count="multiple",
                 type="filepath",
-                height=110,
+                height=140,
                 elem_id="rrg-files",
             )
             c["analyse"] = gr.Button("Draft reports", variant="primary", elem_id="rrg-analyse")

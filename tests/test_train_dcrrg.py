@@ -199,6 +199,31 @@ def test_train_from_block_is_a_step1_and_step2_setting() -> None:
         apply_overrides(load_preset("cpu"), ["step3.train_from_block=4"])
 
 
+def test_text_layers_freeze_and_the_text_encoder_gets_its_own_rate() -> None:
+    from rrg_core.errors import RRGError
+    from rrg_core.models.dcclip import DCCLIPConfig
+    from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
+    from train.dcrrg.steps import _parameter_groups, freeze_early_text_layers
+
+    clip = DCCLIPConfig(pretrained=None, text_encoder="tiny-random", projection_dim=16, projection_hidden=16)
+    model = DCRRG(DCRRGConfig(vocab_size=20, clip=clip, d_model=32, n_heads=4, d_ff=64, n_prefix=2))
+    model.requires_grad_(True)
+    network = model.clip.text_encoder.model
+    layers = list(network.encoder.layer)
+    assert freeze_early_text_layers(model, None) == 0
+    assert freeze_early_text_layers(model, 0) == 0  # 0, like None: every layer trains
+    frozen = freeze_early_text_layers(model, len(layers))
+    assert frozen == sum(p.numel() for m in [network.embeddings, *layers] for p in m.parameters())
+    assert any(p.requires_grad for p in network.parameters())  # the pooler or head above still trains
+    with pytest.raises(RRGError, match="past the text encoder"):
+        freeze_early_text_layers(model, len(layers) + 1)
+    groups = _parameter_groups(model, {"lr": 1e-3, "text_lr": 5e-5})
+    text = {id(p) for p in network.parameters() if p.requires_grad}
+    assert [g["lr"] for g in groups] == [1e-3, 5e-5]
+    assert {id(p) for p in groups[1]["params"]} == text and not text & {id(p) for p in groups[0]["params"]}
+    assert len(_parameter_groups(model, {"lr": 1e-3})) == 1
+
+
 def test_schedule_setting_and_exponent_values() -> None:
     from rrg_core.errors import RRGError
     from train.dcrrg.presets import apply_overrides, load_preset, step_settings

@@ -26,6 +26,7 @@ from train.common.distributed import DistInfo, barrier, cleanup_distributed, set
 from train.common.runner import plan_steps, step_folder
 from train.common.runtime import Precision, apply_thread_policy, choose_device, seed_everything
 from train.dcrrg import steps as dcrrg_steps
+from train.dcrrg.calibration import calibrate
 from train.dcrrg.prepare import Prepared, prepare
 from train.dcrrg.presets import STEPS, apply_overrides, load_preset, step_settings
 
@@ -175,9 +176,7 @@ def _run_step(
         result = getattr(dcrrg_steps, f"step{k}")(model, prepared.train, settings, ctx)
     if k == 1 and len(prepared.val_images):
         result.update(
-            dcrrg_steps.calibrate(
-                model, prepared.val_images, prepared.val_targets, prepared.train.transform, ctx.device
-            )
+            calibrate(model, prepared.val_images, prepared.val_targets, prepared.train.transform, ctx.device)
         )
         logger.info("step1: val mean AUROC %s; thresholds chosen on val", result["val_auroc_mean"])
     result["seconds"] = round(time.perf_counter() - started, 1)

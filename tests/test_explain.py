@@ -50,14 +50,7 @@ from rrg_core.uar_generator import UARExplanation, UARGenerator, uar_generator_f
 from train import pointing_game_cmd
 from train.__main__ import main
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and two spin-waiting threads crawl on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- overlays ------------------------------------------------------------------------------------

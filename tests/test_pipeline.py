@@ -9,62 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from tiny_models import phantom_vocabulary, save_tiny_dcrrg, save_tiny_uar
 
 from rrg_core.checkpoints import CheckpointError
 from rrg_core.data.datasets import read_annotation
 from rrg_core.data.images import ImageLoadError
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.disagreements import find_disagreements
-from rrg_core.models.dcclip import DCCLIPConfig
-from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
-from rrg_core.models.dcrrg_io import save_dcrrg
-from rrg_core.models.dvae import DVAE, DVAEConfig
-from rrg_core.models.uar import UAR
-from rrg_core.models.uar_config import UARConfig
-from rrg_core.models.uar_io import save_uar
 from rrg_core.observations import OBSERVATIONS
 from rrg_core.pipeline import ReviewPipeline
 from rrg_core.review_result import SCHEMA_VERSION, ObservationRow, ReviewResult
 from rrg_core.study_input import load_study
 from train.__main__ import main
 
-UAR_IMAGE = {"size": 32, "train_resize": 32, "channels": 1, "mean": [0.5], "std": [0.5]}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _tiny_dcrrg(vocab: Vocabulary) -> DCRRG:
-    torch.manual_seed(0)
-    clip = DCCLIPConfig(pretrained=None, text_encoder="tiny-random", projection_dim=16, projection_hidden=32)
-    config = DCRRGConfig(vocab_size=len(vocab), clip=clip, d_model=32, d_ff=64, n_prefix=2, max_length=12)
-    return DCRRG(config)
-
-
-def _tiny_uar(vocab: Vocabulary) -> UAR:
-    torch.manual_seed(0)
-    dvae = DVAE(
-        DVAEConfig(in_channels=1, image_size=32, downsample=8, codebook_size=16, embed_dim=4, hidden=4)
-    )
-    config = UARConfig(
-        vocab_size=len(vocab), d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=2, d_ff=32,
-        max_length=10, image_size=32, codebook_size=16, n_basis=32, dropout=0.0,
-    )  # fmt: skip
-    model = UAR(config, dvae)
-    model.set_stage(2)
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def vocab(phantoms) -> Vocabulary:
-    return Vocabulary.build([r.report for r in read_annotation(phantoms)["train"]], min_count=1)
+    return phantom_vocabulary(phantoms)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +36,8 @@ def checkpoints(vocab, phantoms, tmp_path_factory):
     """A folder with a tiny random DCRRG and UAR checkpoint trained (nominally) on the same data, each
     with the image index of the phantoms' training split beside it."""
     root = tmp_path_factory.mktemp("checkpoints")
-    save_dcrrg(_tiny_dcrrg(vocab), root / "dcrrg", vocab=vocab, extra_config={"image_size": 64},
-               data_fingerprint="same")  # fmt: skip
-    save_uar(_tiny_uar(vocab), root / "uar", vocab=vocab, extra_config={"image": UAR_IMAGE},
-             data_fingerprint="same")  # fmt: skip
+    save_tiny_dcrrg(phantoms, root / "dcrrg", data_fingerprint="same")
+    save_tiny_uar(phantoms, root / "uar", data_fingerprint="same")
     for kind in ("dcrrg", "uar"):
         command = ["index", "--checkpoint", str(root / kind), "--data", str(phantoms), "--workers", "0"]
         assert main(command) == 0
@@ -188,8 +150,8 @@ def test_odd_images_are_reviewed_with_a_warning(pipeline):
     assert set(result.drafts) == {"dcrrg", "uar"}
 
 
-def test_a_missing_model_is_named_and_the_other_still_works(vocab, study, tmp_path):
-    save_dcrrg(_tiny_dcrrg(vocab), tmp_path / "dcrrg", vocab=vocab, extra_config={"image_size": 64})
+def test_a_missing_model_is_named_and_the_other_still_works(phantoms, study, tmp_path):
+    save_tiny_dcrrg(phantoms, tmp_path / "dcrrg")
     alone = ReviewPipeline.from_checkpoints(tmp_path, device="cpu", beam_size=1)
     result = alone.review(study)
     assert set(result.drafts) == {"dcrrg"} and "UAR" in result.missing["uar"]
@@ -200,12 +162,10 @@ def test_a_missing_model_is_named_and_the_other_still_works(vocab, study, tmp_pa
         ReviewPipeline.from_checkpoints(empty, device="cpu")
 
 
-def test_checkpoints_from_different_data_or_vocabularies_warn(vocab, study, tmp_path):
-    save_dcrrg(_tiny_dcrrg(vocab), tmp_path / "dcrrg", vocab=vocab, extra_config={"image_size": 64},
-               data_fingerprint="one")  # fmt: skip
+def test_checkpoints_from_different_data_or_vocabularies_warn(phantoms, vocab, study, tmp_path):
+    save_tiny_dcrrg(phantoms, tmp_path / "dcrrg", data_fingerprint="one")
     other = Vocabulary([*vocab.tokens[4:], "extra"])
-    save_uar(_tiny_uar(other), tmp_path / "uar", vocab=other, extra_config={"image": UAR_IMAGE},
-             data_fingerprint="two")  # fmt: skip
+    save_tiny_uar(phantoms, tmp_path / "uar", vocab=other, data_fingerprint="two")
     warnings = ReviewPipeline.from_checkpoints(tmp_path, device="cpu", beam_size=1).review(study).warnings
     assert any("different data" in w for w in warnings)
     assert any("different vocabularies" in w for w in warnings)

@@ -44,16 +44,32 @@ def phantom_vocabulary(data: Path) -> Vocabulary:
     return Vocabulary.build([r.report for r in read_annotation(data)["train"]], min_count=1)
 
 
-def save_tiny_dcrrg(data: Path, folder: Path) -> Path:
-    """A random DCRRG checkpoint (random image encoder, tiny text encoder) with ``data``'s vocabulary."""
+def tiny_dcrrg(vocab_size: int) -> DCRRG:
+    """A random DCRRG (random image encoder, tiny text encoder, d 32)."""
     torch.manual_seed(0)
-    vocab = phantom_vocabulary(data)
     clip = DCCLIPConfig(pretrained=None, text_encoder="tiny-random", projection_dim=16, projection_hidden=32)
-    config = DCRRGConfig(vocab_size=len(vocab), clip=clip, d_model=32, d_ff=64, n_prefix=2, max_length=12)
-    return save_dcrrg(DCRRG(config), folder, vocab=vocab, extra_config={"image_size": DCRRG_IMAGE_SIZE})
+    return DCRRG(
+        DCRRGConfig(vocab_size=vocab_size, clip=clip, d_model=32, d_ff=64, n_prefix=2, max_length=12)
+    )
 
 
-def save_tiny_uar(data: Path, folder: Path) -> Path:
-    """A :func:`tiny_uar` checkpoint with ``data``'s vocabulary."""
-    vocab = phantom_vocabulary(data)
-    return save_uar(tiny_uar(len(vocab)), folder, vocab=vocab, extra_config={"image": UAR_IMAGE})
+def save_tiny_dcrrg(
+    data: Path, folder: Path, *, vocab: Vocabulary | None = None, data_fingerprint: str | None = None
+) -> Path:
+    """A :func:`tiny_dcrrg` checkpoint with ``vocab`` (default: ``data``'s vocabulary)."""
+    vocab = vocab or phantom_vocabulary(data)
+    return save_dcrrg(
+        tiny_dcrrg(len(vocab)), folder, vocab=vocab, extra_config={"image_size": DCRRG_IMAGE_SIZE},
+        data_fingerprint=data_fingerprint,
+    )  # fmt: skip
+
+
+def save_tiny_uar(
+    data: Path, folder: Path, *, vocab: Vocabulary | None = None, data_fingerprint: str | None = None
+) -> Path:
+    """A :func:`tiny_uar` checkpoint with ``vocab`` (default: ``data``'s vocabulary)."""
+    vocab = vocab or phantom_vocabulary(data)
+    return save_uar(
+        tiny_uar(len(vocab)), folder, vocab=vocab, extra_config={"image": UAR_IMAGE},
+        data_fingerprint=data_fingerprint,
+    )  # fmt: skip

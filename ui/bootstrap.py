@@ -31,7 +31,9 @@ TRAINED_ON = (
     "synthetic phantoms: {n} studies of drawn frontal and lateral radiographs with templated reports, "
     "made by "
     "`python -m train phantoms --n {n} --size {size} --seed {seed}` (no patient data, not real X-rays); "
-    "demo presets, minutes of CPU training. Their drafts show how the app works, not what the models can do."
+    "the demo presets (minutes of training on a free laptop CPU). Their drafts show how the app works, "
+    "not what "
+    "the models can do."
 )
 
 

@@ -52,22 +52,26 @@ def trained_on(context: AppContext, info: CheckpointInfo) -> str:
 
 
 def checkpoints_markdown(context: AppContext) -> str:
-    """The loaded checkpoints as a table, and the models that are not loaded with the reason."""
-    lines = [
-        "| Model | Name | Checkpoint | Hash | Preset | Created | Trained on |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    """The loaded checkpoints as a table, the models that are not loaded with the reason, and what
+    each was trained on (said once when both were trained on the same)."""
+    lines = ["| Model | Name | Checkpoint | Hash | Preset | Created |", "|---|---|---|---|---|---|"]
+    trained: dict[str, str] = {}
     for key, model in context.pipeline.models.items():
         info = context.checkpoints.get(key)
         header = info.header if info else {}
         lines.append(
             f"| {MODEL_NAMES.get(key, key)} | {model.generator.name} | `{info.folder if info else '?'}` | "
             f"`{model.checkpoint_hash}` | {header.get('preset') or '–'} | "
-            f"{str(header.get('created', '–'))[:19]} | "
-            f"{trained_on(context, info) if info else '–'} |"
+            f"{str(header.get('created', '–'))[:19]} |"
         )
+        if info is not None:
+            trained[MODEL_NAMES.get(key, key)] = trained_on(context, info)
     for key, reason in context.pipeline.missing.items():
-        lines.append(f"| {MODEL_NAMES.get(key, key)} | not loaded | {reason} | | | | |")
+        lines.append(f"| {MODEL_NAMES.get(key, key)} | not loaded | {reason} | | | |")
+    if len(set(trained.values())) == 1:
+        lines.append(f"\n**Trained on:** {next(iter(trained.values()))}")
+    else:
+        lines += ["", *(f"- **{name} trained on:** {what}" for name, what in trained.items())]
     return "\n".join(lines)
 
 

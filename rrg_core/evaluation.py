@@ -150,6 +150,7 @@ class EvaluationResult:
                 "per_observation": {
                     name: value for name, value in self.auroc.per_observation.items() if not math.isnan(value)
                 },
+                "curves": self.auroc.curves,
             }
         retrieval = None
         if self.precision_at_k is not None:

@@ -395,3 +395,21 @@ def test_alignment_score_degenerate():
         alignment_score(np.zeros((0, 3)), np.zeros((0, 3)))
     with pytest.raises(RRGError, match="one shape"):
         alignment_score([[1.0, 0.0]], [[1.0, 0.0, 0.0]])
+
+
+def test_roc_curves_are_stored_and_their_area_is_the_auroc():
+    import numpy as np
+
+    from rrg_core.metrics.ranking import auroc, auroc_per_observation, roc_curve
+
+    rng = np.random.default_rng(0)
+    targets = rng.random(200) < 0.3
+    scores = np.round(rng.random(200) + targets * 0.4, 1)  # rounded: many ties
+    curve = roc_curve(targets, scores, points=10_000)
+    assert curve["fpr"][0] == curve["tpr"][0] == 0.0 and curve["fpr"][-1] == curve["tpr"][-1] == 1.0
+    assert abs(np.trapezoid(curve["tpr"], curve["fpr"]) - auroc(targets, scores)) < 1e-3
+    summary = auroc_per_observation(
+        np.stack([targets, np.zeros(200)], 1).astype(float), np.stack([scores, scores], 1), ["a", "b"]
+    )
+    assert set(summary.curves) == {"a"}  # "b" has one class only: no AUROC, no curve
+    assert len(roc_curve(targets, scores)["fpr"]) <= 101

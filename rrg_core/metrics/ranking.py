@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,8 @@ class AurocSummary:
     per_observation: dict[str, float]
     mean: float
     num_defined: int
+    #: Per defined observation its ROC curve, ``{"fpr": [...], "tpr": [...]}`` (the model card draws them).
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
 
 def auroc(targets: Any, scores: Any) -> float:
@@ -114,14 +116,29 @@ def auroc_per_observation(
         )
     if y.shape[0] == 0:
         raise RRGError("no samples to compute an AUROC from")
-    per_observation = {}
+    per_observation, curves = {}, {}
     for j, name in enumerate(names):
         keep = ~np.isnan(y[:, j])
         column = _binary_vector(y[keep, j], f"targets for {name}")
         per_observation[name] = _mann_whitney_auc(column, s[keep, j])
+        if not math.isnan(per_observation[name]):
+            curves[name] = roc_curve(column, s[keep, j])
     defined = [value for value in per_observation.values() if not math.isnan(value)]
     mean = float(np.mean(defined)) if defined else math.nan
-    return AurocSummary(per_observation, mean, len(defined))
+    return AurocSummary(per_observation, mean, len(defined), curves)
+
+
+def roc_curve(targets: np.ndarray, scores: np.ndarray, points: int = 101) -> dict[str, list[float]]:
+    """The ROC curve of one observation: false and true positive rates as the threshold falls through
+    every distinct score (ties step together), thinned to about ``points`` points for storage."""
+    order = np.argsort(-scores, kind="stable")
+    ranked, positive = scores[order], targets[order].astype(float)
+    last_of_tie = np.r_[np.diff(ranked) != 0, True]
+    tp, fp = np.cumsum(positive)[last_of_tie], np.cumsum(1 - positive)[last_of_tie]
+    tpr = np.r_[0.0, tp / max(tp[-1], 1.0)]
+    fpr = np.r_[0.0, fp / max(fp[-1], 1.0)]
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).round().astype(int))
+    return {"fpr": [round(float(v), 4) for v in fpr[keep]], "tpr": [round(float(v), 4) for v in tpr[keep]]}
 
 
 def _binary_vector(values: Any, what: str) -> np.ndarray:

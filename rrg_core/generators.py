@@ -70,12 +70,25 @@ class DCRRGGenerator(ImageReportGenerator):
 
     def draft_batch(self, stacks: Sequence[Tensor]) -> BatchDrafts:
         """Step-4 reports, Step-1 probabilities and DCCLIP global image embeddings of one batch."""
-        batch = self.prepare(stacks)
+        return self._drafts(self._encode(stacks))
+
+    @torch.no_grad()
+    def review_batch(self, stacks: Sequence[Tensor]) -> tuple[BatchDrafts, list[list[ObservationRow]]]:
+        """:meth:`draft_batch` and Table 7 (:meth:`describe`) of one batch from one encoder pass:
+        what the serving pipeline shows for each study."""
+        self.eval_mode()
+        features = self._encode(stacks)
+        rows = self.model.describe(features, beam_size=self.beam_size, max_length=self.max_length)
+        return self._drafts(features), rows
+
+    def _encode(self, stacks: Sequence[Tensor]) -> EncoderFeatures:
         # One encoder pass serves the Step-1 heads, the embedding and the decoder memory.
-        uni, feature_map = self.model.clip.encode_image(batch)
-        probabilities = self.model.clip.observation_logits(uni, "image").softmax(dim=-1)[..., 1]
-        embeddings = self.global_image_embedding(uni)
-        features = EncoderFeatures.of_images(feature_map, uni)
+        uni, feature_map = self.model.clip.encode_image(self.prepare(stacks))
+        return EncoderFeatures.of_images(feature_map, uni)
+
+    def _drafts(self, features: EncoderFeatures) -> BatchDrafts:
+        probabilities = self.model.clip.observation_logits(features.pooled, "image").softmax(dim=-1)[..., 1]
+        embeddings = self.global_image_embedding(features.pooled)
         ids = self.model.generate(features, beam_size=self.beam_size, max_length=self.max_length)
         return BatchDrafts(ids, embeddings, probabilities)
 

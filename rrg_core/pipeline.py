@@ -30,6 +30,7 @@ from rrg_core.checkpoints import Checkpoint, CheckpointError, find_checkpoints, 
 from rrg_core.data.reports import split_sentences
 from rrg_core.disagreements import find_disagreements
 from rrg_core.errors import RRGError
+from rrg_core.generator_base import BatchDrafts
 from rrg_core.labeler import label_report
 from rrg_core.observations import OBSERVATIONS, labels_to_json
 from rrg_core.review_result import MODELS, ModelDraft, Neighbour, ObservationRow, ReviewResult, TokenAttention
@@ -199,11 +200,13 @@ class ReviewPipeline:
         self, model: LoadedModel, views: list[list[Tensor]], results: list[ReviewResult], timer: _Timer
     ) -> None:
         generator = model.generator
-        with timer.part("dcrrg"), torch.no_grad():
-            generator.eval_mode()
-            drafts = _in_batches(generator.batch_size, views, generator.draft_batch)
-        with timer.part("dcrrg_table"):
-            tables = generator.describe(views)
+        with timer.part("dcrrg"):  # the report and Table 7 share one image-encoder pass
+            drafts, tables = [], []
+            size = generator.batch_size
+            for start in range(0, len(views), size):
+                batch_drafts, batch_tables = generator.review_batch(views[start : start + size])
+                drafts.extend(_split(batch_drafts))
+                tables.extend(batch_tables)
         thresholds = generator.model.thresholds.tolist()
         vocab = generator.vocab
         for k, result in enumerate(results):
@@ -298,19 +301,14 @@ def _load(study: StudySource, k: int, study_id: str | None) -> LoadedStudy:
         raise type(error)(f"{name}: {error}") from error
 
 
-def _in_batches(size: int, views: list[list[Tensor]], run: Callable[[list[list[Tensor]]], Any]) -> list[Any]:
-    """``run`` on batches of ``size`` studies; one entry per study, each the one-study slice."""
-    out = []
-    for start in range(0, len(views), size):
-        batch = run(views[start : start + size])
-        for offset in range(len(batch.token_ids)):
-            out.append(_slice(batch, offset))
-    return out
+def _split(batch: BatchDrafts) -> list[BatchDrafts]:
+    """A batch's drafts as one-study slices."""
+    return [_slice(batch, offset) for offset in range(len(batch.token_ids))]
 
 
-def _slice(batch: Any, offset: int) -> Any:
+def _slice(batch: BatchDrafts, offset: int) -> BatchDrafts:
     probabilities = None if batch.probabilities is None else batch.probabilities[offset : offset + 1]
-    return type(batch)([batch.token_ids[offset]], batch.image_embeddings[offset : offset + 1], probabilities)
+    return BatchDrafts([batch.token_ids[offset]], batch.image_embeddings[offset : offset + 1], probabilities)
 
 
 def _draft(model: LoadedModel, words: Sequence[str]) -> ModelDraft:

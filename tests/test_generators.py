@@ -107,6 +107,28 @@ def test_describe_passes_through(generator):
     assert generator.describe([]) == []
 
 
+def test_review_batch_matches_the_draft_and_the_table_computed_apart(generator):
+    # review_batch shares one encoder pass between the report and Table 7; the output must not change.
+    stacks = _stacks([2, 1])
+    drafts, rows = generator.review_batch(stacks)
+    with torch.no_grad():
+        apart = generator.draft_batch(stacks)
+    assert drafts.token_ids == apart.token_ids
+    assert torch.allclose(drafts.probabilities, apart.probabilities, atol=1e-6)
+    assert torch.allclose(drafts.image_embeddings, apart.image_embeddings, atol=1e-6)
+    for got, expected in zip(rows, generator.describe(stacks), strict=True):
+        assert [(r.observation, r.label, r.description_ids) for r in got] == [
+            (r.observation, r.label, r.description_ids) for r in expected
+        ]
+        assert [r.probability for r in got] == pytest.approx([r.probability for r in expected], abs=1e-6)
+
+
+def test_describe_refuses_text_features(generator):
+    features = generator.model.encoder_features(["the heart is normal ."])
+    with pytest.raises(ValueError, match="image features"):
+        generator.model.describe(features)
+
+
 def test_training_mode_does_not_leak_into_generation(generator):
     generator.model.train()
     generator.generate(_records(1), _stacks([2]))

@@ -362,13 +362,23 @@ class DCRRG(nn.Module):
 
     @torch.no_grad()
     def describe(
-        self, images: Tensor, *, beam_size: int = 3, max_length: int | None = None
+        self, images: Tensor | EncoderFeatures, *, beam_size: int = 3, max_length: int | None = None
     ) -> list[list[ObservationRow]]:
-        """Table 7 for each study: 14 rows of Step-1 probability, label and Step-3 description."""
-        uni, fmap = self.clip.encode_image(images)  # one encoder pass serves both heads
-        probabilities = self.clip.observation_logits(uni, "image").softmax(dim=-1)[..., 1]  # (B, 14)
+        """Table 7 for each study: 14 rows of Step-1 probability, label and Step-3 description.
+
+        ``images`` may also be the image :class:`EncoderFeatures` a caller already computed (for the
+        full report, say), so serving a study runs the image encoder once.
+        """
+        if isinstance(images, EncoderFeatures):
+            if images.attention_mask is not None:
+                raise ValueError("describe takes images or image features, not text features")
+            features = images
+        else:
+            uni, fmap = self.clip.encode_image(images)  # one encoder pass serves both heads
+            features = EncoderFeatures.of_images(fmap, uni)
+        probabilities = self.clip.observation_logits(features.pooled, "image").softmax(dim=-1)[..., 1]
         labels = (probabilities >= self.thresholds.to(probabilities.device)).long()
-        memory, _ = self.encode_memory_from_features(EncoderFeatures.of_images(fmap, uni))
+        memory, _ = self.encode_memory_from_features(features)
         batch = memory.shape[0]
         every = torch.arange(NUM_OBSERVATIONS, device=memory.device).repeat(batch)  # study-major rows
         ids = self._beam(

@@ -1,4 +1,5 @@
-"""Helpers of the review store's tests: a fresh database per test on SQLite or PostgreSQL, and PNG bytes.
+"""Helpers of the review store's tests: a fresh database per test on SQLite or PostgreSQL, PNG bytes,
+and the studies, drafts and saves the tests build their cases from.
 
 PostgreSQL runs when ``RRG_TEST_POSTGRES_URL`` names a server (``.ci/run`` starts one; locally:
 ``source .ci/postgres.sh && pg_test_start``); otherwise those cases skip, saying so. Each
@@ -18,6 +19,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from rrg_core.store import NewDraft, Store, ViewImage, content_hash
 
 POSTGRES_ENV = "RRG_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgresql")
@@ -63,3 +66,29 @@ def png_bytes(value: int = 128, size: tuple[int, int] = (8, 6)) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", size, value).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def add_study(store: Store, name: str = "a", views: tuple[str, ...] = ("frontal", "lateral")):
+    """A study named ``name`` (its hash and ``name.png``), one small PNG per view."""
+    images = [ViewImage(view, png_bytes(10 * k + len(name))) for k, view in enumerate(views)]
+    return store.add_study(content_hash(name.encode()), images, source_name=f"{name}.png")
+
+
+def two_drafts(store: Store, study_id: int, disagreements=("Edema",)):
+    """A DCRRG and a UAR draft of the study, disagreeing on Edema."""
+    return store.add_drafts(
+        study_id,
+        [
+            NewDraft("DCRRG", "0.1", "c" * 64, "no edema.", {"Edema": {"label": 0, "probability": 0.2}}),
+            NewDraft("UAR", "0.1", "d" * 64, "mild edema.", {"Edema": {"label": 1}}),
+        ],
+        disagreements=list(disagreements),
+    )
+
+
+def save(store: Store, study_id: int, version: int, reviewer: str = "dr_a", status: str = "draft", **kw):
+    """Save the version after ``version`` (text "report v<next>" and Edema positive unless given)."""
+    return store.save_review(
+        study_id, reviewer, kw.pop("text", f"report v{version + 1}"), kw.pop("labels", {"Edema": 1}), status,
+        expected_version=version, **kw,
+    )  # fmt: skip

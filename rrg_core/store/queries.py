@@ -10,15 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, exists, func, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session
 
-from rrg_core.store import convert, migrate, validate
+from rrg_core.store import convert, listings, migrate, reads, validate, writes
+from rrg_core.store.connection import StoreConnection
 from rrg_core.store.engine import make_engine, resolve_url
 from rrg_core.store.errors import ReviewConflictError, StoreError
 from rrg_core.store.records import (
@@ -36,25 +34,13 @@ from rrg_core.store.records import (
     WorklistRow,
 )
 from rrg_core.store.reviews import ReviewEdit, apply_edit, check_references, current_review
-from rrg_core.store.schema import (
-    AuditEventRow,
-    DraftRow,
-    ImageRow,
-    ReviewRow,
-    ReviewVersionRow,
-    StudyImageRow,
-    StudyRow,
-)
-from rrg_core.store.transactions import describe, transaction
+from rrg_core.store.schema import StudyRow
+from rrg_core.store.transactions import describe
 
 logger = logging.getLogger(__name__)
 
 _RACE_RETRIES = 3
 SYSTEM_ACTOR = "rrg-review"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def content_hash(*parts: bytes) -> str:
@@ -89,43 +75,8 @@ def open_store(url: str | None = None) -> Store:
     return Store(engine, where)
 
 
-class Store:
+class Store(StoreConnection):
     """Queries and saves of the review database (build it with :func:`open_store`)."""
-
-    def __init__(self, engine: Engine, where: str) -> None:
-        self._engine = engine
-        self._where = where
-
-    @property
-    def backend(self) -> str:
-        """``sqlite`` or ``postgresql``."""
-        return self._engine.dialect.name
-
-    @property
-    def url(self) -> str:
-        """The database URL with any password hidden (fit for logs and pages)."""
-        return self._engine.url.render_as_string(hide_password=True)
-
-    @property
-    def engine(self) -> Engine:
-        """The SQLAlchemy engine, for administration and tests; data goes through the methods."""
-        return self._engine
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        self._engine.dispose()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _read(self) -> AbstractContextManager[Session]:
-        return transaction(self._engine, self._where, write=False)
-
-    def _write(self, races: bool = False) -> AbstractContextManager[Session]:
-        return transaction(self._engine, self._where, write=True, races=races)
 
     # --- studies -------------------------------------------------------------------------------
 
@@ -157,52 +108,17 @@ class Store:
         for attempt in range(_RACE_RETRIES):
             try:
                 with self._write(races=True) as session:
-                    return self._add_study(session, study_hash, checked, source, actor)
+                    return convert.study(writes.insert_study(session, study_hash, checked, source, actor))
             except IntegrityError:
                 # Another writer stored the same study or image first: the next attempt finds it.
                 logger.debug("add_study: lost a race (attempt %d), retrying", attempt + 1)
         raise StoreError(f"could not store study {study_hash[:12]}: other saves kept colliding; try again")
 
-    def _add_study(
-        self,
-        session: Session,
-        study_hash: str,
-        views: list[tuple[str, bytes, int, int]],
-        source: str | None,
-        actor: str,
-    ) -> Study:
-        found = session.scalars(select(StudyRow).where(StudyRow.content_hash == study_hash)).one_or_none()
-        if found is not None:
-            return convert.study(found)
-        now = _now()
-        row = StudyRow(
-            content_hash=study_hash, source_name=source, views=[v[0] for v in views], disagreements=[],
-            has_disagreement=False, created_at=now,
-        )  # fmt: skip
-        session.add(row)
-        session.flush()
-        for position, (view, data, width, height) in enumerate(views):
-            image_hash = hashlib.sha256(data).hexdigest()
-            image = session.scalars(select(ImageRow).where(ImageRow.content_hash == image_hash)).one_or_none()
-            if image is None:
-                image = ImageRow(content_hash=image_hash, png=data, width=width, height=height)
-                session.add(image)
-                session.flush()
-            session.add(StudyImageRow(study_id=row.id, position=position, view=view, image_id=image.id))
-        session.add(
-            AuditEventRow(
-                study_id=row.id, actor=actor, action="study.added",
-                detail={"views": row.views, "source_name": source}, created_at=now,
-            )
-        )  # fmt: skip
-        session.flush()
-        return convert.study(row)
-
     def get_study(self, study_id: int) -> Study:
         """The study with this id; :class:`StoreError` when there is none."""
         study_id = validate.identifier(study_id, "study id")
         with self._read() as session:
-            return convert.study(_study_row(session, study_id))
+            return convert.study(reads.study_row(session, study_id))
 
     def find_study(self, study_hash: str) -> Study | None:
         """The study stored with this content hash, if any."""
@@ -215,8 +131,8 @@ class Store:
         """The study's view images, in view order."""
         study_id = validate.identifier(study_id, "study id")
         with self._read() as session:
-            _study_row(session, study_id)
-            return _images(session, study_id)
+            reads.study_row(session, study_id)
+            return reads.study_images(session, study_id)
 
     # --- drafts --------------------------------------------------------------------------------
 
@@ -235,52 +151,19 @@ class Store:
         study_id = validate.identifier(study_id, "study id")
         if isinstance(drafts, NewDraft) or not isinstance(drafts, Sequence) or not drafts:
             raise StoreError("add_drafts needs a list of at least one NewDraft")
-        rows = [self._draft_row(study_id, index, draft) for index, draft in enumerate(drafts)]
+        rows = [writes.draft_row(study_id, index, draft) for index, draft in enumerate(drafts)]
         flagged = None if disagreements is None else validate.observations(disagreements, "disagreements")
         actor = validate.name(actor, "actor")
         with self._write() as session:
-            study = _study_row(session, study_id)
-            session.add_all(rows)
-            if flagged is not None:
-                study.disagreements, study.has_disagreement = flagged, bool(flagged)
-            session.flush()
-            session.add(
-                AuditEventRow(
-                    study_id=study_id, actor=actor, action="drafts.added",
-                    detail={
-                        "drafts": [
-                            {"id": r.id, "model": r.model_name, "version": r.model_version} for r in rows
-                        ],
-                        "disagreements": flagged,
-                    },
-                    created_at=rows[0].created_at,
-                )
-            )  # fmt: skip
+            writes.insert_drafts(session, reads.study_row(session, study_id), rows, flagged, actor)
             return [convert.draft(r) for r in rows]
-
-    @staticmethod
-    def _draft_row(study_id: int, index: int, draft: NewDraft) -> DraftRow:
-        if not isinstance(draft, NewDraft):
-            raise StoreError(f"draft {index} must be a NewDraft, got {type(draft).__name__}")
-        observations = validate.json_value(
-            {} if draft.observations is None else draft.observations, f"draft {index} observations"
-        )
-        return DraftRow(
-            study_id=study_id,
-            model_name=validate.name(draft.model_name, f"draft {index} model name"),
-            model_version=validate.name(draft.model_version, f"draft {index} model version"),
-            checkpoint_hash=validate.name(draft.checkpoint_hash, f"draft {index} checkpoint hash"),
-            text=validate.text(draft.text, f"draft {index} text", validate.MAX_REPORT),
-            observations=observations,
-            created_at=_now(),
-        )
 
     def drafts(self, study_id: int) -> list[Draft]:
         """The study's drafts, oldest first."""
         study_id = validate.identifier(study_id, "study id")
         with self._read() as session:
-            _study_row(session, study_id)
-            return [convert.draft(r) for r in _drafts(session, study_id)]
+            reads.study_row(session, study_id)
+            return [convert.draft(r) for r in reads.draft_rows(session, study_id)]
 
     # --- reviews -------------------------------------------------------------------------------
 
@@ -320,7 +203,7 @@ class Store:
         try:
             with self._write(races=True) as session:
                 check_references(session, edit)
-                now = _now()
+                now = writes.utc_now()
                 version = apply_edit(session, edit, now)
         except IntegrityError as error:
             # Only a concurrent first save breaks a constraint here: read what the winner wrote.
@@ -355,7 +238,7 @@ class Store:
         """The study's current review (None: not reviewed yet)."""
         study_id = validate.identifier(study_id, "study id")
         with self._read() as session:
-            _study_row(session, study_id)
+            reads.study_row(session, study_id)
             row = current_review(session, study_id)
             return None if row is None else convert.review_version(row)
 
@@ -363,16 +246,16 @@ class Store:
         """Every saved version of the study's review, oldest first."""
         study_id = validate.identifier(study_id, "study id")
         with self._read() as session:
-            _study_row(session, study_id)
-            return _history(session, study_id)
+            reads.study_row(session, study_id)
+            return reads.review_history(session, study_id)
 
     def open_study(self, study_id: int) -> OpenedStudy:
         """A study with its drafts and review history, read in one transaction (what the editor shows)."""
         study_id = validate.identifier(study_id, "study id")
         with self._read() as session:
-            study = convert.study(_study_row(session, study_id))
-            drafts = tuple(convert.draft(r) for r in _drafts(session, study_id))
-            return OpenedStudy(study, drafts, tuple(_history(session, study_id)))
+            study = convert.study(reads.study_row(session, study_id))
+            drafts = tuple(convert.draft(r) for r in reads.draft_rows(session, study_id))
+            return OpenedStudy(study, drafts, tuple(reads.review_history(session, study_id)))
 
     # --- worklist and export -------------------------------------------------------------------
 
@@ -397,37 +280,13 @@ class Store:
             raise StoreError("the disagreement filter must be True, False or None")
         limit = validate.identifier(limit, "worklist limit")
         offset = validate.identifier(offset, "worklist offset", minimum=0)
-        changed = func.coalesce(ReviewRow.updated_at, StudyRow.created_at)
-        query = select(StudyRow, ReviewRow).outerjoin(ReviewRow, ReviewRow.study_id == StudyRow.id)
-        if status == UNREVIEWED:
-            query = query.where(ReviewRow.id.is_(None))
-        elif status is not None:
-            query = query.where(ReviewRow.status == status)
-        if reviewer is not None:
-            query = query.where(
-                exists().where(
-                    ReviewVersionRow.study_id == StudyRow.id, ReviewVersionRow.reviewer == reviewer
-                )
-            )
-        if has_disagreement is not None:
-            query = query.where(StudyRow.has_disagreement.is_(has_disagreement))
-        query = query.order_by(changed.desc(), StudyRow.id.desc()).limit(limit).offset(offset)
         with self._read() as session:
-            return [
-                WorklistRow(
-                    study=convert.study(study),
-                    status=review.status if review is not None else UNREVIEWED,
-                    reviewer=review.reviewer if review is not None else None,
-                    version=review.version if review is not None else 0,
-                    updated_at=review.updated_at if review is not None else None,
-                )
-                for study, review in session.execute(query)
-            ]
+            return listings.worklist_rows(session, status, reviewer, has_disagreement, limit, offset)
 
     def reviewers(self) -> list[str]:
         """Everyone who saved a review version, alphabetically (for the worklist's filter)."""
         with self._read() as session:
-            return list(session.scalars(select(ReviewVersionRow.reviewer).distinct().order_by("reviewer")))
+            return listings.reviewer_names(session)
 
     def final_reviews(self, status: str | None = "final") -> Iterator[ExportRecord]:
         """The studies whose current review has ``status`` (None: any), with their images, by study id.
@@ -439,13 +298,8 @@ class Store:
         return self._export(status)
 
     def _export(self, status: str | None) -> Iterator[ExportRecord]:
-        query = select(StudyRow, ReviewRow).join(ReviewRow, ReviewRow.study_id == StudyRow.id)
-        if status is not None:
-            query = query.where(ReviewRow.status == status)
         with self._read() as session:
-            for study, review in session.execute(query.order_by(StudyRow.id)).all():
-                images = tuple(_images(session, study.id))
-                yield ExportRecord(convert.study(study), convert.review_version(review), images)
+            yield from listings.export_records(session, status)
 
     # --- audit ---------------------------------------------------------------------------------
 
@@ -462,51 +316,13 @@ class Store:
         detail = validate.json_value(detail or {}, "audit detail")
         with self._write() as session:
             if study_id is not None:
-                _study_row(session, study_id)
-            row = AuditEventRow(
-                study_id=study_id, actor=actor, action=action, detail=detail, created_at=_now()
-            )
-            session.add(row)
-            session.flush()
-            return convert.audit_event(row)
+                reads.study_row(session, study_id)
+            return convert.audit_event(writes.insert_event(session, actor, action, study_id, detail))
 
     def audit_events(self, study_id: int | None = None, limit: int = 1000) -> list[AuditEvent]:
         """The last ``limit`` audit events (of one study, or all), oldest first."""
         limit = validate.identifier(limit, "audit limit")
-        query = select(AuditEventRow)
         if study_id is not None:
             study_id = validate.identifier(study_id, "study id")
-            query = query.where(AuditEventRow.study_id == study_id)
         with self._read() as session:
-            rows = session.scalars(query.order_by(AuditEventRow.id.desc()).limit(limit)).all()
-            return [convert.audit_event(r) for r in reversed(rows)]
-
-
-def _study_row(session: Session, study_id: int) -> StudyRow:
-    row = session.get(StudyRow, study_id)
-    if row is None:
-        raise StoreError(f"there is no study {study_id} in the review database")
-    return row
-
-
-def _drafts(session: Session, study_id: int) -> Sequence[DraftRow]:
-    return session.scalars(select(DraftRow).where(DraftRow.study_id == study_id).order_by(DraftRow.id)).all()
-
-
-def _history(session: Session, study_id: int) -> list[ReviewVersion]:
-    rows = session.scalars(
-        select(ReviewVersionRow)
-        .where(ReviewVersionRow.study_id == study_id)
-        .order_by(ReviewVersionRow.version)
-    )
-    return [convert.review_version(r) for r in rows]
-
-
-def _images(session: Session, study_id: int) -> list[StudyImage]:
-    query = (
-        select(StudyImageRow, ImageRow)
-        .join(ImageRow, ImageRow.id == StudyImageRow.image_id)
-        .where(StudyImageRow.study_id == study_id)
-        .order_by(StudyImageRow.position)
-    )
-    return [convert.study_image(link, image) for link, image in session.execute(query)]
+            return listings.audit_events(session, study_id, limit)

@@ -20,7 +20,7 @@ from rrg_core.errors import RRGError
 logger = logging.getLogger(__name__)
 
 # Written out rather than imported: the attribution code loads timm and captum, which `python -m train`
-# should not pay for at start-up (test_explain checks they match rrg_core.explain.attribution).
+# should not pay for at start-up (test_explain_attribution checks they match rrg_core.explain.attribution).
 METHODS = ("integrated_gradients", "gradcam", "occlusion")
 IG_STEPS = 24
 

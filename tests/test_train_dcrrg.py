@@ -199,6 +199,21 @@ def test_train_from_block_is_a_step1_and_step2_setting() -> None:
         apply_overrides(load_preset("cpu"), ["step3.train_from_block=4"])
 
 
+def test_step4_mode_comes_from_the_flag_then_the_preset_then_prompt_tuning() -> None:
+    from rrg_core.errors import RRGError
+    from train.dcrrg.presets import apply_overrides, load_preset, step4_mode, step_settings
+
+    plain = apply_overrides(load_preset("demo"), [])
+    assert step4_mode(plain, None) == "pt"
+    chosen = apply_overrides(load_preset("demo"), ["step4.mode=decoder"])
+    assert step_settings(chosen, 4)["mode"] == "decoder"
+    assert step4_mode(chosen, None) == "decoder" and step4_mode(chosen, "fft") == "fft"
+    with pytest.raises(RRGError, match=r"step4\.mode"):
+        step_settings(apply_overrides(load_preset("demo"), ["step4.mode=lora"]), 4)
+    with pytest.raises(RRGError):
+        apply_overrides(load_preset("demo"), ["step3.mode=pt"])
+
+
 def test_text_layers_freeze_and_the_text_encoder_gets_its_own_rate() -> None:
     from rrg_core.errors import RRGError
     from rrg_core.models.dcclip import DCCLIPConfig

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from train.dcrrg.presets import PRESETS
+from train.dcrrg.presets import PRESETS, STEP4_MODES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -36,8 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--extra-root", type=Path, help="folder the --extra-chexpert paths are relative to")
     p.add_argument("--extra", type=Path, help="extra R2Gen-layout data (its train split joins training)")
     p.add_argument(
-        "--step4", choices=("pt", "fft", "decoder"), default="pt",
-        help="prompt tuning (default), full FT, or FT of the decoder with the encoders frozen",
+        "--step4", choices=STEP4_MODES,
+        help="prompt tuning, full FT, or FT of the decoder with the encoders frozen (default: the "
+        "preset's step4.mode, else pt)",
     )  # fmt: skip
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every step's epochs by F")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field")

@@ -28,7 +28,7 @@ from train.common.runtime import Precision, apply_thread_policy, choose_device, 
 from train.dcrrg import steps as dcrrg_steps
 from train.dcrrg.calibration import calibrate
 from train.dcrrg.prepare import Prepared, prepare
-from train.dcrrg.presets import STEPS, apply_overrides, load_preset, step_settings
+from train.dcrrg.presets import STEPS, apply_overrides, load_preset, step4_mode, step_settings
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +169,9 @@ def _run_step(
     started = time.perf_counter()
     settings = preset[f"step{k}"]
     if k == 4:
-        result = dcrrg_steps.step4(model, prepared.train, settings, ctx, args.step4)
-        print(f"step4 ({args.step4}): {result['trainable']:,} of {result['total']:,} parameters train "
+        mode = step4_mode(preset, args.step4)
+        result = dcrrg_steps.step4(model, prepared.train, settings, ctx, mode)
+        print(f"step4 ({mode}): {result['trainable']:,} of {result['total']:,} parameters train "
               f"({100 * result['trainable_share']:.2f}%)")  # fmt: skip
     else:
         result = getattr(dcrrg_steps, f"step{k}")(model, prepared.train, settings, ctx)

@@ -6,8 +6,9 @@ optional ``max_iterations`` and ``schedule`` (constant or cosine); Step 1 also a
 ``train_from_block``: the image encoder's layers before that EfficientNet block stay frozen, None or
 absent = all train; Steps 1-2 ``text_lr``, the text encoder's own learning rate, and
 ``text_train_from_layer``, the text encoder's layers before it stay frozen; Step 3
-``balance``). ``--set step1.lr=3e-4`` replaces one existing field; a key the
-preset does not have is refused, so a typo cannot be silently ignored.
+``balance``; Step 4 ``mode``, one of :data:`STEP4_MODES`, which ``--step4`` overrides).
+``--set step1.lr=3e-4`` replaces one existing field; a key the preset does not have is refused, so
+a typo cannot be silently ignored.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from train.common.runner import SCHEDULES
 
 PRESETS: tuple[str, ...] = ("demo", "cpu", "paper")
 STEPS: tuple[int, ...] = (1, 2, 3, 4)
+# Step 4's forms: prompt tuning (the paper's), full fine-tuning (Table 4), or the decoder side alone.
+STEP4_MODES: tuple[str, ...] = ("pt", "fft", "decoder")
 # Fields that may be absent from a preset but still set (None means "not given").
 _OPTIONAL = (
     {f"step{k}.max_iterations" for k in STEPS}
@@ -34,6 +37,7 @@ _OPTIONAL = (
         "step2.text_train_from_layer",
         "step3.balance",
         "step3.text_view",
+        "step4.mode",
     }
 )
 
@@ -67,6 +71,9 @@ def step_settings(preset: dict[str, Any], step: int) -> dict[str, Any]:
         value = settings.get(field)
         if value is not None and (step not in (1, 2) or not _is_int(value) or value < 0):
             raise RRGError(f"step{step}.{field} must be an integer >= 0 in step1 or step2, got {value!r}")
+    mode = settings.get("mode")
+    if mode is not None and (step != 4 or mode not in STEP4_MODES):
+        raise RRGError(f"step{step}.mode must be one of {', '.join(STEP4_MODES)} in step4, got {mode!r}")
     text_lr = settings.get("text_lr")
     if text_lr is not None and not (_is_number(text_lr) and text_lr > 0):
         raise RRGError(f"step{step}.text_lr must be a positive number, got {text_lr!r}")
@@ -79,3 +86,8 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def step4_mode(preset: dict[str, Any], requested: str | None) -> str:
+    """Step 4's form: ``--step4`` when given, else the preset's ``step4.mode``, else prompt tuning."""
+    return requested or preset["step4"].get("mode") or "pt"

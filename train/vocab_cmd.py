@@ -13,8 +13,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register the command."""
     parser = subparsers.add_parser("vocab", help="build and print the vocabulary of the training reports")
     parser.add_argument("--data", required=True, type=Path, help="data set folder (or its annotation.json)")
-    parser.add_argument("--min-count", type=int, help="keep words seen at least this often (default: 3 for "
-                        "IU X-ray, 10 for MIMIC-CXR)")
+    parser.add_argument(
+        "--min-count",
+        type=int,
+        help="keep words seen at least this often (default: 3 for IU X-ray, 10 for MIMIC-CXR)",
+    )
     parser.add_argument("--out", type=Path, help="write vocab.json here")
     return parser
 
@@ -25,8 +28,10 @@ def run(args: argparse.Namespace) -> int:
     spec = detect_spec(splits["train"])
     min_count = args.min_count if args.min_count is not None else spec.min_count
     vocab = Vocabulary.build((record.report for record in splits["train"]), min_count=min_count)
-    print(f"{spec.name}: {len(splits['train'])} training reports, min count {min_count}: "
-          f"vocabulary of {len(vocab)} tokens ({len(vocab) - 4} words + 4 special tokens)")
+    print(
+        f"{spec.name}: {len(splits['train'])} training reports, min count {min_count}: "
+        f"vocabulary of {len(vocab)} tokens ({len(vocab) - 4} words + 4 special tokens)"
+    )
     if args.out:
         vocab.save(args.out)
         print(f"wrote {args.out}")

@@ -155,7 +155,11 @@ def masked_mean(features: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 def triplet_loss(
-    image_global: Tensor, report_global: Tensor, margin: float = 0.2, exclude: Tensor | None = None
+    image_global: Tensor,
+    report_global: Tensor,
+    margin: float = 0.2,
+    exclude: Tensor | None = None,
+    hardest: bool = True,
 ) -> Tensor:
     """Eq 10 with in-batch hardest negatives, averaged over the batch.
 
@@ -167,6 +171,11 @@ def triplet_loss(
     same report text (common in IU X-ray: "no acute cardiopulmonary abnormality"), which would
     otherwise be pushed apart. An anchor without any negative contributes zero (so a batch of one
     gives zero).
+
+    ``hardest=False`` averages the hinge over all of an anchor's negatives instead (VSE++'s "sum"
+    form, Faghri et al. 2018). From a cold start every global feature is nearly the same, and the
+    hardest-negative form then stays at 2 * margin without separating them; the training loop uses
+    this form for a warm-up (see ``triplet_warmup`` in train/uar).
     """
     if image_global.shape != report_global.shape or image_global.dim() != 2:
         raise ValueError(
@@ -178,6 +187,12 @@ def triplet_loss(
     not_negative = torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
     if exclude is not None:
         not_negative = not_negative | exclude.to(similarity.device).bool()
+    if not hardest:
+        negatives = (~not_negative).to(similarity.dtype)
+        image_anchor = functional.relu(margin - positive[:, None] + similarity) * negatives  # row i: image i
+        report_anchor = functional.relu(margin - positive[None, :] + similarity) * negatives  # column j
+        counts = negatives.sum(dim=1).clamp(min=1.0)  # symmetric: row i and column i count alike
+        return (image_anchor.sum(dim=1) / counts + report_anchor.sum(dim=0) / counts).mean()
     masked = similarity.masked_fill(not_negative, float("-inf"))
     hardest_report = masked.max(dim=1).values  # image i as anchor
     hardest_image = masked.max(dim=0).values  # report i as anchor

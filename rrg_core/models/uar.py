@@ -222,9 +222,10 @@ class UAR(nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
 
-    def forward(self, visual: Tensor, report_ids: Tensor) -> UAROutput:
+    def forward(self, visual: Tensor, report_ids: Tensor, hardest_negatives: bool = True) -> UAROutput:
         """Eq 13 on a batch: ``visual`` as :meth:`embed_visual` takes it, ``report_ids`` (B, T) =
-        BOS words EOS, right-padded with PAD."""
+        BOS words EOS, right-padded with PAD. ``hardest_negatives`` False averages eq 10 over all
+        negatives (the trainer's warm-up; :func:`~rrg_core.models.cra.triplet_loss`)."""
         report_ids = self._check_report(report_ids)
         encoding = self.encode(visual)
         ids = report_ids.to(encoding.memory.device)
@@ -237,7 +238,9 @@ class UAR(nn.Module):
         global_loss = zero
         if lambda_global:
             image = masked_mean(encoding.features)
-            global_loss = triplet_loss(image, self.report_global(ids), self.config.margin, same_reports(ids))
+            global_loss = triplet_loss(
+                image, self.report_global(ids), self.config.margin, same_reports(ids), hardest_negatives
+            )
         mask_loss = self.mask_loss() if lambda_mask else zero
         total = lambda_ce * ce + lambda_global * global_loss + lambda_mask * mask_loss
         return UAROutput(total, ce, global_loss, mask_loss, logits)

@@ -155,3 +155,27 @@ def test_triplet_loss_excluded_pairs_are_not_negatives_and_batch_of_one_is_zero(
     assert torch.isfinite(images.grad).all()
     single = triplet_loss(torch.randn(1, 4), torch.randn(1, 4))
     assert float(single) == 0.0
+
+
+def test_triplet_loss_over_all_negatives_averages_each_anchors_hinges() -> None:
+    images = torch.eye(3, 8)
+    reports = torch.eye(3, 8)
+    reports[0, 1] = 1.0  # as above: cos(image 1, report 0) = s, every other off-diagonal cosine 0
+    s = 2**-0.5
+    loss = triplet_loss(images, reports, margin=0.5, hardest=False)
+    # Image anchors (rows): image 0 (s_00 = s) sees reports 1, 2 at 0 -> relu(0.5 - s) twice;
+    # image 1 (s_11 = 1) sees report 0 at s -> relu(0.5 - 1 + s) and report 2 -> 0; image 2: 0.
+    # Report anchors (columns): report 0 sees image 1 at s -> relu(0.5 - s + s) = 0.5 and image 2 at 0
+    # -> relu(0.5 - s); reports 1 and 2: their negatives at 0 against s_jj = 1 -> 0.
+    rows = (2 * max(0.5 - s, 0)) / 2 + max(0.5 - 1 + s, 0) / 2
+    columns = (0.5 + max(0.5 - s, 0)) / 2
+    assert float(loss) == pytest.approx((rows + columns) / 3, abs=1e-6)
+
+
+def test_triplet_loss_over_all_negatives_skips_excluded_pairs_and_lone_anchors() -> None:
+    images = torch.eye(2, 4)
+    reports = torch.eye(2, 4).flip(0)  # each report matches the other image
+    assert float(triplet_loss(images, reports, margin=0.2, hardest=False)) > 0
+    exclude = torch.ones(2, 2, dtype=torch.bool)
+    assert float(triplet_loss(images, reports, margin=0.2, exclude=exclude, hardest=False)) == 0.0
+    assert float(triplet_loss(torch.randn(1, 4), torch.randn(1, 4), hardest=False)) == 0.0

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from rrg_core.errors import RRGError
 from rrg_core.models.uar_io import load_dvae, load_uar
 from train.__main__ import main
 from train.uar.presets import build_preset, dvae_config, uar_config
@@ -186,6 +187,15 @@ def test_set_may_add_model_fields_the_preset_leaves_out() -> None:
         preset, vocab_size=100, max_length=60, views=2, dvae=dvae_config(preset), special=(0, 1, 2)
     )
     assert (config.lambda_global, config.fusion, preset["stage1"]["max_iterations"]) == (0, "addition", 3)
+
+
+def test_triplet_warmup_is_a_stage_share() -> None:
+    assert build_preset("demo", ["stage2.triplet_warmup=0.25"])["stage2"]["triplet_warmup"] == 0.25
+    for bad in ("1.5", "-0.1", "true"):
+        with pytest.raises(RRGError, match="triplet_warmup"):
+            build_preset("demo", [f"stage1.triplet_warmup={bad}"])
+    with pytest.raises(RRGError):
+        build_preset("demo", ["dvae.triplet_warmup=0.5"])
 
 
 def test_presets_build_models_and_paper_is_the_papers() -> None:

@@ -14,7 +14,9 @@ Layout of a preset:
   ``reconstructions`` (how many validation images to save as PNGs);
 - ``model``: :class:`~rrg_core.models.uar.UARConfig` fields (sizes, CRA, TIR);
 - ``stage1``, ``stage2``: ``epochs``, ``batch_size`` (studies), ``lr``, optional ``schedule``
-  (constant or cosine) and ``max_iterations``.
+  (constant or cosine), ``max_iterations`` and ``triplet_warmup`` (the share of the stage's first
+  iterations in which eq 10 averages over all negatives before it takes the hardest; ours, see
+  :func:`rrg_core.models.cra.triplet_loss`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(UARConfig)) - _DERIV
 # the lambdas of eq 13, ...); anything else must already be in the file.
 _OPTIONAL = frozenset(
     {f"{s}.{k}" for s in TRAIN_SECTIONS for k in ("max_iterations", "schedule")}
+    | {f"stage{k}.triplet_warmup" for k in (1, 2)}
     | {f"model.{k}" for k in MODEL_FIELDS}
     | {f"dvae.{k}" for k in DVAE_FIELDS | DVAE_TRAINING}
 )
@@ -76,7 +79,7 @@ def check_preset(preset: dict[str, Any]) -> None:
     for key in ("temperature_start", "temperature_end"):
         _positive(dvae, key, float, "dvae.")
     for key in ("anneal", "kl_warmup"):
-        if not isinstance(dvae.get(key), int | float) or not 0 <= dvae[key] <= 1:
+        if not _is_share(dvae.get(key)):
             raise RRGError(f"dvae.{key} must be a share between 0 and 1, got {dvae.get(key)!r}")
     _unknown(preset["model"], MODEL_FIELDS, "model")
     for section in TRAIN_SECTIONS:
@@ -92,6 +95,13 @@ def _check_loop(settings: dict[str, Any], section: str) -> None:
     schedule = settings.get("schedule")
     if schedule is not None and schedule not in SCHEDULES:
         raise RRGError(f"{section}.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    warmup = settings.get("triplet_warmup")
+    if warmup is not None and not _is_share(warmup):
+        raise RRGError(f"{section}.triplet_warmup must be a share between 0 and 1, got {warmup!r}")
+
+
+def _is_share(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
 
 
 def _positive(section: dict[str, Any], key: str, kind: type, prefix: str = "") -> None:

@@ -19,7 +19,7 @@ from rrg_core.metrics import alignment_score
 from rrg_core.models.uar import UAR
 from train.common.runner import index_batches
 from train.uar.data import UARData
-from train.uar.loop import Context, Terms, run_loop
+from train.uar.loop import Context, Terms, iterations, run_loop
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,14 @@ def train_stage(
         for index in index_batches(len(data.report_ids), settings["batch_size"], ctx.generator, ctx.info):
             yield visual.train_batch(data, index, ctx, crops), data.reports(index).to(ctx.device)
 
+    total, _ = iterations(settings, len(data.report_ids), ctx.info)
+    warmup = round(float(settings.get("triplet_warmup") or 0.0) * total)
+
     def loss_fn(module: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-        out = module(*batch)
+        # Cold-start global features are all alike, and eq 10's hardest negative alone does not
+        # separate them (they stay at cosine ~0.99); averaging over negatives first does.
+        out = module(*batch, hardest_negatives=terms.calls >= warmup)
+        terms.calls += 1
         terms.add(ce=out.ce.detach(), global_loss=out.global_loss.detach(), mask_loss=out.mask_loss.detach())
         return out.loss
 

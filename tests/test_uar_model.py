@@ -262,6 +262,34 @@ def test_identical_reports_are_not_negatives() -> None:
     assert same_reports(reports).tolist() == [[True, False, True], [False, True, False], [True, False, True]]
 
 
+def test_pairs_marked_not_negative_leave_the_triplet_term() -> None:
+    model = tiny().eval()
+    tokens, reports = batch()
+    assert float(model(tokens, reports).global_loss) > 0
+    everyone = torch.ones(B, B, dtype=torch.bool)
+    for hardest in (True, False):
+        out = model(tokens, reports, hardest_negatives=hardest, not_negatives=everyone)
+        assert float(out.global_loss) == 0.0
+
+
+def test_training_studies_with_the_same_findings_are_grouped() -> None:
+    from rrg_core.data.datasets import StudyRecord
+    from train.uar.data import UARData, positive_sets
+
+    records = [
+        StudyRecord("a", "Small left pleural effusion. No pneumothorax.", ("a.png",), "train"),
+        StudyRecord("b", "There is a left pleural effusion. Heart size is normal.", ("b.png",), "train"),
+        StudyRecord("c", "The lungs are clear. No pleural effusion.", ("c.png",), "train"),
+        # A reviewer's labels win over the report's reading.
+        StudyRecord("d", "The lungs are clear.", ("d.png",), "train", {"labels": {"Pleural Effusion": 1}}),
+    ]
+    sets = positive_sets(records)
+    assert sets.shape == (4, 14) and sets.dtype == torch.bool
+    data = UARData(None, None, records, [], torch.empty(0), torch.empty(0), [], [], None, sets)
+    same = data.same_findings(torch.tensor([0, 1, 2, 3]))
+    assert same[0, 1] and not same[0, 2] and same[0, 3] and same.diagonal().all()
+
+
 def test_report_global_ignores_padding() -> None:
     model = tiny().eval()
     short = torch.tensor([[1, 5, 6, 2]])

@@ -222,10 +222,18 @@ class UAR(nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
 
-    def forward(self, visual: Tensor, report_ids: Tensor, hardest_negatives: bool = True) -> UAROutput:
+    def forward(
+        self,
+        visual: Tensor,
+        report_ids: Tensor,
+        hardest_negatives: bool = True,
+        not_negatives: Tensor | None = None,
+    ) -> UAROutput:
         """Eq 13 on a batch: ``visual`` as :meth:`embed_visual` takes it, ``report_ids`` (B, T) =
         BOS words EOS, right-padded with PAD. ``hardest_negatives`` False averages eq 10 over all
-        negatives (the trainer's warm-up; :func:`~rrg_core.models.cra.triplet_loss`)."""
+        negatives (the trainer's warm-up; :func:`~rrg_core.models.cra.triplet_loss`).
+        ``not_negatives`` (B, B) bool marks further pairs, beside identical reports, that eq 10 must
+        not treat as negatives (the trainer passes studies with the same findings)."""
         report_ids = self._check_report(report_ids)
         encoding = self.encode(visual)
         ids = report_ids.to(encoding.memory.device)
@@ -238,8 +246,11 @@ class UAR(nn.Module):
         global_loss = zero
         if lambda_global:
             image = masked_mean(encoding.features)
+            exclude = same_reports(ids)
+            if not_negatives is not None:
+                exclude = exclude | not_negatives.to(exclude.device)
             global_loss = triplet_loss(
-                image, self.report_global(ids), self.config.margin, same_reports(ids), hardest_negatives
+                image, self.report_global(ids), self.config.margin, exclude, hardest_negatives
             )
         mask_loss = self.mask_loss() if lambda_mask else zero
         total = lambda_ce * ce + lambda_global * global_loss + lambda_mask * mask_loss

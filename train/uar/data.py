@@ -16,12 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rrg_core.data.datasets import (
-    DatasetSpec,
-    StudyRecord,
-)
+from rrg_core.data.datasets import DatasetSpec, StudyRecord, reviewed_labels
 from rrg_core.data.transforms import TransformConfig
 from rrg_core.data.vocab import Vocabulary
+from rrg_core.labeler import label_report
+from rrg_core.observations import OBSERVATIONS, is_positive
 from train.common.splits import read_training_records
 from train.dcrrg.data import cache_images, pad_ids
 
@@ -101,6 +100,15 @@ class UARData:
     report_ids: list[list[int]]
     val_report_ids: list[list[int]]
     image: ImageSettings
+    positive_sets: Tensor | None = None  # bool (N, 14): each training study's positive observations
+
+    def same_findings(self, index: Tensor) -> Tensor | None:
+        """(B, B) bool: studies of ``index`` with the same positive-observation set ("No Finding"
+        included), which eq 10 must not push apart; None when the labels are not known."""
+        if self.positive_sets is None:
+            return None
+        sets = self.positive_sets[index]
+        return (sets[:, None, :] == sets[None, :, :]).all(dim=-1)
 
     def train_views(self) -> Tensor:
         """Every training view on its own, uint8 (N * V, S, S): the dVAE's training set."""
@@ -138,4 +146,17 @@ def prepare(
         val_images=cache_images(paths(val), image.size, spec.views, workers, show),
         report_ids=[vocab.encode(r.report, spec.max_length) for r in train],
         val_report_ids=[vocab.encode(r.report, spec.max_length) for r in val], image=image,
+        positive_sets=positive_sets(train),
     )  # fmt: skip
+
+
+def positive_sets(records: list[StudyRecord]) -> Tensor:
+    """bool (N, 14): the positive observations of each record, a reviewer's labels (``--extra``
+    corrections) where given, else the labeler's reading of the report. The same rule as the
+    evaluation's retrieval relevance (:data:`rrg_core.evaluation.RETRIEVAL_RELEVANCE`)."""
+    reviewed = reviewed_labels(records)
+    rows = []
+    for record in records:
+        labels = reviewed.get(record.id) or label_report(record.report).labels
+        rows.append([is_positive(labels.get(name)) for name in OBSERVATIONS])
+    return torch.tensor(rows, dtype=torch.bool).reshape(len(records), len(OBSERVATIONS))

@@ -55,15 +55,21 @@ def train_stage(
 
     def batches():
         for index in index_batches(len(data.report_ids), settings["batch_size"], ctx.generator, ctx.info):
-            yield visual.train_batch(data, index, ctx, crops), data.reports(index).to(ctx.device)
+            yield visual.train_batch(data, index, ctx, crops), data.reports(index).to(ctx.device), index
 
     total, _ = iterations(settings, len(data.report_ids), ctx.info)
     warmup = round(float(settings.get("triplet_warmup") or 0.0) * total)
 
-    def loss_fn(module: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    def loss_fn(module: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        visual_input, report_ids, index = batch
         # Cold-start global features are all alike, and eq 10's hardest negative alone does not
-        # separate them (they stay at cosine ~0.99); averaging over negatives first does.
-        out = module(*batch, hardest_negatives=terms.calls >= warmup)
+        # separate them (they stay at cosine ~0.99); averaging over negatives first does. Two
+        # studies with the same findings are no one's negatives: IU reports of the same findings
+        # differ mostly in which normal statements they list, which no image can tell apart.
+        out = module(
+            visual_input, report_ids, hardest_negatives=terms.calls >= warmup,
+            not_negatives=data.same_findings(index),
+        )  # fmt: skip
         terms.calls += 1
         terms.add(ce=out.ce.detach(), global_loss=out.global_loss.detach(), mask_loss=out.mask_loss.detach())
         return out.loss

@@ -55,7 +55,7 @@ from rrg_core.metrics import (
     precision_at_ks,
 )
 from rrg_core.metrics.ranking import to_numpy
-from rrg_core.observations import OBSERVATIONS, LabelDict, is_positive, labels_to_json
+from rrg_core.observations import OBSERVATIONS, LabelDict, labels_to_json, positive_flags
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def _all_or_none(values: list[Any], what: str) -> bool:
 
 
 def _positives(labels: Sequence[LabelDict]) -> np.ndarray:
-    return np.array([[is_positive(row.get(name)) for name in OBSERVATIONS] for row in labels], dtype=float)
+    return np.array([positive_flags(row) for row in labels], dtype=float)
 
 
 def _auroc(generated: list[GeneratedReport], ref_labels: list[LabelDict]) -> AurocSummary | None:

@@ -117,6 +117,12 @@ def is_positive(value: object) -> bool:
     return parse_label(value) == Label.POSITIVE
 
 
+def positive_flags(labels: Mapping[str, object]) -> list[bool]:
+    """The 14 observations' :func:`is_positive` readings in :data:`OBSERVATIONS` order (absent keys
+    count as unmentioned): a study's positive-finding set, as retrieval relevance compares them."""
+    return [is_positive(labels.get(name)) for name in OBSERVATIONS]
+
+
 def labels_to_json(labels: Mapping[str, object]) -> dict[str, int | None]:
     """All 14 labels as plain JSON values (1, 0, -1 or None), in :data:`OBSERVATIONS` order."""
     complete = validate_labels(labels)

@@ -172,10 +172,11 @@ def triplet_loss(
     otherwise be pushed apart. An anchor without any negative contributes zero (so a batch of one
     gives zero).
 
-    ``hardest=False`` averages the hinge over all of an anchor's negatives instead (VSE++'s "sum"
-    form, Faghri et al. 2018). From a cold start every global feature is nearly the same, and the
-    hardest-negative form then stays at 2 * margin without separating them; the training loop uses
-    this form for a warm-up (see ``triplet_warmup`` in train/uar).
+    ``hardest=False`` averages the hinge over all of an anchor's negatives instead (the sum form
+    that VSE++, Faghri et al. 2018, compares with, divided by the number of negatives). From a cold
+    start every global feature is nearly the same, and the hardest-negative form then stays at
+    2 * margin without separating them; the training loop uses this form for a warm-up (see
+    ``triplet_warmup`` in train/uar).
     """
     if image_global.shape != report_global.shape or image_global.dim() != 2:
         raise ValueError(

@@ -20,7 +20,7 @@ from rrg_core.data.datasets import DatasetSpec, StudyRecord, reviewed_labels
 from rrg_core.data.transforms import TransformConfig
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.labeler import label_report
-from rrg_core.observations import OBSERVATIONS, is_positive
+from rrg_core.observations import OBSERVATIONS, positive_flags
 from train.common.splits import read_training_records
 from train.dcrrg.data import cache_images, pad_ids
 
@@ -158,5 +158,5 @@ def positive_sets(records: list[StudyRecord]) -> Tensor:
     rows = []
     for record in records:
         labels = reviewed.get(record.id) or label_report(record.report).labels
-        rows.append([is_positive(labels.get(name)) for name in OBSERVATIONS])
+        rows.append(positive_flags(labels))
     return torch.tensor(rows, dtype=torch.bool).reshape(len(records), len(OBSERVATIONS))

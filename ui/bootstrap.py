@@ -32,8 +32,7 @@ TRAINED_ON = (
     "made by "
     "`python -m train phantoms --n {n} --size {size} --seed {seed}` (no patient data, not real X-rays); "
     "the demo presets (minutes of training on a free laptop CPU). Their drafts show how the app works, "
-    "not what "
-    "the models can do."
+    "not what the models can do."
 )
 
 

@@ -81,11 +81,27 @@ def test_probability_is_the_step1_head_and_grad_cam_hooks_the_feature_map(clip, 
         expected = clip.observation_probabilities(images)[0, 3]
     assert result.probability == pytest.approx(float(expected), abs=1e-5)
     captured = []
-    handle = grad_cam_layer(clip.image_encoder).register_forward_hook(lambda m, i, o: captured.append(o))
+    handle = grad_cam_layer(clip.image_encoder, "").register_forward_hook(lambda m, i, o: captured.append(o))
     with torch.no_grad():
         _, feature_map = clip.encode_image(images)
     handle.remove()
     assert torch.equal(captured[0], feature_map)
+
+
+def test_grad_cam_reads_the_encoders_block_or_a_named_one(clip) -> None:
+    encoder = clip.image_encoder
+    assert encoder.cam_layer == "blocks.4" and grad_cam_layer(encoder) is encoder.body.blocks[4]
+    assert grad_cam_layer(encoder, "conv_head") is encoder.body.conv_head
+    with pytest.raises(RRGError, match=r"no block 'blocks\.99'.*conv_stem"):
+        grad_cam_layer(encoder, "blocks.99")
+    with pytest.raises(RRGError, match="no block 'nowhere'"):
+        ObservationAttributor(clip, settings=AttributionSettings(gradcam_layer="nowhere"))
+    view = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(2))
+    size = DCRRG_IMAGE_SIZE  # 64 px
+    head = ObservationAttributor(clip, image_size=size, settings=AttributionSettings(gradcam_layer="bn2"))
+    assert head.attribute(view, "Edema", "gradcam").grid.shape == (2, 2)  # stride 32
+    stride16 = ObservationAttributor(clip, image_size=size).attribute(view, "Edema", "gradcam")
+    assert stride16.grid.shape == (4, 4) and stride16.heatmap.shape == (64, 64)
 
 
 def test_concurrent_requests_give_the_sequential_results(attributor) -> None:
@@ -206,9 +222,9 @@ def test_dcrrg_pointing_on_phantoms(phantoms, attributor) -> None:
     assert "| all |" in report.format_table()
     native = dcrrg_pointing(attributor, phantoms, "train", "gradcam", limit=6, native=True, progress=False)
     assert native.method == "DCRRG gradcam (native grid)" and native.overall.trials == overall.trials
-    assert native.overall.uniform > overall.uniform  # a 2x2 feature grid: cells touching the finding
+    assert native.overall.uniform > overall.uniform  # a 4x4 block grid: cells touching the finding
     result = attributor.attribute(torch.rand(1, 64, 64), "Edema", "gradcam")
-    assert result.grid.shape == (2, 2) and float(result.grid.max()) <= 1
+    assert result.grid.shape == (4, 4) and float(result.grid.max()) <= 1
 
 
 def test_uar_pointing_on_phantoms(phantoms, uar_generator) -> None:
@@ -247,3 +263,5 @@ def test_the_command_prints_rates_and_the_uniform_baseline(
     assert "UAR TIR (reference reports)" in capsys.readouterr().out
     assert main([*argv, "--method", "lime"]) == 2
     assert "unknown attribution method" in capsys.readouterr().err
+    assert main([*argv, "--gradcam-layer", "blocks.99"]) == 2
+    assert "no block 'blocks.99'" in capsys.readouterr().err

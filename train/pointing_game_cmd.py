@@ -54,6 +54,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )  # fmt: skip
     parser.add_argument("--limit", type=int, help="play on the first N studies of the split only")
     parser.add_argument("--ig-steps", type=int, default=IG_STEPS, help=f"IG steps (default {IG_STEPS})")
+    parser.add_argument(
+        "--gradcam-layer",
+        help="DCRRG Grad-CAM: a dotted block name in the image encoder's body (default: the encoder's "
+        "own, blocks.4 for EfficientNet-Lite0; '' for the body's output)",
+    )
     parser.add_argument("--occlusion-window", type=int, help="occlusion square in input pixels (default 1/8)")
     parser.add_argument("--occlusion-stride", type=int, help="occlusion stride (default: the window)")
     parser.add_argument("--beam-size", type=int, default=3, help="UAR beam size (default 3)")
@@ -89,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             ig_steps=args.ig_steps,
             occlusion_window=args.occlusion_window,
             occlusion_stride=args.occlusion_stride,
+            gradcam_layer=args.gradcam_layer,
         )
         attributor = ObservationAttributor.from_generator(generator, settings)
         methods = list(METHODS) if args.method.strip().lower() == "all" else [method_name(args.method)]

@@ -9,8 +9,9 @@ Two backbones:
 - ``resnet50``: torchvision's ResNet-50, the DCRRG paper's choice (Appendix A); its ImageNet
   weights need a network connection (or a local state-dict file).
 
-The feature map (``B, C, h, w``) is kept because the decoder cross-attends to it and Grad-CAM
-needs it; the pooled feature (``B, C``) feeds the observation classifier and the projection head.
+The feature map (``B, C, h, w``) is kept because the decoder cross-attends to it; the pooled feature
+(``B, C``) feeds the observation classifier and the projection head. Each encoder also names the
+block of its body that Grad-CAM reads by default (``cam_layer``; see :mod:`rrg_core.explain.attribution`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ class ImageEncoder(nn.Module):
     """A CNN body plus global average pooling.
 
     Attributes say what inputs it expects: ``input_size`` (square side in pixels), ``mean`` and
-    ``std`` (per RGB channel, after scaling pixels to [0, 1]); ``out_channels`` is C.
+    ``std`` (per RGB channel, after scaling pixels to [0, 1]); ``out_channels`` is C; ``cam_layer``
+    is the dotted name, inside ``body``, of the block whose output Grad-CAM reads by default ("":
+    the body's output, the feature map itself).
     """
 
     def __init__(
@@ -85,9 +88,11 @@ class ImageEncoder(nn.Module):
         mean: tuple[float, ...],
         std: tuple[float, ...],
         input_size: int = 224,
+        cam_layer: str = "",
     ) -> None:
         super().__init__()
         self.name = name
+        self.cam_layer = cam_layer
         self.body = body
         self.out_channels = out_channels
         self.mean = mean
@@ -202,7 +207,10 @@ def _efficientnet_lite0(pretrained: str | None) -> ImageEncoder:
             conv_stem=net.conv_stem, bn1=net.bn1, blocks=net.blocks, conv_head=net.conv_head, bn2=net.bn2
         )
     )
-    return ImageEncoder("efficientnet_lite0", body, net.num_features, _HALF, _HALF)
+    # Grad-CAM reads the end of the stride-16 stages (8 x 8 at 128 px), not the 1x1 head: on the
+    # IU-Phantom and phantom pointing games the head's 4 x 4 map pointed at findings barely above a
+    # uniform map (1.2-1.3x), this block's at 4-6x (rrg_core/explain/attribution.py).
+    return ImageEncoder("efficientnet_lite0", body, net.num_features, _HALF, _HALF, cam_layer="blocks.4")
 
 
 def _resnet50_imagenet_state() -> dict[str, torch.Tensor]:
@@ -236,7 +244,10 @@ def _resnet50(pretrained: str | None) -> ImageEncoder:
             layer4=net.layer4,
         )
     )
-    return ImageEncoder("resnet50", body, net.fc.in_features, _IMAGENET_MEAN, _IMAGENET_STD)
+    # layer4, Grad-CAM's usual choice for ResNets; not measured here (no trained ResNet-50 checkpoint).
+    return ImageEncoder(
+        "resnet50", body, net.fc.in_features, _IMAGENET_MEAN, _IMAGENET_STD, cam_layer="layer4"
+    )
 
 
 def build_image_encoder(

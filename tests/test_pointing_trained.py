@@ -1,0 +1,52 @@
+"""The pointing game with a trained DCRRG Step-1 model: do its attributions point at the findings?
+
+The other explain tests use random models, which check the plumbing but not that a map means
+anything. Here the demo preset trains Step 1 on 300 phantom studies at 96 px (about two minutes on
+two cores), and each captum method must hit the findings of the test split more than twice as
+often as a uniform map would (issue 7's bar). Measured when written: Grad-CAM 4.5x, Integrated
+Gradients 5.9x, Occlusion 3.3x over all 129 test trials.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rrg_core.checkpoints import load_checkpoint
+from rrg_core.explain import METHODS, AttributionSettings, ObservationAttributor, dcrrg_pointing
+from rrg_core.generators import dcrrg_generator_from_checkpoint
+from train.__main__ import main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PHANTOM_STUDIES = 300
+PHANTOM_SIZE = 96
+# IG and occlusion cost tens of forward passes per trial: they play on the first studies only.
+COSTLY_METHOD_STUDIES = 15
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ObservationAttributor]:
+    """The phantom set and an attributor over the Step-1 model the demo preset trains on it."""
+    from rrg_core.data.phantoms import write_phantoms
+
+    root = tmp_path_factory.mktemp("pointing")
+    data = root / "phantoms"
+    write_phantoms(data, n=PHANTOM_STUDIES, seed=0, size=PHANTOM_SIZE)
+    run = root / "run"
+    argv = ["dcrrg", "--preset", "demo", "--data", str(data), "--out", str(run), "--steps", "1"]
+    assert main([*argv, "--set", f"image_size={PHANTOM_SIZE}", "--workers", "0"]) == 0
+    generator = dcrrg_generator_from_checkpoint(load_checkpoint(run / "step1"), "cpu", beam_size=1)
+    settings = AttributionSettings(ig_steps=8, ig_batch=8)
+    return data, ObservationAttributor.from_generator(generator, settings)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_trained_attributions_point_at_findings_twice_as_often_as_a_uniform_map(trained, method) -> None:
+    data, attributor = trained
+    limit = None if method == "gradcam" else COSTLY_METHOD_STUDIES
+    report = dcrrg_pointing(attributor, data, "test", method, limit=limit, progress=False)
+    overall = report.overall
+    assert overall.trials >= 20, report.format_table()
+    assert overall.rate > 2 * overall.uniform, report.format_table()

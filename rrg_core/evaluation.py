@@ -50,6 +50,7 @@ from rrg_core.metrics import (
     ClinicalEfficacy,
     alignment_score,
     auroc_per_observation,
+    chance_precision,
     clinical_efficacy,
     nlg_scores,
     precision_at_ks,
@@ -131,6 +132,7 @@ class EvaluationResult:
     studies: list[StudyOutcome] = field(default_factory=list, repr=False)
     report_to_image_precision_at_k: dict[int, float] | None = None
     alignment: float | None = None
+    chance_precision: float | None = None
 
     @property
     def studies_per_second(self) -> float | None:
@@ -161,6 +163,8 @@ class EvaluationResult:
             if self.report_to_image_precision_at_k is not None:
                 reverse = self.report_to_image_precision_at_k
                 retrieval["report_to_image"] = {f"P@{k}": value for k, value in reverse.items()}
+            if self.chance_precision is not None:
+                retrieval["chance"] = self.chance_precision  # a random ranking's P@K, any K
         return {
             "model": self.model,
             "num_studies": self.num_studies,
@@ -297,6 +301,7 @@ def _retrieval(
     return {
         "precision_at_k": precision_at_ks(similarity, relevance, ks),
         "report_to_image_precision_at_k": precision_at_ks(similarity.T, relevance, ks),
+        "chance_precision": chance_precision(relevance),
         "alignment": None if zero else alignment_score(images, reports),
     }
 
@@ -381,8 +386,8 @@ def format_alignment_table(results: Mapping[str, EvaluationResult]) -> str:
     ks = [k for k in PRECISION_KS if k != 2]
     lines = [
         "| Model | Alignment | " + " | ".join(f"I->R P@{k}" for k in ks) + " | "
-        + " | ".join(f"R->I P@{k}" for k in ks) + " |",
-        "|---|" + "---:|" * (1 + 2 * len(ks)),
+        + " | ".join(f"R->I P@{k}" for k in ks) + " | chance P@K |",
+        "|---|" + "---:|" * (2 + 2 * len(ks)),
     ]  # fmt: skip
     for name, result in rows.items():
         reverse = result.report_to_image_precision_at_k or {}
@@ -390,13 +395,15 @@ def format_alignment_table(results: Mapping[str, EvaluationResult]) -> str:
             result.alignment,
             *(result.precision_at_k.get(k) for k in ks),
             *(reverse.get(k) for k in ks),
+            result.chance_precision,
         ]
         cells = ["-" if v is None or not math.isfinite(v) else f"{v:.3f}" for v in values]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         "Alignment: UAR footnote 3, the share of matched image-report pairs whose cosine similarity, min-max "
-        f"normalised over all pairs, exceeds 0.5. P@K relevance: {RETRIEVAL_RELEVANCE}."
+        f"normalised over all pairs, exceeds 0.5. P@K relevance: {RETRIEVAL_RELEVANCE}; chance P@K: what "
+        "a random ranking scores."
     )
     return "\n".join(lines)
 

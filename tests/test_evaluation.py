@@ -141,6 +141,9 @@ def test_precision_at_k_from_image_and_report_embeddings():
     assert result.precision_at_k[2] == pytest.approx((0.5 + 1 + 0.5 + 0.5 + 1 + 0.5) / 6)
     assert 10 not in result.precision_at_k  # more than the 6 candidates
     assert result.to_dict()["retrieval"]["relevance"] == RETRIEVAL_RELEVANCE
+    # A random ranking: s1 and s4 find 2 relevant reports among 6, the others 1.
+    assert result.chance_precision == pytest.approx((2 + 2 + 4 * 1) / 6 / 6)
+    assert result.to_dict()["retrieval"]["chance"] == result.chance_precision
     assert result.studies_per_second is not None and result.studies_per_second > 0
     assert "| Retriever |" in format_table({"Retriever": result})
 

@@ -24,6 +24,7 @@ from rrg_core.metrics import (
     auroc,
     auroc_per_observation,
     category_relevance,
+    chance_precision,
     clinical_efficacy,
     nlg_scores,
     precision_at_k,
@@ -333,6 +334,15 @@ def test_precision_at_ks_and_torch_input():
     expected = {1: 0.5, 2: 0.25, 4: 0.375}
     assert precision_at_ks(SIM, REL, (1, 2, 4)) == approx(expected)
     assert precision_at_ks(torch.tensor(SIM), torch.tensor(REL), (1, 2, 4)) == approx(expected)
+
+
+def test_chance_precision_is_a_full_rankings_precision():
+    assert chance_precision(REL) == approx((2 / 4 + 1 / 4) / 2)
+    assert chance_precision(REL) == approx(precision_at_k(SIM, REL, 4))  # P@N: every candidate retrieved
+    with pytest.raises(RRGError, match="True/False"):
+        chance_precision(REL * 2)
+    with pytest.raises(RRGError, match="non-empty"):
+        chance_precision(np.zeros((0, 4)))
 
 
 def test_precision_at_k_single_query_single_candidate():

@@ -141,6 +141,7 @@ def test_evaluation_adds_alignment_and_report_to_image_precision() -> None:
     assert set(data["retrieval"]["report_to_image"]) == {"P@1", "P@2"}
     table = format_alignment_table({"UAR": result})
     assert table.splitlines()[0].startswith("| Model | Alignment | I->R P@1")
+    assert table.splitlines()[0].endswith("| chance P@K |") and 0 < result.chance_precision <= 1
     assert "| UAR |" in table
     assert not math.isnan(result.alignment)
 

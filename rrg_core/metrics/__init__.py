@@ -23,6 +23,7 @@ from rrg_core.metrics.ranking import (
     auroc,
     auroc_per_observation,
     category_relevance,
+    chance_precision,
     precision_at_k,
     precision_at_ks,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "auroc",
     "auroc_per_observation",
     "category_relevance",
+    "chance_precision",
     "choose_thresholds",
     "clinical_efficacy",
     "java_available",

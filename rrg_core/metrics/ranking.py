@@ -218,6 +218,18 @@ def precision_at_ks(similarity: Any, relevance: Any, ks: Iterable[int] = (1, 2, 
     return {k: float(hits[:, :k].sum(axis=1).mean() / k) for k in ks}
 
 
+def chance_precision(relevance: Any) -> float:
+    """The P@K a random ranking scores on average, for every K: the mean over queries of the share of
+    candidates relevant to them. P@K means little without it when one answer dominates (in IU X-ray
+    most studies share the "No Finding" label set, so a random report is often relevant)."""
+    rel = to_numpy(relevance)
+    if rel.ndim != 2 or rel.size == 0 or not np.all((rel == 0) | (rel == 1)):
+        raise RRGError(
+            f"relevance must be a non-empty (queries, candidates) True/False matrix, got {rel.shape}"
+        )
+    return float(rel.astype(bool).mean(axis=1).mean())
+
+
 def _check_k(k: object, candidates: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
         raise RRGError(f"k must be an integer, got {k!r}")

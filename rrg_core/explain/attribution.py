@@ -130,7 +130,7 @@ def method_name(method: str) -> str:
 def grad_cam_layer(encoder: ImageEncoder, name: str | None = None) -> nn.Module:
     """The block of ``encoder.body`` that Grad-CAM reads: ``name`` (dotted, e.g. "blocks.4"), by
     default the encoder's ``cam_layer``; "" is the body itself, whose output is the feature map."""
-    name = getattr(encoder, "cam_layer", "") if name is None else name.strip()
+    name = encoder.cam_layer if name is None else name.strip()
     try:
         return encoder.body.get_submodule(name)
     except AttributeError:

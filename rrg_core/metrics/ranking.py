@@ -223,11 +223,11 @@ def chance_precision(relevance: Any) -> float:
     candidates relevant to them. P@K means little without it when one answer dominates (in IU X-ray
     most studies share the "No Finding" label set, so a random report is often relevant)."""
     rel = to_numpy(relevance)
-    if rel.ndim != 2 or rel.size == 0 or not np.all((rel == 0) | (rel == 1)):
-        raise RRGError(
-            f"relevance must be a non-empty (queries, candidates) True/False matrix, got {rel.shape}"
-        )
-    return float(rel.astype(bool).mean(axis=1).mean())
+    if rel.ndim != 2:
+        raise RRGError(f"relevance must be a non-empty (queries, candidates) matrix, got shape {rel.shape}")
+    # At K = N every ranking retrieves every candidate, so P@N (checked like any P@K) is the average.
+    n = max(rel.shape[1], 1)  # an empty matrix is refused as such, not for its K
+    return precision_at_ks(np.zeros(rel.shape), rel, (n,))[n]
 
 
 def _check_k(k: object, candidates: int) -> None:

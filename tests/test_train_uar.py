@@ -128,6 +128,8 @@ def test_dvae_command_and_its_reuse_by_uar(
     assert len(list((folder / "reconstructions").glob("*.png"))) == 2
     _, checkpoint = load_dvae(folder)
     assert checkpoint.kind == "dvae" and 1 <= checkpoint.metrics["training"]["val_perplexity"] <= 16
+    probe = checkpoint.metrics["training"]["findings_probe"]  # the demo preset's token probe
+    assert probe["settings"]["epochs"] == 5 and len(probe["per_observation"]) == 14
     with caplog.at_level(logging.INFO):
         assert main(["dvae", "--data", str(phantoms), "--out", str(folder), *MICRO]) == 0
     assert "already holds a trained dVAE" in caplog.text

@@ -23,8 +23,9 @@ from torchvision.utils import save_image
 
 from rrg_core.models.dvae import DVAE, DVAEEncoder, code_perplexity, gumbel_temperature
 from train.common.runner import index_batches
-from train.uar.data import MEAN, STD, ImageSettings
+from train.uar.data import MEAN, STD, ImageSettings, UARData, positive_sets
 from train.uar.loop import Context, Terms, iterations, run_loop
+from train.uar.token_probe import probe_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +126,16 @@ def tokenize(
         grid = image.size // encoder.config.downsample
         return torch.empty((0, studies.shape[1], grid, grid), dtype=torch.long)
     return torch.cat(parts)
+
+
+def probe_findings(dvae: DVAE, data: UARData, epochs: int, device: torch.device, seed: int) -> dict[str, Any]:
+    """:func:`~train.uar.token_probe.probe_tokens` on the training and validation studies' tokens
+    (centre crops); an empty dict without validation studies."""
+    if not data.val_records:
+        return {}
+    train = tokenize(dvae.encoder, data.train_images, data.image, device)
+    val = tokenize(dvae.encoder, data.val_images, data.image, device)
+    return probe_tokens(
+        train, positive_sets(data.train_records), val, positive_sets(data.val_records),
+        dvae.config.codebook_size, {"epochs": epochs}, seed,
+    )  # fmt: skip

@@ -11,7 +11,9 @@ Layout of a preset:
   ``embed_dim``, ``hidden``, ``kl_weight``) and its training: ``epochs``, ``batch_size`` (images),
   ``lr``, ``temperature_start``/``temperature_end`` with ``anneal`` (share of the iterations over
   which tau decays), ``kl_warmup`` (share over which beta ramps up from 0), ``max_iterations``,
-  ``reconstructions`` (how many validation images to save as PNGs);
+  ``reconstructions`` (how many validation images to save as PNGs), ``probe_epochs`` (0 or absent:
+  none; else the epochs of :mod:`train.uar.token_probe`, which measures how much of the findings
+  the tokens keep);
 - ``model``: :class:`~rrg_core.models.uar.UARConfig` fields (sizes, CRA, TIR);
 - ``stage1``, ``stage2``: ``epochs``, ``batch_size`` (studies), ``lr``, optional ``schedule``
   (constant or cosine), ``max_iterations`` and ``triplet_warmup`` (the share of the stage's first
@@ -37,7 +39,7 @@ TRAIN_SECTIONS: tuple[str, ...] = ("dvae", "stage1", "stage2")
 DVAE_FIELDS = frozenset(f.name for f in dataclasses.fields(DVAEConfig)) - {"in_channels", "image_size"}
 DVAE_TRAINING = frozenset(
     {"epochs", "batch_size", "lr", "temperature_start", "temperature_end", "anneal", "kl_warmup",
-     "max_iterations", "reconstructions"}
+     "max_iterations", "reconstructions", "probe_epochs"}
 )  # fmt: skip
 # Set from the data, the dVAE or the ablation row, never from the preset's model section.
 _DERIVED = frozenset(

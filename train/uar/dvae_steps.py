@@ -133,9 +133,10 @@ def probe_findings(dvae: DVAE, data: UARData, epochs: int, device: torch.device,
     (centre crops); an empty dict without validation studies."""
     if not data.val_records:
         return {}
+    train_labels = data.positive_sets if data.positive_sets is not None else positive_sets(data.train_records)
     train = tokenize(dvae.encoder, data.train_images, data.image, device)
     val = tokenize(dvae.encoder, data.val_images, data.image, device)
     return probe_tokens(
-        train, positive_sets(data.train_records), val, positive_sets(data.val_records),
+        train, train_labels, val, positive_sets(data.val_records),
         dvae.config.codebook_size, {"epochs": epochs}, seed,
     )  # fmt: skip

@@ -320,24 +320,6 @@ def test_bad_reports_and_configs_are_refused() -> None:
         tiny_config(d_model=30)
     with pytest.raises(RRGError, match="mask_loss_reduction"):
         tiny_config(mask_loss_reduction="max")
-    with pytest.raises(RRGError, match="visual_token_dropout"):
-        tiny_config(visual_token_dropout=1.0)
-
-
-def test_visual_token_dropout_masks_tokens_in_training_only() -> None:
-    tokens, _ = batch()
-    assert "visual_mask" not in dict(tiny().named_parameters())  # off: older checkpoints still load
-    model = tiny(visual_token_dropout=0.5, use_cra=False)
-    with torch.no_grad():
-        model.visual_mask.fill_(7.0)
-        embedded = model.visual_embedding(tokens).flatten(1, 3)
-        model.train()
-        trained = model.visual_features(tokens)[0]
-        model.eval()
-        evaluated = model.visual_features(tokens)[0]
-    masked = (trained == 7.0).all(dim=-1)
-    assert 0.3 < masked.float().mean() < 0.7  # about half of the B x L tokens
-    assert torch.equal(trained[~masked], embedded[~masked]) and torch.equal(evaluated, embedded)
 
 
 def _vocab(size: int = VOCAB) -> Vocabulary:

@@ -103,8 +103,6 @@ class UAR(nn.Module):
 
             self.image_encoder = build_image_encoder(config.base_encoder, config.base_pretrained)
             self.visual_projection = nn.Linear(self.image_encoder.out_channels, d)
-        # Only when used, so that checkpoints without it load unchanged.
-        self.visual_mask = nn.Parameter(torch.zeros(d)) if config.visual_token_dropout > 0 else None
         self.view_embedding = nn.Embedding(config.views, d)
         self.grid_position = nn.Embedding(config.tokens_per_view, d)
         self.cra = CRA(config.cra_config()) if config.use_cra else None
@@ -180,17 +178,7 @@ class UAR(nn.Module):
     def visual_features(self, visual: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
         """F^(I) (B, L, d) (eq 2: CRA of E^(I), or E^(I) itself without CRA) and the grid (V, h, w)."""
         embeddings, grid = self.embed_visual(visual)
-        embeddings = self._drop_visual_tokens(embeddings)
         return (self.cra(embeddings) if self.cra is not None else embeddings), grid
-
-    def _drop_visual_tokens(self, embeddings: Tensor) -> Tensor:
-        """In training, each token of E^(I) (B, L, d) becomes the learned mask vector with
-        probability ``visual_token_dropout`` (:class:`UARConfig`); unchanged in eval mode."""
-        if self.visual_mask is None or not self.training:
-            return embeddings
-        share = self.config.visual_token_dropout
-        dropped = torch.rand(embeddings.shape[:2], device=embeddings.device) < share
-        return torch.where(dropped.unsqueeze(-1), self.visual_mask.to(embeddings.dtype), embeddings)
 
     def encode(self, visual: Tensor) -> VisualEncoding:
         """F^(I) (eq 2) and the Transformer encoder's memory over it (eq 3)."""

@@ -48,10 +48,6 @@ class UARConfig:
     downsample: int = 8
     base_encoder: str = "efficientnet_lite0"
     base_pretrained: str | None = "imagenet"
-    # Ours, off by default: in training, each visual token is replaced by a learned mask vector with
-    # this probability, so that the decoder cannot recognise a training study by its exact token
-    # pattern and learn its report by heart instead of its findings (issue 6's note).
-    visual_token_dropout: float = 0.0
     # CRA: feature integration (basis + dual gate) and the triplet loss
     use_cra: bool = True
     n_basis: int = 2048
@@ -83,8 +79,6 @@ class UARConfig:
             raise RRGError(
                 f"mask_loss_reduction must be one of {MASK_REDUCTIONS}, got {self.mask_loss_reduction!r}"
             )
-        if not 0 <= self.visual_token_dropout < 1:
-            raise RRGError(f"visual_token_dropout must be in [0, 1), got {self.visual_token_dropout}")
         if self.margin < 0 or self.mask_scale < 0:
             raise RRGError(f"margin and mask_scale must be >= 0, got {self.margin} and {self.mask_scale}")
 

@@ -200,6 +200,13 @@ def test_triplet_warmup_is_a_stage_share() -> None:
         build_preset("demo", ["dvae.triplet_warmup=0.5"])
 
 
+def test_probe_epochs_is_a_whole_number() -> None:
+    assert build_preset("demo", ["dvae.probe_epochs=0"])["dvae"]["probe_epochs"] == 0
+    for bad in ("-1", "2.5", "true"):
+        with pytest.raises(RRGError, match="probe_epochs"):
+            build_preset("demo", [f"dvae.probe_epochs={bad}"])
+
+
 def test_presets_build_models_and_paper_is_the_papers() -> None:
     for name in ("demo", "cpu", "paper"):
         preset = build_preset(name, [])

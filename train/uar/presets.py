@@ -83,6 +83,9 @@ def check_preset(preset: dict[str, Any]) -> None:
     for key in ("anneal", "kl_warmup"):
         if not _is_share(dvae.get(key)):
             raise RRGError(f"dvae.{key} must be a share between 0 and 1, got {dvae.get(key)!r}")
+    probe = dvae.get("probe_epochs", 0)
+    if not isinstance(probe, int) or isinstance(probe, bool) or probe < 0:
+        raise RRGError(f"dvae.probe_epochs must be a whole number >= 0 (0: no token probe), got {probe!r}")
     _unknown(preset["model"], MODEL_FIELDS, "model")
     for section in TRAIN_SECTIONS:
         _check_loop(preset[section], section)

@@ -92,11 +92,10 @@ def train_and_save_dvae(
         dvae, val_views, data.image, ctx.device, keep
     )
     result.update(metrics, seconds=round(time.perf_counter() - started, 1))
-    probe = _findings_probe(dvae, data, int(settings.get("probe_epochs", 0)), ctx, args.seed)
-    if probe:
-        metrics["val_findings_auroc"] = result["val_findings_auroc"] = probe["val_findings_auroc"]
-        result["findings_probe"] = probe
     if ctx.info.is_main:
+        probe = _findings_probe(dvae, data, int(settings.get("probe_epochs", 0)), ctx, args.seed)
+        if probe:
+            result["findings_probe"] = probe
         training = {"preset": preset["name"], "seed": args.seed, "args": _run_args(args), "settings": preset}
         save_dvae(
             dvae, folder, extra_config={"image": data.image.as_dict(), "training": training},
@@ -104,21 +103,21 @@ def train_and_save_dvae(
         )  # fmt: skip
         if len(originals):
             dvae_steps.save_reconstructions(folder, originals, reconstructions)
-        _print_dvae(metrics, dvae.config.codebook_size, result["seconds"])
+        _print_dvae(metrics, dvae.config.codebook_size, result["seconds"], probe.get("val_findings_auroc"))
     barrier(ctx.info)
     return dvae
 
 
 def _findings_probe(dvae: DVAE, data: UARData, epochs: int, ctx: Context, seed: int) -> dict[str, Any]:
-    """The token probe's result with its time, or {} when it is off (0 epochs) or not rank 0."""
-    if epochs <= 0 or not ctx.info.is_main:
+    """The token probe's result with its time, or {} when it is off (0 epochs)."""
+    if epochs <= 0:
         return {}
     started = time.perf_counter()
     probe = dvae_steps.probe_findings(dvae, data, epochs, ctx.device, seed)
     return {**probe, "seconds": round(time.perf_counter() - started, 1)} if probe else {}
 
 
-def _print_dvae(metrics: dict[str, Any], codebook: int, seconds: float) -> None:
+def _print_dvae(metrics: dict[str, Any], codebook: int, seconds: float, probe_auroc: float | None) -> None:
     if not metrics:
         print(f"dvae: trained in {seconds:.0f}s (no val split: no reconstruction error or perplexity)")
         return
@@ -127,8 +126,8 @@ def _print_dvae(metrics: dict[str, Any], codebook: int, seconds: float) -> None:
         f"{metrics['val_perplexity']:.1f} of {codebook} ({metrics['val_codes_used']} codes used), "
         f"{seconds:.0f}s"
     )
-    if metrics.get("val_findings_auroc") is not None:
-        print(f"dvae: findings kept in the tokens, probe val mean AUROC {metrics['val_findings_auroc']:.3f}")
+    if probe_auroc is not None:
+        print(f"dvae: findings kept in the tokens, probe val mean AUROC {probe_auroc:.3f}")
 
 
 def run_dvae(args: argparse.Namespace) -> int:

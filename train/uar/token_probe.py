@@ -60,7 +60,7 @@ def probe_tokens(
     """Train a :class:`TokenProbe` on (N, V, h, w) token ids with bool (N, 14) labels; validate.
 
     Returns ``val_findings_auroc`` (mean over the observations with both classes in the validation
-    split, NaN when none), its ``per_observation`` values and the settings used; an empty dict when
+    split, None when none), its ``per_observation`` values and the settings used; an empty dict when
     either split is empty.
     """
     if len(train_tokens) == 0 or len(val_tokens) == 0:
@@ -72,11 +72,12 @@ def probe_tokens(
         probe = TokenProbe(codebook_size, train_tokens.shape[1], int(settings["width"]))
     optimizer = torch.optim.AdamW(probe.parameters(), lr=float(settings["lr"]), weight_decay=0.01)
     targets = train_labels.float()
+    batch = int(settings["batch_size"])
     probe.train()
     for _ in range(int(settings["epochs"])):
         order = torch.randperm(len(train_tokens), generator=generator)
-        for start in range(0, len(order), int(settings["batch_size"])):
-            index = order[start : start + int(settings["batch_size"])]
+        for start in range(0, len(order), batch):
+            index = order[start : start + batch]
             loss = functional.binary_cross_entropy_with_logits(probe(train_tokens[index]), targets[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -148,6 +148,19 @@ def test_one_stage_ablation_row_trains_stage_2_only(phantoms: Path, tmp_path: Pa
     assert checkpoint.metrics["stage2"]["mask_loss"] == 0.0
 
 
+def test_findings_head_trains_and_reports_its_val_auroc(phantoms: Path, tmp_path: Path) -> None:
+    run = tmp_path / "findings"
+    args = ["uar", "--data", str(phantoms), "--out", str(run), *MICRO, "--set", "model.lambda_findings=1"]
+    assert main(args) == 0
+    model, checkpoint = load_uar(run)
+    assert model.findings_head is not None and checkpoint.config["model"]["lambda_findings"] == 1.0
+    for stage in ("stage1", "stage2"):
+        metrics = checkpoint.metrics[stage]
+        assert metrics["findings_loss"] > 0
+        auroc = metrics["val_findings_auroc"]  # None where no observation has both classes in val
+        assert auroc is None or 0.0 <= auroc <= 1.0
+
+
 @pytest.mark.parametrize(
     ("command", "change", "message"),
     [

@@ -120,6 +120,37 @@ def test_losses_decrease_over_a_few_steps() -> None:
     assert model.tir_mask.grad is not None and model.tir_mask.grad.abs().sum() > 0
 
 
+def test_findings_head_is_off_by_default_and_learns_the_labels_when_on() -> None:
+    tokens, reports = batch()
+    assert tiny().findings_head is None and float(tiny()(tokens, reports).findings_loss) == 0.0
+    labels = torch.zeros(B, 14, dtype=torch.bool)
+    labels[torch.arange(B), torch.arange(B)] = True  # each study its own observation
+    model = tiny(lambda_findings=0.5).train()
+    assert float(model(tokens, reports).findings_loss) == 0.0  # no labels given: no term
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        out = model(tokens, reports, findings=labels)
+        expected = out.ce + out.global_loss + 0.5 * out.findings_loss
+        assert torch.allclose(out.loss, expected)
+        optimiser.zero_grad()
+        out.loss.backward()
+        optimiser.step()
+        losses.append(float(out.findings_loss))
+    assert losses[-1] < 0.3 * losses[0]
+    with torch.no_grad():
+        probabilities = model.findings_logits(model.eval().encode(tokens)).sigmoid()
+    assert probabilities[labels].min() > probabilities[~labels].max()  # the labels are told apart
+
+
+def test_findings_head_refusals() -> None:
+    with pytest.raises(RRGError, match="lambda_findings must be >= 0"):
+        tiny_config(lambda_findings=-1.0)
+    model = tiny()
+    with pytest.raises(RRGError, match="no findings head"):
+        model.findings_logits(model.encode(batch()[0]))
+
+
 def test_stage_one_leaves_the_mask_untrained() -> None:
     model = tiny().train()
     tokens, reports = batch()

@@ -18,11 +18,14 @@ Data flow (eqs 1-4), for a study of ``views`` radiographs (IU X-ray: frontal + l
    inside the 1/sqrt(d) scaling (:func:`~rrg_core.models.decoder.eq11_bias`), M a learnable
    (max_length x L) matrix shared by layers and heads, row t for the token at position t.
 
-Loss (eq 13): ``lambda_1 CE + lambda_2 L_Global + lambda_3 L_Mask``. Two-stage training (sec. 3.5)
-is the ``stage`` switch (:meth:`UAR.set_stage`): stage 1 uses lambdas {1, 1, 0} and no mask in the
-attention, stage 2 {1, 1, 1} with the mask. CE (eq 5) is averaged over non-pad target tokens. The
-triplet loss (eq 10) compares the masked means of F^(I) (all L visual tokens) and F^(R) (non-pad
-report tokens), with identical reports in a batch never used as each other's negatives.
+Loss (eq 13): ``lambda_1 CE + lambda_2 L_Global + lambda_3 L_Mask``, plus ours when
+``lambda_findings`` > 0: a findings head over the encoder memory (mean- and max-pooled over all
+visual tokens) scored with binary cross-entropy against the study's 14 observations.
+Two-stage training (sec. 3.5) is the ``stage`` switch (:meth:`UAR.set_stage`): stage 1 uses lambdas
+{1, 1, 0} and no mask in the attention, stage 2 {1, 1, 1} with the mask. CE (eq 5) is averaged over
+non-pad target tokens. The triplet loss (eq 10) compares the masked means of F^(I) (all L visual
+tokens) and F^(R) (non-pad report tokens), with identical reports in a batch never used as each
+other's negatives.
 
 Table 2's rows are config switches (:data:`ABLATIONS`, :func:`ablation_config`): "base" (CNN grid
 features from :func:`~rrg_core.models.image_encoders.build_image_encoder` + the same Transformer; no
@@ -48,6 +51,7 @@ from rrg_core.models.cra import CRA, masked_mean, triplet_loss
 from rrg_core.models.decoder import TransformerDecoder, eq11_bias
 from rrg_core.models.dvae import DVAE, DVAEEncoder
 from rrg_core.models.uar_config import UARConfig, check_tokenizer
+from rrg_core.observations import NUM_OBSERVATIONS
 
 
 @dataclass
@@ -62,13 +66,15 @@ class VisualEncoding:
 
 @dataclass
 class UAROutput:
-    """Eq 13's total and its terms (each already a scalar; unused terms are 0), plus the logits."""
+    """Eq 13's total and its terms (each already a scalar; unused terms are 0), plus the logits.
+    ``findings_loss`` is our auxiliary term (0 without the findings head or labels)."""
 
     loss: Tensor
     ce: Tensor
     global_loss: Tensor
     mask_loss: Tensor
     logits: Tensor
+    findings_loss: Tensor
 
 
 @dataclass
@@ -114,6 +120,8 @@ class UAR(nn.Module):
         self.tir_mask = (
             nn.Parameter(torch.zeros(config.max_length, config.memory_length)) if config.use_tir else None
         )
+        # Max pooling finds a small finding anywhere in either view, mean pooling measures a large one.
+        self.findings_head = nn.Linear(2 * d, NUM_OBSERVATIONS) if config.lambda_findings > 0 else None
         # The stage is a buffer so that a checkpoint records which stage it was saved in.
         self.register_buffer("stage", torch.tensor(config.first_stage()))
         self.set_stage(config.first_stage())
@@ -188,6 +196,13 @@ class UAR(nn.Module):
         memory = self.encoder(features + self.view_embedding(views) + self.grid_position(cells))
         return VisualEncoding(features, memory, grid)
 
+    def findings_logits(self, encoding: VisualEncoding) -> Tensor:
+        """Logits (B, 14) of the study's observations from the encoder memory (the findings head)."""
+        if self.findings_head is None:
+            raise RRGError("this UAR model has no findings head (its config has lambda_findings = 0)")
+        memory = encoding.memory
+        return self.findings_head(torch.cat([memory.mean(dim=1), memory.amax(dim=1)], dim=-1))
+
     def report_features(self, report_ids: Tensor) -> Tensor:
         """F^(R) (B, T, d): W_R, then CRA when it is on (what the decoder sees, before positions)."""
         embedded = self.decoder.token_embedding(report_ids)
@@ -228,12 +243,14 @@ class UAR(nn.Module):
         report_ids: Tensor,
         hardest_negatives: bool = True,
         not_negatives: Tensor | None = None,
+        findings: Tensor | None = None,
     ) -> UAROutput:
         """Eq 13 on a batch: ``visual`` as :meth:`embed_visual` takes it, ``report_ids`` (B, T) =
         BOS words EOS, right-padded with PAD. ``hardest_negatives`` False averages eq 10 over all
         negatives (the trainer's warm-up; :func:`~rrg_core.models.cra.triplet_loss`).
         ``not_negatives`` (B, B) bool marks further pairs, beside identical reports, that eq 10 must
-        not treat as negatives (the trainer passes studies with the same findings)."""
+        not treat as negatives (the trainer passes studies with the same findings). ``findings``
+        (B, 14) bool, the studies' positive observations, trains the findings head when there is one."""
         report_ids = self._check_report(report_ids)
         encoding = self.encode(visual)
         ids = report_ids.to(encoding.memory.device)
@@ -253,8 +270,14 @@ class UAR(nn.Module):
                 image, self.report_global(ids), self.config.margin, exclude, hardest_negatives
             )
         mask_loss = self.mask_loss() if lambda_mask else zero
+        findings_loss = zero
+        if self.findings_head is not None and findings is not None:
+            findings_loss = functional.binary_cross_entropy_with_logits(
+                self.findings_logits(encoding).float(), findings.to(ce.device, torch.float32)
+            )
         total = lambda_ce * ce + lambda_global * global_loss + lambda_mask * mask_loss
-        return UAROutput(total, ce, global_loss, mask_loss, logits)
+        total = total + self.config.lambda_findings * findings_loss
+        return UAROutput(total, ce, global_loss, mask_loss, logits, findings_loss)
 
     # -- inference --------------------------------------------------------------------------------
 

@@ -26,6 +26,10 @@ class UARConfig:
     written: its value grows with max_length * L (19,600 at the start for 100 x 392) and so does
     its gradient norm, which would dominate a global gradient-norm clip; "mean" divides by T * L.
     ``codebook_size``, ``downsample`` and ``image_size`` must match the dVAE that made the tokens.
+    ``lambda_findings`` (ours, not in the paper; 0 turns it off) weighs an auxiliary loss: a linear
+    head over the encoder memory predicts the study's 14 observations (:class:`UAR`'s
+    ``findings_head``), so that the visual side learns what the findings look like from the first
+    step instead of only through the report CE.
     """
 
     vocab_size: int
@@ -64,6 +68,7 @@ class UARConfig:
     lambda_ce: float = 1.0
     lambda_global: float = 1.0
     lambda_mask: float = 1.0
+    lambda_findings: float = 0.0
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -79,6 +84,8 @@ class UARConfig:
             raise RRGError(
                 f"mask_loss_reduction must be one of {MASK_REDUCTIONS}, got {self.mask_loss_reduction!r}"
             )
+        if self.lambda_findings < 0:
+            raise RRGError(f"lambda_findings must be >= 0 (0: no findings head), got {self.lambda_findings}")
         if self.margin < 0 or self.mask_scale < 0:
             raise RRGError(f"margin and mask_scale must be >= 0, got {self.margin} and {self.mask_scale}")
 

@@ -247,9 +247,9 @@ def _plan(args: argparse.Namespace, preset: dict, requested: list[str]) -> tuple
 
 def _log_stage(k: int, result: dict[str, Any], example: str) -> None:
     logger.info(
-        "stage %d done in %.1fs: loss %.4f (CE %.4f), val CE %s, val alignment score %s", k,
-        result["seconds"], result["final_loss"], result.get("ce", float("nan")), result.get("val_ce"),
-        result.get("val_alignment_score"),
+        "stage %d done in %.1fs: loss %.4f (CE %.4f), val CE %s, val alignment score %s, val findings "
+        "AUROC %s", k, result["seconds"], result["final_loss"], result.get("ce", float("nan")),
+        result.get("val_ce"), result.get("val_alignment_score"), result.get("val_findings_auroc", "-"),
     )  # fmt: skip
     logger.info("stage %d example (first val study): %s", k, example)
 

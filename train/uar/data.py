@@ -101,6 +101,14 @@ class UARData:
     val_report_ids: list[list[int]]
     image: ImageSettings
     positive_sets: Tensor | None = None  # bool (N, 14): each training study's positive observations
+    val_positive_sets: Tensor | None = None  # bool (M, 14): the same for the validation studies
+
+    def findings(self, val: bool = False) -> Tensor:
+        """bool (N, 14): the positive observations of the training (or validation) studies."""
+        cached = self.val_positive_sets if val else self.positive_sets
+        if cached is not None:
+            return cached
+        return positive_sets(self.val_records if val else self.train_records)
 
     def same_findings(self, index: Tensor) -> Tensor | None:
         """(B, B) bool: studies of ``index`` with the same positive-observation set ("No Finding"
@@ -146,7 +154,7 @@ def prepare(
         val_images=cache_images(paths(val), image.size, spec.views, workers, show),
         report_ids=[vocab.encode(r.report, spec.max_length) for r in train],
         val_report_ids=[vocab.encode(r.report, spec.max_length) for r in val], image=image,
-        positive_sets=positive_sets(train),
+        positive_sets=positive_sets(train), val_positive_sets=positive_sets(val),
     )  # fmt: skip
 
 

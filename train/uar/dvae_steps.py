@@ -23,7 +23,7 @@ from torchvision.utils import save_image
 
 from rrg_core.models.dvae import DVAE, DVAEEncoder, code_perplexity, gumbel_temperature
 from train.common.runner import index_batches
-from train.uar.data import MEAN, STD, ImageSettings, UARData, positive_sets
+from train.uar.data import MEAN, STD, ImageSettings, UARData
 from train.uar.loop import Context, Terms, iterations, run_loop
 from train.uar.token_probe import probe_tokens
 
@@ -133,10 +133,9 @@ def probe_findings(dvae: DVAE, data: UARData, epochs: int, device: torch.device,
     (centre crops); an empty dict without validation studies."""
     if not data.val_records:
         return {}
-    train_labels = data.positive_sets if data.positive_sets is not None else positive_sets(data.train_records)
     train = tokenize(dvae.encoder, data.train_images, data.image, device)
     val = tokenize(dvae.encoder, data.val_images, data.image, device)
     return probe_tokens(
-        train, train_labels, val, positive_sets(data.val_records),
+        train, data.findings(), val, data.findings(val=True),
         dvae.config.codebook_size, {"epochs": epochs}, seed,
     )  # fmt: skip

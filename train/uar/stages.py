@@ -9,6 +9,7 @@ cropped per draw and tokenized by the dVAE encoder attached to the model.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from rrg_core.metrics import alignment_score
+from rrg_core.metrics.ranking import auroc_per_observation
 from rrg_core.models.uar import UAR
 from train.common.runner import index_batches
 from train.uar.data import UARData
@@ -59,6 +61,7 @@ def train_stage(
 
     total, _ = iterations(settings, len(data.report_ids), ctx.info)
     warmup = round(float(settings.get("triplet_warmup") or 0.0) * total)
+    findings = data.findings() if model.findings_head is not None else None
 
     def loss_fn(module: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         visual_input, report_ids, index = batch
@@ -68,10 +71,12 @@ def train_stage(
         # differ mostly in which normal statements they list, which no image can tell apart.
         out = module(
             visual_input, report_ids, hardest_negatives=terms.calls >= warmup,
-            not_negatives=data.same_findings(index),
+            not_negatives=data.same_findings(index), findings=None if findings is None else findings[index],
         )  # fmt: skip
         terms.calls += 1
         terms.add(ce=out.ce.detach(), global_loss=out.global_loss.detach(), mask_loss=out.mask_loss.detach())
+        if findings is not None:
+            terms.add(findings_loss=out.findings_loss.detach())
         return out.loss
 
     result = run_loop(model, loss_fn, batches(), settings, len(data.report_ids), ctx, f"stage{stage}", terms)
@@ -81,14 +86,14 @@ def train_stage(
 
 @torch.no_grad()
 def validate(model: UAR, data: UARData, visual: VisualInput, device: torch.device, batch: int = 32) -> dict:
-    """Teacher-forced CE on the val split, and the alignment score (footnote 3) of its CRA global
-    features; {} without a val split."""
+    """Teacher-forced CE on the val split, the alignment score (footnote 3) of its CRA global
+    features and, with a findings head, its mean AUROC; {} without a val split."""
     count = len(data.val_report_ids)
     if not count:
         return {}
     was_training = model.training
     model.eval()
-    ce_sum, tokens, images, reports = 0.0, 0, [], []
+    ce_sum, tokens, images, reports, findings = 0.0, 0, [], [], []
     for start in range(0, count, batch):
         index = torch.arange(start, min(start + batch, count))
         ids = data.reports(index, val=True).to(device)
@@ -98,8 +103,13 @@ def validate(model: UAR, data: UARData, visual: VisualInput, device: torch.devic
         ce_sum, tokens = ce_sum + float(out.ce) * real, tokens + real
         images.append(model.image_global(features).float().cpu())
         reports.append(model.report_global(ids).float().cpu())
+        if model.findings_head is not None:
+            findings.append(model.findings_logits(model.encode(features)).float().sigmoid().cpu())
     model.train(was_training)
     result = {"val_ce": ce_sum / max(tokens, 1)}
+    if findings:
+        summary = auroc_per_observation(data.findings(val=True).float(), torch.cat(findings))
+        result["val_findings_auroc"] = None if math.isnan(summary.mean) else summary.mean
     if count > 1:
         result["val_alignment_score"] = alignment_score(torch.cat(images), torch.cat(reports))
     return result

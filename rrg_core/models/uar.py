@@ -57,11 +57,13 @@ from rrg_core.observations import NUM_OBSERVATIONS
 @dataclass
 class VisualEncoding:
     """``features`` F^(I) (B, L, d) after CRA (before positions), ``memory`` (B, L, d) after the
-    Transformer encoder, and the token grid (views, h, w)."""
+    Transformer encoder (and the findings conditioning, when on), the token grid (views, h, w), and
+    the findings head's logits (B, 14), None without the head."""
 
     features: Tensor
     memory: Tensor
     grid: tuple[int, int, int]
+    findings: Tensor | None = None
 
 
 @dataclass
@@ -122,6 +124,7 @@ class UAR(nn.Module):
         )
         # Max pooling finds a small finding anywhere in either view, mean pooling measures a large one.
         self.findings_head = nn.Linear(2 * d, NUM_OBSERVATIONS) if config.lambda_findings > 0 else None
+        self.findings_condition = nn.Linear(NUM_OBSERVATIONS, d) if config.findings_to_decoder else None
         # The stage is a buffer so that a checkpoint records which stage it was saved in.
         self.register_buffer("stage", torch.tensor(config.first_stage()))
         self.set_stage(config.first_stage())
@@ -194,14 +197,19 @@ class UAR(nn.Module):
         views = torch.arange(grid[0], device=features.device).repeat_interleave(grid[1] * grid[2])
         cells = torch.arange(grid[1] * grid[2], device=features.device).repeat(grid[0])
         memory = self.encoder(features + self.view_embedding(views) + self.grid_position(cells))
-        return VisualEncoding(features, memory, grid)
+        if self.findings_head is None:
+            return VisualEncoding(features, memory, grid)
+        findings = self.findings_head(torch.cat([memory.mean(dim=1), memory.amax(dim=1)], dim=-1))
+        if self.findings_condition is not None:
+            # Detached: the head learns from its labels alone, the decoder learns to read its output.
+            memory = memory + self.findings_condition(findings.detach().sigmoid()).unsqueeze(1)
+        return VisualEncoding(features, memory, grid, findings)
 
     def findings_logits(self, encoding: VisualEncoding) -> Tensor:
         """Logits (B, 14) of the study's observations from the encoder memory (the findings head)."""
-        if self.findings_head is None:
+        if encoding.findings is None:
             raise RRGError("this UAR model has no findings head (its config has lambda_findings = 0)")
-        memory = encoding.memory
-        return self.findings_head(torch.cat([memory.mean(dim=1), memory.amax(dim=1)], dim=-1))
+        return encoding.findings
 
     def report_features(self, report_ids: Tensor) -> Tensor:
         """F^(R) (B, T, d): W_R, then CRA when it is on (what the decoder sees, before positions)."""

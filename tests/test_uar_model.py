@@ -151,24 +151,6 @@ def test_findings_head_refusals() -> None:
         model.findings_logits(model.encode(batch()[0]))
 
 
-def test_findings_reach_the_decoder_only_when_asked_and_only_forwards() -> None:
-    tokens, reports = batch()
-    with pytest.raises(RRGError, match="findings_to_decoder needs the findings head"):
-        tiny_config(findings_to_decoder=True)
-    assert tiny(lambda_findings=1.0).findings_condition is None
-    model = tiny(lambda_findings=1.0, findings_to_decoder=True).train()
-    model(tokens, reports).loss.backward()  # CE and eq 10 only: no labels
-    # The decoder reads the head's probabilities, but its CE never trains the head.
-    assert model.findings_head.weight.grad is None
-    assert model.findings_condition.weight.grad.abs().sum() > 0
-    with torch.no_grad():
-        model.eval()
-        before = model.encode(tokens).memory
-        model.findings_head.bias.add_(5.0)  # every observation now reads as present
-        after = model.encode(tokens).memory
-    assert not torch.allclose(before, after)
-
-
 def test_stage_one_leaves_the_mask_untrained() -> None:
     model = tiny().train()
     tokens, reports = batch()

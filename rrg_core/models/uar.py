@@ -57,13 +57,11 @@ from rrg_core.observations import NUM_OBSERVATIONS
 @dataclass
 class VisualEncoding:
     """``features`` F^(I) (B, L, d) after CRA (before positions), ``memory`` (B, L, d) after the
-    Transformer encoder (and the findings conditioning, when on), the token grid (views, h, w), and
-    the findings head's logits (B, 14), None without the head."""
+    Transformer encoder, and the token grid (views, h, w)."""
 
     features: Tensor
     memory: Tensor
     grid: tuple[int, int, int]
-    findings: Tensor | None = None
 
 
 @dataclass
@@ -124,7 +122,6 @@ class UAR(nn.Module):
         )
         # Max pooling finds a small finding anywhere in either view, mean pooling measures a large one.
         self.findings_head = nn.Linear(2 * d, NUM_OBSERVATIONS) if config.lambda_findings > 0 else None
-        self.findings_condition = nn.Linear(NUM_OBSERVATIONS, d) if config.findings_to_decoder else None
         # The stage is a buffer so that a checkpoint records which stage it was saved in.
         self.register_buffer("stage", torch.tensor(config.first_stage()))
         self.set_stage(config.first_stage())
@@ -197,19 +194,14 @@ class UAR(nn.Module):
         views = torch.arange(grid[0], device=features.device).repeat_interleave(grid[1] * grid[2])
         cells = torch.arange(grid[1] * grid[2], device=features.device).repeat(grid[0])
         memory = self.encoder(features + self.view_embedding(views) + self.grid_position(cells))
-        if self.findings_head is None:
-            return VisualEncoding(features, memory, grid)
-        findings = self.findings_head(torch.cat([memory.mean(dim=1), memory.amax(dim=1)], dim=-1))
-        if self.findings_condition is not None:
-            # Detached: the head learns from its labels alone, the decoder learns to read its output.
-            memory = memory + self.findings_condition(findings.detach().sigmoid()).unsqueeze(1)
-        return VisualEncoding(features, memory, grid, findings)
+        return VisualEncoding(features, memory, grid)
 
     def findings_logits(self, encoding: VisualEncoding) -> Tensor:
         """Logits (B, 14) of the study's observations from the encoder memory (the findings head)."""
-        if encoding.findings is None:
+        if self.findings_head is None:
             raise RRGError("this UAR model has no findings head (its config has lambda_findings = 0)")
-        return encoding.findings
+        memory = encoding.memory
+        return self.findings_head(torch.cat([memory.mean(dim=1), memory.amax(dim=1)], dim=-1))
 
     def report_features(self, report_ids: Tensor) -> Tensor:
         """F^(R) (B, T, d): W_R, then CRA when it is on (what the decoder sees, before positions)."""

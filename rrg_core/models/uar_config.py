@@ -29,9 +29,7 @@ class UARConfig:
     ``lambda_findings`` (ours, not in the paper; 0 turns it off) weighs an auxiliary loss: a linear
     head over the encoder memory predicts the study's 14 observations (:class:`UAR`'s
     ``findings_head``), so that the visual side learns what the findings look like from the first
-    step instead of only through the report CE. ``findings_to_decoder`` (ours; needs the head) adds
-    a projection of the head's probabilities to every memory token, so the decoder reads the findings
-    directly.
+    step instead of only through the report CE.
     """
 
     vocab_size: int
@@ -71,7 +69,6 @@ class UARConfig:
     lambda_global: float = 1.0
     lambda_mask: float = 1.0
     lambda_findings: float = 0.0
-    findings_to_decoder: bool = False
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -89,8 +86,6 @@ class UARConfig:
             )
         if self.lambda_findings < 0:
             raise RRGError(f"lambda_findings must be >= 0 (0: no findings head), got {self.lambda_findings}")
-        if self.findings_to_decoder and not self.lambda_findings:
-            raise RRGError("findings_to_decoder needs the findings head: set lambda_findings > 0")
         if self.margin < 0 or self.mask_scale < 0:
             raise RRGError(f"margin and mask_scale must be >= 0, got {self.margin} and {self.mask_scale}")
 

@@ -238,6 +238,7 @@ def test_presets_build_models_and_paper_is_the_papers() -> None:
     )
     assert (config.image_size, config.downsample, config.grid_size, config.n_basis) == (112, 8, 14, 2048)
     assert paper["train_resize"] == 128 and config.mask_scale == 1000.0
+    assert config.lambda_findings == 0.0  # the findings head is ours; the paper trains without labels
 
 
 def test_evaluate_writes_the_table_and_the_uar_extras(

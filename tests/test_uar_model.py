@@ -126,7 +126,9 @@ def test_findings_head_is_off_by_default_and_learns_the_labels_when_on() -> None
     labels = torch.zeros(B, 14, dtype=torch.bool)
     labels[torch.arange(B), torch.arange(B)] = True  # each study its own observation
     model = tiny(lambda_findings=0.5).train()
-    assert float(model(tokens, reports).findings_loss) == 0.0  # no labels given: no term
+    unlabelled = model(tokens, reports)
+    assert float(unlabelled.findings_loss) == 0.0  # no labels given: no term, but the head's output
+    assert unlabelled.findings_logits.shape == (B, 14) and tiny()(tokens, reports).findings_logits is None
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):

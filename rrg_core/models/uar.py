@@ -67,7 +67,8 @@ class VisualEncoding:
 @dataclass
 class UAROutput:
     """Eq 13's total and its terms (each already a scalar; unused terms are 0), plus the logits.
-    ``findings_loss`` is our auxiliary term (0 without the findings head or labels)."""
+    ``findings_loss`` is our auxiliary term (0 without the findings head or labels) and
+    ``findings_logits`` (B, 14) the head's output, None without the head."""
 
     loss: Tensor
     ce: Tensor
@@ -75,6 +76,7 @@ class UAROutput:
     mask_loss: Tensor
     logits: Tensor
     findings_loss: Tensor
+    findings_logits: Tensor | None = None
 
 
 @dataclass
@@ -270,14 +272,15 @@ class UAR(nn.Module):
                 image, self.report_global(ids), self.config.margin, exclude, hardest_negatives
             )
         mask_loss = self.mask_loss() if lambda_mask else zero
+        findings_logits = self.findings_logits(encoding) if self.findings_head is not None else None
         findings_loss = zero
-        if self.findings_head is not None and findings is not None:
+        if findings_logits is not None and findings is not None:
             findings_loss = functional.binary_cross_entropy_with_logits(
-                self.findings_logits(encoding).float(), findings.to(ce.device, torch.float32)
+                findings_logits.float(), findings.to(ce.device, torch.float32)
             )
         total = lambda_ce * ce + lambda_global * global_loss + lambda_mask * mask_loss
         total = total + self.config.lambda_findings * findings_loss
-        return UAROutput(total, ce, global_loss, mask_loss, logits, findings_loss)
+        return UAROutput(total, ce, global_loss, mask_loss, logits, findings_loss, findings_logits)
 
     # -- inference --------------------------------------------------------------------------------
 

@@ -103,8 +103,8 @@ def validate(model: UAR, data: UARData, visual: VisualInput, device: torch.devic
         ce_sum, tokens = ce_sum + float(out.ce) * real, tokens + real
         images.append(model.image_global(features).float().cpu())
         reports.append(model.report_global(ids).float().cpu())
-        if model.findings_head is not None:
-            findings.append(model.findings_logits(model.encode(features)).float().sigmoid().cpu())
+        if out.findings_logits is not None:
+            findings.append(out.findings_logits.float().sigmoid().cpu())
     model.train(was_training)
     result = {"val_ce": ce_sum / max(tokens, 1)}
     if findings:

@@ -307,12 +307,14 @@ def test_auroc_per_observation_mean_over_defined():
     assert summary.per_observation[OBSERVATIONS[1]] == approx(0.25)
     assert math.isnan(summary.per_observation[OBSERVATIONS[2]])
     assert summary.num_defined == 2
-    assert summary.mean == approx(0.625)
+    assert summary.mean == approx(0.625) and summary.mean_or_none == approx(0.625)
+    as_json = summary.per_observation_or_none()
+    assert as_json[OBSERVATIONS[0]] == 1.0 and as_json[OBSERVATIONS[2]] is None
 
 
 def test_auroc_per_observation_none_defined_and_shapes():
     summary = auroc_per_observation(np.ones((3, 2)), np.ones((3, 2)), observations=("Edema", "Fracture"))
-    assert math.isnan(summary.mean) and summary.num_defined == 0
+    assert math.isnan(summary.mean) and summary.num_defined == 0 and summary.mean_or_none is None
     with pytest.raises(RRGError, match=r"\(N, 14\)"):
         auroc_per_observation(np.ones((3, 2)), np.ones((3, 2)))
 

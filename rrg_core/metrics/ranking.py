@@ -49,6 +49,15 @@ class AurocSummary:
     #: Per defined observation its ROC curve, ``{"fpr": [...], "tpr": [...]}`` (the model card draws them).
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
+    @property
+    def mean_or_none(self) -> float | None:
+        """``mean`` as JSON can hold it: None where no observation is defined (JSON has no NaN)."""
+        return None if math.isnan(self.mean) else self.mean
+
+    def per_observation_or_none(self) -> dict[str, float | None]:
+        """``per_observation`` as JSON can hold it: None where an observation is undefined."""
+        return {name: (None if math.isnan(value) else value) for name, value in self.per_observation.items()}
+
 
 def auroc(targets: Any, scores: Any) -> float:
     """Area under the ROC curve of ``scores`` for binary ``targets`` (one observation).

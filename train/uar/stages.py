@@ -9,7 +9,6 @@ cropped per draw and tokenized by the dVAE encoder attached to the model.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +108,7 @@ def validate(model: UAR, data: UARData, visual: VisualInput, device: torch.devic
     result = {"val_ce": ce_sum / max(tokens, 1)}
     if findings:
         summary = auroc_per_observation(data.findings(val=True).float(), torch.cat(findings))
-        result["val_findings_auroc"] = None if math.isnan(summary.mean) else summary.mean
+        result["val_findings_auroc"] = summary.mean_or_none
     if count > 1:
         result["val_alignment_score"] = alignment_score(torch.cat(images), torch.cat(reports))
     return result

@@ -14,7 +14,6 @@ reports. Compare it with DCRRG's Step-1 AUROC on the same data, which reads the 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -87,7 +86,7 @@ def probe_tokens(
         scores = torch.cat([probe(val_tokens[i : i + 256]) for i in range(0, len(val_tokens), 256)])
     summary = auroc_per_observation(val_labels.float(), scores.sigmoid())
     return {
-        "val_findings_auroc": None if math.isnan(summary.mean) else summary.mean,
-        "per_observation": {k: (None if math.isnan(v) else v) for k, v in summary.per_observation.items()},
+        "val_findings_auroc": summary.mean_or_none,
+        "per_observation": summary.per_observation_or_none(),
         "settings": settings,
     }

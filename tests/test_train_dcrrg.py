@@ -203,11 +203,13 @@ def test_step4_mode_comes_from_the_flag_then_the_preset_then_prompt_tuning() -> 
     from rrg_core.errors import RRGError
     from train.dcrrg.presets import apply_overrides, load_preset, step4_mode, step_settings
 
-    plain = apply_overrides(load_preset("demo"), [])
+    plain = apply_overrides(load_preset("paper"), [])  # the paper's preset names no mode: P-Tuning v2
     assert step4_mode(plain, None) == "pt"
-    chosen = apply_overrides(load_preset("demo"), ["step4.mode=decoder"])
+    chosen = apply_overrides(load_preset("paper"), ["step4.mode=decoder"])
     assert step_settings(chosen, 4)["mode"] == "decoder"
     assert step4_mode(chosen, None) == "decoder" and step4_mode(chosen, "fft") == "fft"
+    demo = apply_overrides(load_preset("demo"), [])
+    assert step4_mode(demo, None) == "decoder" and step4_mode(demo, "pt") == "pt"
     with pytest.raises(RRGError, match=r"step4\.mode"):
         step_settings(apply_overrides(load_preset("demo"), ["step4.mode=lora"]), 4)
     with pytest.raises(RRGError):

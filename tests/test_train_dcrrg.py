@@ -48,9 +48,8 @@ def test_micro_run_writes_every_step_and_a_loadable_final_checkpoint(micro_run: 
     assert checkpoint.config["image_size"] == 64  # what the generator resizes evaluation images to
     assert set(checkpoint.metrics) == {"step1", "step2", "step3", "step4"}
     assert "thresholds" in checkpoint.metrics["step1"]
-    assert (
-        checkpoint.metrics["step4"]["mode"] == "pt" and 0 < checkpoint.metrics["step4"]["trainable_share"] < 1
-    )
+    step4 = checkpoint.metrics["step4"]  # the demo preset fine-tunes the decoder side
+    assert step4["mode"] == "decoder" and 0 < step4["trainable_share"] < 1
     assert (micro_run / "labels.json").is_file()
     ids = model.generate(torch.zeros(1, 2, 3, 64, 64), beam_size=2, max_length=8)
     assert len(ids) == 1
@@ -74,12 +73,18 @@ def test_steps_3_4_resume_from_step2(
     for k in (1, 2):
         shutil.copytree(micro_run / f"step{k}", run / f"step{k}")
     with caplog.at_level(logging.INFO):
-        # the text view on (the demo preset has it off), so both Step-3 paths run
+        # the text view on (the demo preset has it off), so both Step-3 paths run; Step 4 in the
+        # paper's form (prompt tuning), where the micro run takes the preset's decoder fine-tuning
         args = ["--steps", "3,4", *MICRO, "--set", "step3.text_view=true", "--set", "step3.balance=false"]
-        assert main(["dcrrg", "--data", str(phantoms), "--out", str(run), *args]) == 0
+        assert main(["dcrrg", "--data", str(phantoms), "--out", str(run), *args, "--step4", "pt"]) == 0
     assert f"starting from {run / 'step2'}" in caplog.text
     assert (run / "step4" / "config.json").is_file()
-    assert load_dcrrg(run)[1].config["training"]["steps_done"] == [1, 2, 3, 4]
+    checkpoint = load_dcrrg(run)[1]
+    assert checkpoint.config["training"]["steps_done"] == [1, 2, 3, 4]
+    prompt_tuned = checkpoint.metrics["step4"]
+    decoder_tuned = load_dcrrg(micro_run)[1].metrics["step4"]
+    assert prompt_tuned["mode"] == "pt"
+    assert 0 < prompt_tuned["trainable_share"] < decoder_tuned["trainable_share"]
 
 
 @pytest.mark.parametrize(

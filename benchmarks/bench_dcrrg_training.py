@@ -1,4 +1,4 @@
-"""Training throughput of DCRRG Step 1 (DCCLIP image side) and Step 4 (prompt tuning) on this machine.
+"""Training throughput of DCRRG Step 1 (DCCLIP image side) and Step 4 (PT, decoder FT) on this machine.
 
 - Step 1: forward + backward + AdamW step of the image-side Step-1 loss (all 14 observations,
   uncertain labels masked) through the default EfficientNet-Lite0, its projection head and
@@ -9,6 +9,8 @@
   decoder requires a gradient (checked below) and the images need none, autograd records nothing
   there: it costs what a ``torch.no_grad`` forward costs. The frozen encoder runs in eval mode
   (batch-norm running statistics), as a frozen backbone should.
+- Step 4 (decoder FT, the ``demo`` and ``cpu`` presets' ``step4.mode``): the same, with the memory
+  projections, prompts, decoder and report head training; DCCLIP stays frozen (checked below).
 
 Weights are random (``pretrained=None``: no download; speed does not depend on the values) and the
 text encoder is the tiny random one (neither step uses it). Inputs are random studies of ``--views``
@@ -69,14 +71,18 @@ def step1(batch: int, views: int, size: int, generator: torch.Generator) -> Step
 
 
 def step4(
-    batch: int, views: int, size: int, generator: torch.Generator, vocab_size: int, length: int
+    batch: int, views: int, size: int, generator: torch.Generator, vocab_size: int, length: int, mode: str
 ) -> Step:
-    """One Step-4 prompt-tuning step on fixed random inputs."""
+    """One Step-4 step on fixed random inputs: prompt tuning (``mode`` "pt") or decoder FT ("decoder")."""
     model = DCRRG(DCRRGConfig(vocab_size=vocab_size, clip=_clip_config()))
-    model.enable_prompt_tuning()
-    frozen = [*model.clip.parameters(), *model.image_memory.parameters(), *model.decoder.parameters()]
+    if mode == "pt":
+        model.enable_prompt_tuning()
+        frozen = [*model.clip.parameters(), *model.image_memory.parameters(), *model.decoder.parameters()]
+    else:
+        model.enable_decoder_finetuning()
+        frozen = list(model.clip.parameters())
     if any(p.requires_grad for p in frozen):
-        raise SystemExit("prompt tuning left an encoder or decoder parameter trainable")
+        raise SystemExit(f"Step 4 ({mode}) left a parameter trainable that must stay frozen")
     model.train()
     model.clip.eval()  # frozen backbone: running batch-norm statistics, no dropout
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -131,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         generator = torch.Generator().manual_seed(size)
         cases = {
             "Step 1 (DCCLIP image side)": step1(args.batch, args.views, size, generator),
-            "Step 4 (prompt tuning)": step4(
-                args.batch, args.views, size, generator, args.vocab_size, args.report_length
-            ),
+            **{
+                f"Step 4 ({label})": step4(
+                    args.batch, args.views, size, generator, args.vocab_size, args.report_length, mode
+                )
+                for mode, label in (("pt", "prompt tuning"), ("decoder", "decoder FT"))
+            },
         }
         for name, run in cases.items():
             seconds = best_seconds_per_step(run, args.warmup, args.steps, args.repeats)

@@ -75,12 +75,10 @@ def step4(
 ) -> Step:
     """One Step-4 step on fixed random inputs: prompt tuning (``mode`` "pt") or decoder FT ("decoder")."""
     model = DCRRG(DCRRGConfig(vocab_size=vocab_size, clip=_clip_config()))
+    model.enable_step4(mode)
+    frozen = list(model.clip.parameters())
     if mode == "pt":
-        model.enable_prompt_tuning()
-        frozen = [*model.clip.parameters(), *model.image_memory.parameters(), *model.decoder.parameters()]
-    else:
-        model.enable_decoder_finetuning()
-        frozen = list(model.clip.parameters())
+        frozen += [*model.image_memory.parameters(), *model.decoder.parameters()]
     if any(p.requires_grad for p in frozen):
         raise SystemExit(f"Step 4 ({mode}) left a parameter trainable that must stay frozen")
     model.train()

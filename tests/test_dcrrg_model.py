@@ -136,6 +136,15 @@ def test_decoder_finetuning_trains_the_decoder_side_only(model: DCRRG) -> None:
         assert any(_grads(part)), type(part).__name__
 
 
+def test_enable_step4_gives_each_command_line_mode_its_trainable_set(model: DCRRG) -> None:
+    from train.dcrrg.presets import STEP4_MODES
+
+    shares = {mode: model.enable_step4(mode)[2] for mode in STEP4_MODES}
+    assert 0 < shares["pt"] < shares["decoder"] < shares["fft"] == 1.0
+    with pytest.raises(ValueError, match="lora"):
+        model.enable_step4("lora")
+
+
 def _check_sequences(sequences: list[list[int]], n: int, limit: int) -> None:
     assert len(sequences) == n
     for seq in sequences:

@@ -311,6 +311,17 @@ class DCRRG(nn.Module):
         self.clip.requires_grad_(False)
         return trainable_parameter_share(self)
 
+    def enable_step4(self, mode: str) -> tuple[int, int, float]:
+        """Step 4 in ``mode``: fresh prompts and head for "pt" (the paper's), every parameter for "fft"
+        (Table 4), the decoder side for "decoder". Returns (trainable, total, share)."""
+        if mode == "pt":
+            return self.enable_prompt_tuning(reset=True)
+        if mode == "decoder":
+            return self.enable_decoder_finetuning()
+        if mode == "fft":
+            return self.enable_full_finetuning()
+        raise ValueError(f"Step 4 mode must be pt, fft or decoder, got {mode!r}")
+
     # -- inference ------------------------------------------------------------------------------
 
     @torch.no_grad()

@@ -396,12 +396,7 @@ def step3(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
 def step4(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext, mode: str) -> dict[str, Any]:
     """Step 4: full reports by prompt tuning (``pt``), full fine-tuning (``fft``, Table 4), or
     fine-tuning of the decoder side with the encoders frozen (``decoder``)."""
-    if mode == "pt":
-        trainable, total, share = model.enable_prompt_tuning(reset=True)
-    elif mode == "decoder":
-        trainable, total, share = model.enable_decoder_finetuning()
-    else:
-        trainable, total, share = model.enable_full_finetuning()
+    trainable, total, share = model.enable_step4(mode)
     if ctx.info.is_main:
         logger.info("step4 (%s): %d of %d parameters train (%.2f%%)", mode, trainable, total, 100 * share)
     model.train()

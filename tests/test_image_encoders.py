@@ -23,6 +23,7 @@ from rrg_core.data.transforms import dcrrg_transform_config
 from rrg_core.errors import RRGError
 from rrg_core.models.image_encoders import (
     build_image_encoder,
+    channels_last,
     efficientnet_lite0_classifier,
     map_efficientnet_pytorch_keys,
 )
@@ -267,7 +268,8 @@ def test_efficientnet_encoder_outputs_and_timing(lite0_classifier, natural_batch
     assert (encoder.name, encoder.out_channels, encoder.input_size) == ("efficientnet_lite0", 1280, 224)
     with torch.no_grad():
         features = encoder(natural_batch)
-        reference = lite0_classifier.forward_features(natural_batch)
+        # the encoder runs in channels-last order; the same order keeps the comparison exact
+        reference = lite0_classifier.forward_features(channels_last(natural_batch))
     assert features.feature_map.shape == (8, 1280, 7, 7)
     assert features.pooled.shape == (8, 1280)
     # The encoder's body is exactly the classifier's trunk with the packaged weights.
@@ -276,6 +278,19 @@ def test_efficientnet_encoder_outputs_and_timing(lite0_classifier, natural_batch
     ms = cpu_time_ms(encoder, natural_batch)
     with capsys.disabled():
         print(f"\n[timing] efficientnet_lite0, batch 8 x 224 px, CPU forward: {ms:.0f} ms")
+
+
+def test_encoder_runs_channels_last_and_matches_the_default_layout(lite0_classifier):
+    """The body gets channels-last activations (the faster CPU/GPU kernels) and the result is the
+    default layout's up to float rounding; its weights stay contiguous, as safetensors saves them."""
+    encoder = build_image_encoder()
+    images = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        features = encoder(images)
+        reference = lite0_classifier.forward_features(images)
+    assert features.feature_map.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(features.feature_map, reference, atol=1e-4, rtol=1e-3)
+    assert all(parameter.is_contiguous() for parameter in encoder.parameters())
 
 
 def test_resnet50_from_scratch_outputs_and_timing(capsys):

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from rrg_core.data.transforms import TransformConfig
 from rrg_core.errors import RRGError
 from rrg_core.models.dcrrg import DCRRG, EncoderFeatures
+from rrg_core.models.image_encoders import channels_last
 from rrg_core.observations import NUM_OBSERVATIONS
 from train.common.distributed import DistInfo, sync_buffers, wrap_ddp
 from train.common.runner import LoopSpec, LossModule, index_batches, learning_rate_schedule, train_loop
@@ -237,7 +238,7 @@ def early_image_features(
     out = []
     for start in range(0, len(images), batch):
         x = _images(data, images[start : start + batch], ctx)
-        out.append(early(x.flatten(0, 1)).unflatten(0, x.shape[:2]))
+        out.append(early(channels_last(x.flatten(0, 1))).unflatten(0, x.shape[:2]))
     return torch.cat(out)
 
 
@@ -246,7 +247,7 @@ def pooled_from_early(model: DCRRG, features: Tensor, train_from_block: int) -> 
     the later layers, each view's pooled map, the mean over views, as :meth:`DCCLIP.encode_image`."""
     late = nn.Sequential(*_image_layers(model, train_from_block)[1])
     n, views = features.shape[:2]
-    return late(features.flatten(0, 1)).mean(dim=(2, 3)).unflatten(0, (n, views)).mean(dim=1)
+    return late(channels_last(features.flatten(0, 1))).mean(dim=(2, 3)).unflatten(0, (n, views)).mean(dim=1)
 
 
 def image_step1_loss_from_early(

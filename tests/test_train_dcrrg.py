@@ -50,6 +50,7 @@ def test_micro_run_writes_every_step_and_a_loadable_final_checkpoint(micro_run: 
     assert "thresholds" in checkpoint.metrics["step1"]
     step4 = checkpoint.metrics["step4"]  # the demo preset fine-tunes the decoder side
     assert step4["mode"] == "decoder" and 0 < step4["trainable_share"] < 1
+    assert step4["description_weight"] == 1.0  # Step 3 rehearsed: the retrained decoder still describes
     assert (micro_run / "labels.json").is_file()
     ids = model.generate(torch.zeros(1, 2, 3, 64, 64), beam_size=2, max_length=8)
     assert len(ids) == 1
@@ -83,7 +84,7 @@ def test_steps_3_4_resume_from_step2(
     assert checkpoint.config["training"]["steps_done"] == [1, 2, 3, 4]
     prompt_tuned = checkpoint.metrics["step4"]
     decoder_tuned = load_dcrrg(micro_run)[1].metrics["step4"]
-    assert prompt_tuned["mode"] == "pt"
+    assert prompt_tuned["mode"] == "pt" and prompt_tuned["description_weight"] == 0.0
     assert 0 < prompt_tuned["trainable_share"] < decoder_tuned["trainable_share"]
 
 
@@ -221,6 +222,25 @@ def test_step4_mode_comes_from_the_flag_then_the_preset_then_prompt_tuning() -> 
         step_settings(apply_overrides(load_preset("demo"), ["step4.mode=lora"]), 4)
     with pytest.raises(RRGError):
         apply_overrides(load_preset("demo"), ["step3.mode=pt"])
+
+
+def test_description_weight_defaults_by_step4_mode_and_is_checked() -> None:
+    """Step 3 is rehearsed where Step 4 retrains the decoder on our side (decoder mode), not in the
+    paper's forms (PT keeps the decoder frozen; FFT as Table 4 trains it), unless set."""
+    from rrg_core.errors import RRGError
+    from train.dcrrg.presets import apply_overrides, load_preset, step_settings
+    from train.dcrrg.steps import description_weight
+
+    assert description_weight({}, "decoder") == 1.0
+    assert description_weight({}, "pt") == description_weight({}, "fft") == 0.0
+    assert description_weight({"description_weight": 0.5}, "fft") == 0.5
+    chosen = apply_overrides(load_preset("paper"), ["step4.description_weight=2"])
+    assert step_settings(chosen, 4)["description_weight"] == 2
+    for bad in ("-1", "true"):
+        with pytest.raises(RRGError, match="description_weight"):
+            step_settings(apply_overrides(load_preset("demo"), [f"step4.description_weight={bad}"]), 4)
+    with pytest.raises(RRGError):
+        apply_overrides(load_preset("demo"), ["step3.description_weight=1"])
 
 
 def test_text_layers_freeze_and_the_text_encoder_gets_its_own_rate() -> None:

@@ -6,7 +6,9 @@ optional ``max_iterations`` and ``schedule`` (constant or cosine); Step 1 also a
 ``train_from_block``: the image encoder's layers before that EfficientNet block stay frozen, None or
 absent = all train; Steps 1-2 ``text_lr``, the text encoder's own learning rate, and
 ``text_train_from_layer``, the text encoder's layers before it stay frozen; Step 3
-``balance``; Step 4 ``mode``, one of :data:`STEP4_MODES`, which ``--step4`` overrides).
+``balance``; Step 4 ``mode``, one of :data:`STEP4_MODES`, which ``--step4`` overrides, and
+``description_weight``, the weight of Step 3's loss rehearsed in Step 4 so that a retrained decoder
+keeps its descriptions (absent: 1 in ``decoder`` mode, else 0; see :func:`train.dcrrg.steps.step4`)).
 ``--set step1.lr=3e-4`` replaces one existing field; a key the preset does not have is refused, so
 a typo cannot be silently ignored.
 """
@@ -38,6 +40,7 @@ _OPTIONAL = (
         "step3.balance",
         "step3.text_view",
         "step4.mode",
+        "step4.description_weight",
     }
 )
 
@@ -74,6 +77,9 @@ def step_settings(preset: dict[str, Any], step: int) -> dict[str, Any]:
     mode = settings.get("mode")
     if mode is not None and (step != 4 or mode not in STEP4_MODES):
         raise RRGError(f"step{step}.mode must be one of {', '.join(STEP4_MODES)} in step4, got {mode!r}")
+    weight = settings.get("description_weight")
+    if weight is not None and (step != 4 or not _is_number(weight) or weight < 0):
+        raise RRGError(f"step{step}.description_weight must be a number >= 0 in step4, got {weight!r}")
     text_lr = settings.get("text_lr")
     if text_lr is not None and not (_is_number(text_lr) and text_lr > 0):
         raise RRGError(f"step{step}.text_lr must be a positive number, got {text_lr!r}")

@@ -360,63 +360,94 @@ def step2(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
     return _run(model, loss, batches(), settings, len(data.reports), ctx, "step2", data.images.shape[1])
 
 
+def description_batches(
+    data: TrainData, cache: CachedFeatures | None, batch_size: int, ctx: StepContext
+) -> Iterator[dict[str, Any]]:
+    """Endless batches of (study, observation) pairs for Step 3's loss, drawn by
+    ``data.description_weights`` (:func:`train.dcrrg.data.description_weights`): the studies'
+    cached image and text features (without a cache, model-ready images and no texts, for encoders
+    that train), the observations (B,) and the description ids (B, T)."""
+    count = len(data.reports) * NUM_OBSERVATIONS
+    weights = None if data.description_weights is None else data.description_weights.flatten()
+    for index in index_batches(count, batch_size, ctx.generator, ctx.info, weights):
+        studies, observations = index // NUM_OBSERVATIONS, index % NUM_OBSERVATIONS
+        ids = [data.descriptions[s][k] for s, k in zip(studies.tolist(), observations.tolist(), strict=True)]
+        yield {
+            "images": _images(data, data.images[studies], ctx) if cache is None else cache.images(studies),
+            "texts": None if cache is None else cache.texts(studies),
+            "observations": observations.to(ctx.device),
+            "ids": pad_ids(ids, data.pad_id).to(ctx.device),
+        }
+
+
 def step3(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> dict[str, Any]:
     """Step 3: one description per (study, observation), from the images and from the report text
     (the augmented view); DCCLIP frozen and in eval mode (its batch-norm statistics stay put).
-    Pairs are drawn by ``data.description_weights`` (:func:`train.dcrrg.data.description_weights`)."""
+    Pairs are drawn by :func:`description_batches`."""
     model.freeze_encoders()
     model.train()
     model.clip.eval()
     cache = cached_features(model, data, ctx)
     count = len(data.reports) * NUM_OBSERVATIONS
-    weights = None if data.description_weights is None else data.description_weights.flatten()
-    stream = index_batches(count, settings["batch_size"], ctx.generator, ctx.info, weights)
-
-    def batches() -> Iterator[dict[str, Any]]:
-        for index in stream:
-            studies, observations = index // NUM_OBSERVATIONS, index % NUM_OBSERVATIONS
-            ids = [
-                data.descriptions[s][k] for s, k in zip(studies.tolist(), observations.tolist(), strict=True)
-            ]
-            yield {
-                "images": cache.images(studies),
-                "texts": cache.texts(studies),
-                "observations": observations.to(ctx.device),
-                "ids": pad_ids(ids, data.pad_id).to(ctx.device),
-            }
-
     text_view = settings.get("text_view", True)
 
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
         image = m.step3_loss(b["images"], b["observations"], b["ids"])
         return image + m.step3_loss(b["texts"], b["observations"], b["ids"]) if text_view else image
 
-    return _run(model, loss, batches(), settings, count, ctx, "step3", data.images.shape[1])
+    batches = description_batches(data, cache, settings["batch_size"], ctx)
+    return _run(model, loss, batches, settings, count, ctx, "step3", data.images.shape[1])
 
 
 def step4(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext, mode: str) -> dict[str, Any]:
     """Step 4: full reports by prompt tuning (``pt``), full fine-tuning (``fft``, Table 4), or
-    fine-tuning of the decoder side with the encoders frozen (``decoder``)."""
+    fine-tuning of the decoder side with the encoders frozen (``decoder``).
+
+    The decoder that writes the reports also writes the Step-3 descriptions (Table 7's last
+    column). Prompt tuning leaves it frozen; the other forms retrain it, and on the report loss alone
+    it forgets how to describe (demo phantoms: descriptions asserted findings the study lacked in
+    66% of rows, against 3% after Step 3). So each batch also rehearses Step 3's image loss on as
+    many (study, observation) pairs, weighted by :func:`description_weight`."""
     trainable, total, share = model.enable_step4(mode)
+    rehearse = description_weight(settings, mode)
     if ctx.info.is_main:
         logger.info("step4 (%s): %d of %d parameters train (%.2f%%)", mode, trainable, total, 100 * share)
+        if rehearse:
+            logger.info("step4: Step-3 descriptions rehearsed at weight %g", rehearse)
     model.train()
     cache = None
     if mode in ("pt", "decoder"):  # encoders frozen: train on their cached outputs
         model.clip.eval()
         cache = cached_features(model, data, ctx)
-    stream = index_batches(len(data.reports), settings["batch_size"], ctx.generator, ctx.info)
+    size = settings["batch_size"]
+    stream = index_batches(len(data.reports), size, ctx.generator, ctx.info)
+    described = description_batches(data, cache, size, ctx) if rehearse else None
 
     def batches() -> Iterator[dict[str, Any]]:
         for index in stream:
             ids = [data.report_ids[i] for i in index.tolist()]
-            yield {
+            batch = {
                 "images": _images(data, data.images[index], ctx) if cache is None else cache.images(index),
                 "ids": pad_ids(ids, data.pad_id).to(ctx.device),
             }
+            yield batch if described is None else {**batch, "descriptions": next(described)}
 
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
-        return m.step4_loss(b["images"], b["ids"])
+        report = m.step4_loss(b["images"], b["ids"])
+        if "descriptions" not in b:
+            return report
+        d = b["descriptions"]
+        return report + rehearse * m.step3_loss(d["images"], d["observations"], d["ids"])
 
     result = _run(model, loss, batches(), settings, len(data.reports), ctx, "step4", data.images.shape[1])
-    return {**result, "mode": mode, "trainable": trainable, "total": total, "trainable_share": share}
+    return {
+        **result, "mode": mode, "trainable": trainable, "total": total, "trainable_share": share,
+        "description_weight": rehearse,
+    }  # fmt: skip
+
+
+def description_weight(settings: dict[str, Any], mode: str) -> float:
+    """Step 4's ``description_weight``: as set, else 1 for ``decoder`` (ours) and 0 for ``pt`` (its
+    decoder is frozen) and ``fft`` (Table 4's form, as the paper trains it)."""
+    value = settings.get("description_weight")
+    return float(value) if value is not None else (1.0 if mode == "decoder" else 0.0)

@@ -226,7 +226,7 @@ def test_step4_mode_comes_from_the_flag_then_the_preset_then_prompt_tuning() -> 
 
 def test_description_weight_defaults_by_step4_mode_and_is_checked() -> None:
     """Step 3 is rehearsed where Step 4 retrains the decoder on our side (decoder mode), not in the
-    paper's forms (PT keeps the decoder frozen; FFT as Table 4 trains it), unless set."""
+    paper's forms unless set for FFT (Table 4 trains it without), never in PT (decoder frozen)."""
     from rrg_core.errors import RRGError
     from train.dcrrg.presets import apply_overrides, load_preset, step_settings
     from train.dcrrg.steps import description_weight
@@ -234,6 +234,7 @@ def test_description_weight_defaults_by_step4_mode_and_is_checked() -> None:
     assert description_weight({}, "decoder") == 1.0
     assert description_weight({}, "pt") == description_weight({}, "fft") == 0.0
     assert description_weight({"description_weight": 0.5}, "fft") == 0.5
+    assert description_weight({"description_weight": 0.5}, "pt") == 0.0  # a frozen decoder forgets nothing
     chosen = apply_overrides(load_preset("paper"), ["step4.description_weight=2"])
     assert step_settings(chosen, 4)["description_weight"] == 2
     for bad in ("-1", "true"):

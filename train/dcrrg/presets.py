@@ -8,7 +8,8 @@ absent = all train; Steps 1-2 ``text_lr``, the text encoder's own learning rate,
 ``text_train_from_layer``, the text encoder's layers before it stay frozen; Step 3
 ``balance``; Step 4 ``mode``, one of :data:`STEP4_MODES`, which ``--step4`` overrides, and
 ``description_weight``, the weight of Step 3's loss rehearsed in Step 4 so that a retrained decoder
-keeps its descriptions (absent: 1 in ``decoder`` mode, else 0; see :func:`train.dcrrg.steps.step4`)).
+keeps its descriptions (absent: 1 in ``decoder`` mode, else 0; always 0 in ``pt``; see
+:func:`train.dcrrg.steps.step4`)).
 ``--set step1.lr=3e-4`` replaces one existing field; a key the preset does not have is refused, so
 a typo cannot be silently ignored.
 """

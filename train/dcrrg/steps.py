@@ -447,7 +447,10 @@ def step4(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext, mode:
 
 
 def description_weight(settings: dict[str, Any], mode: str) -> float:
-    """Step 4's ``description_weight``: as set, else 1 for ``decoder`` (ours) and 0 for ``pt`` (its
-    decoder is frozen) and ``fft`` (Table 4's form, as the paper trains it)."""
+    """Step 4's ``description_weight``: 0 for ``pt``, whose decoder is frozen and so cannot forget;
+    otherwise as set, else 1 for ``decoder`` (ours) and 0 for ``fft`` (Table 4's form, as the paper
+    trains it)."""
+    if mode == "pt":
+        return 0.0
     value = settings.get("description_weight")
     return float(value) if value is not None else (1.0 if mode == "decoder" else 0.0)

@@ -170,7 +170,7 @@ def test_demo_quality(tmp_path: Path) -> None:
 def test_step1_from_cached_early_layers_matches_step1_loss() -> None:
     from rrg_core.models.dcclip import DCCLIPConfig
     from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
-    from train.dcrrg.steps import _image_layers, freeze_early_image_layers, image_step1_loss_from_early
+    from train.dcrrg.frozen_layers import freeze_early_image_layers, image_layers, image_step1_loss_from_early
 
     torch.manual_seed(0)
     clip = DCCLIPConfig(pretrained=None, text_encoder="tiny-random", projection_dim=32, projection_hidden=32)
@@ -180,7 +180,7 @@ def test_step1_from_cached_early_layers_matches_step1_loss() -> None:
     targets = (torch.rand(3, 14) > 0.5).float()
     weights = torch.rand(3, 14)
     with torch.no_grad():
-        early = torch.nn.Sequential(*_image_layers(model, 5)[0])(images.flatten(0, 1)).unflatten(0, (3, 2))
+        early = torch.nn.Sequential(*image_layers(model, 5)[0])(images.flatten(0, 1)).unflatten(0, (3, 2))
         expected = model.clip.step1_loss(images, None, targets, weights)
         torch.testing.assert_close(image_step1_loss_from_early(model, early, 5, targets, weights), expected)
     model.clip.requires_grad_(True)
@@ -248,7 +248,8 @@ def test_text_layers_freeze_and_the_text_encoder_gets_its_own_rate() -> None:
     from rrg_core.errors import RRGError
     from rrg_core.models.dcclip import DCCLIPConfig
     from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
-    from train.dcrrg.steps import _parameter_groups, freeze_early_text_layers
+    from train.dcrrg.frozen_layers import freeze_early_text_layers
+    from train.dcrrg.steps import _parameter_groups
 
     clip = DCCLIPConfig(pretrained=None, text_encoder="tiny-random", projection_dim=16, projection_hidden=16)
     model = DCRRG(DCRRGConfig(vocab_size=20, clip=clip, d_model=32, n_heads=4, d_ff=64, n_prefix=2))

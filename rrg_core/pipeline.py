@@ -30,7 +30,7 @@ from rrg_core.checkpoints import Checkpoint, CheckpointError, find_checkpoints, 
 from rrg_core.data.reports import split_sentences
 from rrg_core.disagreements import find_disagreements
 from rrg_core.errors import RRGError
-from rrg_core.generator_base import BatchDrafts
+from rrg_core.generators.base import BatchDrafts
 from rrg_core.labeler import label_report
 from rrg_core.observations import OBSERVATIONS, labels_to_json
 from rrg_core.review_result import MODELS, ModelDraft, Neighbour, ObservationRow, ReviewResult, TokenAttention
@@ -265,8 +265,8 @@ def load_model(
 
 def _factories() -> dict[str, Callable[..., Any]]:
     # Imported here: each pulls in its model code (timm, transformers), which takes seconds.
-    from rrg_core.generators import dcrrg_generator_from_checkpoint
-    from rrg_core.uar_generator import uar_generator_from_checkpoint
+    from rrg_core.generators.dcrrg import dcrrg_generator_from_checkpoint
+    from rrg_core.generators.uar import uar_generator_from_checkpoint
 
     return {"dcrrg": dcrrg_generator_from_checkpoint, "uar": uar_generator_from_checkpoint}
 

@@ -48,12 +48,12 @@ from rrg_core.explain.overlay import (
     png_bytes,
     resize_map,
 )
-from rrg_core.models.dcclip import DCCLIP
+from rrg_core.models.dcrrg.dcclip import DCCLIP
 from rrg_core.models.image_encoders import ImageEncoder
 from rrg_core.observations import canonical_name, observation_index
 
 if TYPE_CHECKING:
-    from rrg_core.generators import DCRRGGenerator
+    from rrg_core.generators.dcrrg import DCRRGGenerator
 
 METHODS: tuple[str, ...] = ("integrated_gradients", "gradcam", "occlusion")
 _METHOD_ALIASES = {

@@ -1,7 +1,7 @@
 """UAR's TIR heatmaps for the app: per generated word, per sentence, and overlaid on each view.
 
-:meth:`rrg_core.uar_generator.UARGenerator.explain` (or ``attention_for_report``) gives a
-:class:`~rrg_core.uar_generator.UARExplanation`: each word's text-to-image attention over every
+:meth:`rrg_core.generators.uar.UARGenerator.explain` (or ``attention_for_report``) gives a
+:class:`~rrg_core.generators.uar.UARExplanation`: each word's text-to-image attention over every
 view's token grid, (T, V, h, w). Here a sentence's map is the mean of its words' maps, with
 sentences split as :mod:`rrg_core.data.reports` splits a cleaned report (at the ``.`` tokens, which
 belong to no sentence). Maps are normalised over all views together (the hottest cell of the study
@@ -32,7 +32,7 @@ from rrg_core.explain.overlay import (
     png_bytes,
     resize_map,
 )
-from rrg_core.uar_generator import UARExplanation
+from rrg_core.generators.uar import UARExplanation
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,26 @@ class ImageEncoder(nn.Module):
         feature_map = self.body(channels_last(images))
         return ImageFeatures(feature_map, feature_map.mean(dim=(2, 3)))
 
+    def split_at(self, block: int) -> tuple[nn.Sequential, nn.Sequential]:
+        """The body's layers before EfficientNet block ``block`` (stem and blocks 0..k-1 of the flat
+        16-block numbering) and from it on (blocks k.., head conv and norm).
+
+        Training freezes the early part and caches its output once per image; :meth:`forward_from`
+        then runs the rest."""
+        body = self.body
+        if not all(hasattr(body, name) for name in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
+            raise ValueError("train_from_block needs the efficientnet_lite0 image encoder")
+        flat = [layer for stage in body.blocks for layer in stage]
+        if not 0 < block <= len(flat):
+            raise ValueError(f"train_from_block must be in 1..{len(flat)}, got {block}")
+        early = nn.Sequential(body.conv_stem, body.bn1, *flat[:block])
+        return early, nn.Sequential(*flat[block:], body.conv_head, body.bn2)
+
+    def forward_from(self, early_output: torch.Tensor, block: int) -> ImageFeatures:
+        """:meth:`forward` from the output of the layers before ``block`` (see :meth:`split_at`)."""
+        feature_map = self.split_at(block)[1](channels_last(early_output))
+        return ImageFeatures(feature_map, feature_map.mean(dim=(2, 3)))
+
 
 def map_efficientnet_pytorch_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename an ``efficientnet_pytorch`` EfficientNet-Lite0 state dict onto timm's names."""

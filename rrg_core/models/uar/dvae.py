@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from rrg_core.errors import RRGError
+from rrg_core.models.uar.losses import DVAELosses, dvae_loss
 
 
 @dataclass
@@ -75,15 +76,6 @@ class DVAEConfig:
     def stage_width(self, stage: int) -> int:
         """Channels after ``stage`` downsamplings (doubling, capped at 4x ``hidden``)."""
         return self.hidden * 2 ** min(stage, 2)
-
-
-@dataclass
-class DVAELosses:
-    """Mean reconstruction error, mean KL(q || uniform) per cell, and their weighted sum."""
-
-    reconstruction: Tensor
-    kl: Tensor
-    total: Tensor
 
 
 @dataclass
@@ -187,18 +179,12 @@ class DVAE(nn.Module):
             codes = codes.permute(0, 3, 1, 2).to(logits.dtype)
         reconstruction = self.decoder(self.embed_codes(codes))
         beta = self.config.kl_weight if kl_weight is None else kl_weight
-        losses = self._losses(images, reconstruction, logits, beta)
+        losses = dvae_loss(images, reconstruction, logits, beta)
         return DVAEOutput(reconstruction, logits, losses)
 
     def embed_codes(self, codes: Tensor) -> Tensor:
         """Soft or hard one-hot codes (B, K, h, w) -> code vectors (B, e, h, w)."""
         return torch.einsum("bkhw,ke->behw", codes, self.codebook.weight)
-
-    @staticmethod
-    def _losses(images: Tensor, reconstruction: Tensor, logits: Tensor, beta: float) -> DVAELosses:
-        reconstruction_error = functional.mse_loss(reconstruction, images)
-        kl = kl_to_uniform(logits)
-        return DVAELosses(reconstruction_error, kl, reconstruction_error + beta * kl)
 
     def tokens(self, images: Tensor) -> Tensor:
         """Argmax code ids (B, H/M, W/M), or (B, V, H/M, W/M) for (B, V, C, H, W) input."""
@@ -213,15 +199,6 @@ class DVAE(nn.Module):
     def perplexity(self, token_ids: Tensor) -> float:
         """Codebook usage perplexity of ``token_ids`` (see :func:`code_perplexity`)."""
         return code_perplexity(token_ids, self.config.codebook_size)
-
-
-def kl_to_uniform(logits: Tensor) -> Tensor:
-    """Mean over cells of KL(softmax(logits) || uniform) in nats; logits (B, K, h, w).
-
-    KL(q || U) = sum_k q_k log q_k + log K: zero for a uniform q, log K for a one-hot q.
-    """
-    log_q = logits.float().log_softmax(dim=1)
-    return (log_q.exp() * log_q).sum(dim=1).mean() + math.log(logits.shape[1])
 
 
 def code_perplexity(token_ids: Tensor, codebook_size: int) -> float:

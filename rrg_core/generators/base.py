@@ -17,7 +17,9 @@ from rrg_core.data.datasets import StudyRecord
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import GeneratedReport
+from rrg_core.models.preprocess import Preprocess
 from rrg_core.observations import OBSERVATIONS
+from rrg_core.study_input import ViewSource, load_study
 
 #: One study's loaded views: a (V, 1, H, W) tensor, or a list of (1, H, W) views (sizes may differ).
 StudyViews = Tensor | Sequence[Tensor]
@@ -52,7 +54,8 @@ class ImageReportGenerator:
         vocab: the checkpoint's vocabulary; it must have the model's ``vocab_size`` tokens.
         vocab_size: the model's output vocabulary size.
         device: where the model runs.
-        transform: one grey view (1, H, W) in [0, 1] -> the model's input (C, S, S).
+        preprocess: the checkpoint's ``preprocess`` block; its transform turns one grey view
+            (1, H, W) in [0, 1] into the model's input (C, S, S).
         beam_size, name, batch_size, max_length: as the subclasses document them.
     """
 
@@ -65,7 +68,7 @@ class ImageReportGenerator:
         vocab_size: int,
         *,
         device: str | torch.device,
-        transform: Callable[[Tensor], Tensor],
+        preprocess: Preprocess,
         beam_size: int,
         name: str,
         batch_size: int,
@@ -78,7 +81,8 @@ class ImageReportGenerator:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocab = vocab
-        self.transform = transform
+        self.preprocess = preprocess
+        self.transform: Callable[[Tensor], Tensor] = preprocess.transform()
         self.beam_size, self.name, self.batch_size, self.max_length = beam_size, name, batch_size, max_length
 
     @torch.no_grad()
@@ -105,6 +109,13 @@ class ImageReportGenerator:
                     )
                 )
         return reports
+
+    def draft(self, views: Sequence[ViewSource] | ViewSource, study_id: str = "study") -> GeneratedReport:
+        """The draft of one study from its views (paths, bytes or arrays; PNG, JPEG or DICOM): its
+        ``.text`` and what the model adds (probabilities, image embedding)."""
+        study = load_study(views)
+        record = StudyRecord(id=study_id, report="", image_paths=(), split="")
+        return self.generate([record], [study.views])[0]
 
     def draft_batch(self, stacks: Sequence[Tensor]) -> BatchDrafts:
         """The model's drafts for one batch of loaded studies; each subclass says how."""

@@ -2,11 +2,11 @@
 
 Data flow (eqs 1-4), for a study of ``views`` radiographs (IU X-ray: frontal + lateral):
 
-1. **LSU** (eq 1): each view is a grid of h x w dVAE code ids (:mod:`rrg_core.models.dvae`; 112 px
+1. **LSU** (eq 1): each view is a grid of h x w dVAE code ids (:mod:`rrg_core.models.uar.dvae`; 112 px
    and M = 8 give 14 x 14). The views' grids are concatenated along the sequence, L = V * h * w
    tokens, and embedded by the trainable look-up W_I (``visual_embedding``). The report is
    embedded by W_R, the decoder's token embedding.
-2. **CRA** (eq 2, :mod:`rrg_core.models.cra`): one aligner for both modalities turns E^(I), E^(R)
+2. **CRA** (eq 2, :mod:`rrg_core.models.uar.cra`): one aligner for both modalities turns E^(I), E^(R)
    into F^(I), F^(R). The report side runs inside the decoder (``decoder.token_transform``), token
    by token, so generation sees exactly what training saw.
 3. **Transformer** (eqs 3-4): one network for every view and every configuration: a Transformer
@@ -43,14 +43,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional
 
 from rrg_core.errors import RRGError
 from rrg_core.models.beam_search import beam_search
-from rrg_core.models.cra import CRA, masked_mean, triplet_loss
 from rrg_core.models.decoder import TransformerDecoder, eq11_bias
-from rrg_core.models.dvae import DVAE, DVAEEncoder
-from rrg_core.models.uar_config import UARConfig, check_tokenizer
+from rrg_core.models.uar.config import UARConfig, check_tokenizer
+from rrg_core.models.uar.cra import CRA, masked_mean
+from rrg_core.models.uar.dvae import DVAE, DVAEEncoder
+from rrg_core.models.uar.losses import UAROutput, stage_loss
 from rrg_core.observations import NUM_OBSERVATIONS
 
 
@@ -62,21 +62,6 @@ class VisualEncoding:
     features: Tensor
     memory: Tensor
     grid: tuple[int, int, int]
-
-
-@dataclass
-class UAROutput:
-    """Eq 13's total and its terms (each already a scalar; unused terms are 0), plus the logits.
-    ``findings_loss`` is our auxiliary term (0 without the findings head or labels) and
-    ``findings_logits`` (B, 14) the head's output, None without the head."""
-
-    loss: Tensor
-    ce: Tensor
-    global_loss: Tensor
-    mask_loss: Tensor
-    logits: Tensor
-    findings_loss: Tensor
-    findings_logits: Tensor | None = None
 
 
 @dataclass
@@ -239,48 +224,18 @@ class UAR(nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
 
-    def forward(
-        self,
-        visual: Tensor,
-        report_ids: Tensor,
-        hardest_negatives: bool = True,
-        not_negatives: Tensor | None = None,
-        findings: Tensor | None = None,
-    ) -> UAROutput:
-        """Eq 13 on a batch: ``visual`` as :meth:`embed_visual` takes it, ``report_ids`` (B, T) =
-        BOS words EOS, right-padded with PAD. ``hardest_negatives`` False averages eq 10 over all
-        negatives (the trainer's warm-up; :func:`~rrg_core.models.cra.triplet_loss`).
-        ``not_negatives`` (B, B) bool marks further pairs, beside identical reports, that eq 10 must
-        not treat as negatives (the trainer passes studies with the same findings). ``findings``
-        (B, 14) bool, the studies' positive observations, trains the findings head when there is one."""
+    def forward(self, visual: Tensor, report_ids: Tensor, **options: object) -> UAROutput:
+        """Eq 13 on a batch (:func:`~rrg_core.models.uar.losses.stage_loss`, which says what each
+        argument means); a forward so that DDP synchronises what it trains."""
+        return stage_loss(self, visual, report_ids, **options)
+
+    def teacher_forced(self, visual: Tensor, report_ids: Tensor) -> tuple[VisualEncoding, Tensor]:
+        """The visual encoding and next-token logits (B, T - 1, vocab) of ``report_ids`` (B, T) =
+        BOS words EOS PAD..., with TIR's mask in the attention when it is active."""
         report_ids = self._check_report(report_ids)
         encoding = self.encode(visual)
         ids = report_ids.to(encoding.memory.device)
-        logits = self.decoder(ids[:, :-1], encoding.memory, cross_bias=self.cross_bias()).logits
-        ce = functional.cross_entropy(
-            logits.flatten(0, 1).float(), ids[:, 1:].flatten(), ignore_index=self.config.pad_id
-        )
-        lambda_ce, lambda_global, lambda_mask = self.loss_weights()
-        zero = ce.new_zeros(())
-        global_loss = zero
-        if lambda_global:
-            image = masked_mean(encoding.features)
-            exclude = same_reports(ids)
-            if not_negatives is not None:
-                exclude = exclude | not_negatives.to(exclude.device)
-            global_loss = triplet_loss(
-                image, self.report_global(ids), self.config.margin, exclude, hardest_negatives
-            )
-        mask_loss = self.mask_loss() if lambda_mask else zero
-        findings_logits = self.findings_logits(encoding) if self.findings_head is not None else None
-        findings_loss = zero
-        if findings_logits is not None and findings is not None:
-            findings_loss = functional.binary_cross_entropy_with_logits(
-                findings_logits.float(), findings.to(ce.device, torch.float32)
-            )
-        total = lambda_ce * ce + lambda_global * global_loss + lambda_mask * mask_loss
-        total = total + self.config.lambda_findings * findings_loss
-        return UAROutput(total, ce, global_loss, mask_loss, logits, findings_loss, findings_logits)
+        return encoding, self.decoder(ids[:, :-1], encoding.memory, cross_bias=self.cross_bias()).logits
 
     # -- inference --------------------------------------------------------------------------------
 
@@ -389,11 +344,6 @@ class UAR(nn.Module):
 def _follow_loaded_stage(module: UAR, _incompatible_keys: object) -> None:
     """A module-level function rather than a lambda, so the model stays picklable."""
     module.set_stage(int(module.stage))
-
-
-def same_reports(report_ids: Tensor) -> Tensor:
-    """(B, B) bool: True where two rows hold the same report (never each other's negatives)."""
-    return (report_ids[:, None, :] == report_ids[None, :, :]).all(dim=-1)
 
 
 def _transformer_encoder(config: UARConfig) -> nn.Module:

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional
 
 from rrg_core.models.decoder import MultiHeadAttention
 
@@ -152,53 +151,3 @@ def masked_mean(features: Tensor, mask: Tensor | None = None) -> Tensor:
         return features.mean(dim=1)
     weights = mask.to(features.dtype).unsqueeze(-1)
     return (features * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
-
-def triplet_loss(
-    image_global: Tensor,
-    report_global: Tensor,
-    margin: float = 0.2,
-    exclude: Tensor | None = None,
-    hardest: bool = True,
-) -> Tensor:
-    """Eq 10 with in-batch hardest negatives, averaged over the batch.
-
-    For pair i with cosine similarity s_ii and s_ij = cos(image_i, report_j):
-    ``relu(margin - s_ii + max_{j != i} s_ij) + relu(margin - s_ii + max_{j != i} s_ji)``: the hardest
-    report for image i as anchor, and the hardest image for report i as anchor.
-
-    ``exclude`` (B, B) bool marks pairs that must not serve as negatives, e.g. two studies with the
-    same report text (common in IU X-ray: "no acute cardiopulmonary abnormality"), which would
-    otherwise be pushed apart. An anchor without any negative contributes zero (so a batch of one
-    gives zero).
-
-    ``hardest=False`` averages the hinge over all of an anchor's negatives instead (the sum form
-    that VSE++, Faghri et al. 2018, compares with, divided by the number of negatives). From a cold
-    start every global feature is nearly the same, and the hardest-negative form then stays at
-    2 * margin without separating them; the training loop uses this form for a warm-up (see
-    ``triplet_warmup`` in train/uar).
-    """
-    if image_global.shape != report_global.shape or image_global.dim() != 2:
-        raise ValueError(
-            f"need two (batch, d) feature sets of one shape, got {tuple(image_global.shape)} "
-            f"and {tuple(report_global.shape)}"
-        )
-    similarity = functional.normalize(image_global, dim=-1) @ functional.normalize(report_global, dim=-1).T
-    positive = similarity.diagonal()
-    not_negative = torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
-    if exclude is not None:
-        not_negative = not_negative | exclude.to(similarity.device).bool()
-    if not hardest:
-        negatives = (~not_negative).to(similarity.dtype)
-        image_anchor = functional.relu(margin - positive[:, None] + similarity) * negatives  # row i: image i
-        report_anchor = functional.relu(margin - positive[None, :] + similarity) * negatives  # column j
-        counts = negatives.sum(dim=1).clamp(min=1.0)  # symmetric: row i and column i count alike
-        return (image_anchor.sum(dim=1) / counts + report_anchor.sum(dim=0) / counts).mean()
-    masked = similarity.masked_fill(not_negative, float("-inf"))
-    hardest_report = masked.max(dim=1).values  # image i as anchor
-    hardest_image = masked.max(dim=0).values  # report i as anchor
-    # An anchor with no negative has max -inf, and relu(-inf) = 0 with zero gradient.
-    loss = functional.relu(margin - positive + hardest_report) + functional.relu(
-        margin - positive + hardest_image
-    )
-    return loss.mean()

@@ -1,9 +1,10 @@
 """dVAE and UAR <-> checkpoint folders: the one place that knows how their configs are stored.
 
-- A ``dvae`` checkpoint: config.json ``{"model": DVAEConfig, ...training settings}``, no vocab.
-- A ``uar`` checkpoint: ``{"model": UARConfig, "tokenizer": DVAEConfig or null, ...}`` plus the
-  vocab. When the model has its dVAE encoder attached, the encoder's weights are part of the UAR
-  checkpoint (under ``tokenizer.``), so the app can serve images from one folder.
+- A ``dvae`` checkpoint: config.json ``{"model": DVAEConfig, "preprocess": Preprocess, ...training
+  settings}``, no vocab.
+- A ``uar`` checkpoint: ``{"model": UARConfig, "tokenizer": DVAEConfig or null, "preprocess":
+  Preprocess, ...}`` plus the vocab. When the model has its dVAE encoder attached, the encoder's
+  weights are part of the UAR checkpoint (under ``tokenizer.``), so the app can serve images from one folder.
 
 Loading refuses, with the folder named: a config with unknown or missing fields, weights that do not
 fit the config, a vocabulary whose size differs from the model's, and a dVAE whose codebook or grid
@@ -23,9 +24,10 @@ from torch import nn
 from rrg_core.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
-from rrg_core.models.dvae import DVAE, DVAEConfig, DVAEEncoder
-from rrg_core.models.uar import UAR
-from rrg_core.models.uar_config import UARConfig, check_tokenizer
+from rrg_core.models.preprocess import Preprocess
+from rrg_core.models.uar.config import UARConfig, check_tokenizer, default_preprocess
+from rrg_core.models.uar.dvae import DVAE, DVAEConfig, DVAEEncoder
+from rrg_core.models.uar.model import UAR
 
 DVAE_KIND = "dvae"
 UAR_KIND = "uar"
@@ -45,13 +47,18 @@ def save_dvae(
     model: DVAE,
     folder: str | os.PathLike,
     *,
+    preprocess: Preprocess,
     extra_config: dict[str, Any] | None = None,
     metrics: dict | None = None,
     preset: str | None = None,
     data_fingerprint: str | None = None,
 ) -> Path:
     """Save a dVAE as a ``dvae`` checkpoint; ``extra_config`` records training settings."""
-    config = {"model": dataclasses.asdict(model.config), **(extra_config or {})}
+    config = {
+        "model": dataclasses.asdict(model.config),
+        "preprocess": preprocess.to_dict(),
+        **(extra_config or {}),
+    }
     return save_checkpoint(
         folder, kind=DVAE_KIND, config=config, state_dict=model.state_dict(), metrics=metrics,
         preset=preset, data_fingerprint=data_fingerprint,
@@ -88,6 +95,7 @@ def save_uar(
     folder: str | os.PathLike,
     *,
     vocab: Vocabulary,
+    preprocess: Preprocess,
     extra_config: dict[str, Any] | None = None,
     metrics: dict | None = None,
     preset: str | None = None,
@@ -97,7 +105,10 @@ def save_uar(
     if len(vocab) != model.config.vocab_size:
         raise RRGError(f"the vocabulary has {len(vocab)} tokens but the model {model.config.vocab_size}")
     tokenizer = None if model.tokenizer is None else dataclasses.asdict(model.tokenizer.config)
-    config = {"model": dataclasses.asdict(model.config), "tokenizer": tokenizer, **(extra_config or {})}
+    config = {
+        "model": dataclasses.asdict(model.config), "tokenizer": tokenizer, "preprocess": preprocess.to_dict(),
+        **(extra_config or {}),
+    }  # fmt: skip
     return save_checkpoint(
         folder, kind=UAR_KIND, config=config, state_dict=model.state_dict(), vocab=vocab, metrics=metrics,
         preset=preset, data_fingerprint=data_fingerprint,
@@ -161,3 +172,29 @@ def _load_weights(model: nn.Module, checkpoint: Checkpoint, what: str) -> None:
             f"{checkpoint.folder}: weights do not fit its {what} config ({first_lines[:300]}); "
             "was it written by another version?"
         ) from None
+
+
+def read_preprocess(checkpoint: Checkpoint, config: UARConfig) -> Preprocess:
+    """The checkpoint's ``preprocess`` block. Checkpoints written before it existed (the app's demo
+    cache of earlier versions) recorded an ``image`` entry (size, channels, mean, std), or nothing:
+    those translate one to one."""
+    try:
+        if "preprocess" in checkpoint.config:
+            preprocess = Preprocess.from_dict(dict(checkpoint.config["preprocess"]))
+        else:
+            image = checkpoint.config.get("image") or {}
+            base = default_preprocess(config, int(image.get("channels", 1 if config.use_lsu else 3)))
+            preprocess = dataclasses.replace(
+                base, image_size=int(image.get("size", base.image_size)),
+                mean=tuple(image.get("mean", base.mean)), std=tuple(image.get("std", base.std)),
+            )  # fmt: skip
+    except (RRGError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{checkpoint.folder}: config.json has no valid 'preprocess' ({error})"
+        ) from None
+    if preprocess.image_size != config.image_size:
+        raise CheckpointError(
+            f"{checkpoint.folder}: preprocess.image_size {preprocess.image_size} differs from the model's "
+            f"{config.image_size}"
+        )
+    return preprocess

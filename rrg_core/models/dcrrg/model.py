@@ -36,49 +36,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional
 
 from rrg_core.models.beam_search import beam_search
-from rrg_core.models.dcclip import DCCLIP, DCCLIPConfig, Inputs
-from rrg_core.models.decoder import DecoderConfig, TransformerDecoder
+from rrg_core.models.dcrrg.config import FULL_REPORT, DCRRGConfig
+from rrg_core.models.dcrrg.dcclip import DCCLIP, Inputs
+from rrg_core.models.decoder import TransformerDecoder
 from rrg_core.models.prompt_tuning import DeepPrompts, freeze_all_but, trainable_parameter_share
-from rrg_core.observations import NUM_OBSERVATIONS, OBSERVATIONS
-
-FULL_REPORT = NUM_OBSERVATIONS  # prompt index 14: "write the full report"
-
-
-@dataclass
-class DCRRGConfig:
-    """DCCLIP's config plus the decoder's; the defaults are a small model (paper: d_model 512)."""
-
-    vocab_size: int
-    clip: DCCLIPConfig = field(default_factory=DCCLIPConfig)
-    d_model: int = 256
-    n_heads: int = 8
-    n_layers: int = 2
-    d_ff: int = 1024
-    dropout: float = 0.1
-    max_length: int = 100
-    pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
-    n_prefix: int = 16
-    prefix_hidden: int | None = None
-    threshold: float = 0.5
-    observation_rows: bool = True
-
-    def decoder_config(self) -> DecoderConfig:
-        """The post-LN decoder of eqs 10-12."""
-        sizes = dict(d_model=self.d_model, n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff)
-        return DecoderConfig(
-            vocab_size=self.vocab_size, dropout=self.dropout, max_length=self.max_length, post_norm=True,
-            pad_id=self.pad_id, **sizes,
-        )  # fmt: skip
+from rrg_core.observations import NUM_OBSERVATIONS
 
 
 class EncoderFeatures(NamedTuple):
@@ -107,14 +75,13 @@ class EncoderFeatures(NamedTuple):
 MemoryInputs = Inputs | EncoderFeatures
 
 
-@dataclass
-class ObservationRow:
-    """One row of Table 7: Step-1 probability, thresholded label, Step-3 description token ids."""
+class Descriptions(NamedTuple):
+    """Table 7 of a batch: Step-1 probabilities and thresholded labels (B, 14), and per study the 14
+    Step-3 description token ids (no BOS), in :data:`~rrg_core.observations.OBSERVATIONS` order."""
 
-    observation: str
-    probability: float
-    label: int
-    description_ids: list[int]
+    probabilities: Tensor
+    labels: Tensor
+    description_ids: list[list[list[int]]]
 
 
 class DCRRG(nn.Module):
@@ -159,15 +126,15 @@ class DCRRG(nn.Module):
         full = prompt_index[:, None] == FULL_REPORT
         return torch.where(full, self.report_prompt.to(observation.dtype).expand_as(observation), observation)
 
-    @torch.no_grad()
-    def encoder_features(self, inputs: Inputs) -> EncoderFeatures:
-        """The frozen encoders' outputs for images (tensor) or texts (list), without gradients;
-        call in eval mode to cache them (Steps 3-4 then train on :class:`EncoderFeatures`)."""
-        return self._features(inputs)
-
-    def _features(self, inputs: Inputs) -> EncoderFeatures:
+    def features(self, inputs: MemoryInputs, from_block: int | None = None) -> EncoderFeatures:
+        """The encoders' outputs for images (tensor) or texts (list); :class:`EncoderFeatures` pass
+        through. ``from_block``: the images are the image encoder's early-layer output (training's
+        cache; :meth:`DCCLIP.encode_image`). Training caches these, under ``torch.no_grad``, while the
+        encoders are frozen."""
+        if isinstance(inputs, EncoderFeatures):
+            return inputs
         if isinstance(inputs, Tensor):
-            pooled, fmap = self.clip.encode_image(inputs)
+            pooled, fmap = self.clip.encode_image(inputs, from_block)
             return EncoderFeatures.of_images(fmap, pooled)
         features = self.clip.encode_text_features(inputs)
         return EncoderFeatures.of_texts(features.token_states, features.attention_mask, features.pooled)
@@ -191,8 +158,10 @@ class DCRRG(nn.Module):
         rows = self.observation_memory(features)
         return rows + self.observation_prompts.weight.to(rows.dtype)
 
-    def encode_memory_from_features(self, features: EncoderFeatures) -> tuple[Tensor, Tensor | None]:
-        """Decoder memory (B, L, d) and mask (B, L) or None from precomputed encoder outputs."""
+    def memory(self, inputs: MemoryInputs) -> tuple[Tensor, Tensor | None]:
+        """Decoder memory (B, L, d) and mask (B, L) or None from images, texts or their
+        :class:`EncoderFeatures` (:meth:`features`)."""
+        features = self.features(inputs)
         image = features.attention_mask is None
         if image:
             memory, mask = self.image_memory(features.states.flatten(2).transpose(1, 2)), None
@@ -205,11 +174,9 @@ class DCRRG(nn.Module):
             mask = torch.cat([mask.new_ones(rows.shape[:2]), mask], dim=1)
         return torch.cat([rows.to(memory.dtype), memory], dim=1), mask
 
-    def encode_memory(self, inputs: MemoryInputs) -> tuple[Tensor, Tensor | None]:
-        """Decoder memory (B, L, d) and mask (B, L) or None from images (tensor), texts (list) or
-        precomputed :class:`EncoderFeatures`."""
-        features = inputs if isinstance(inputs, EncoderFeatures) else self._features(inputs)
-        return self.encode_memory_from_features(features)
+    def observation_probabilities(self, features: EncoderFeatures) -> Tensor:
+        """Step-1 probability (B, 14) that each observation is positive, from image features."""
+        return self.clip.observation_logits(features.pooled, "image").softmax(dim=-1)[..., 1]
 
     def condition(
         self, memory: Tensor, mask: Tensor | None, prompt_index: Tensor
@@ -239,37 +206,18 @@ class DCRRG(nn.Module):
         finally:
             self.decoder.head = description_head
 
-    def _logits(
-        self, conditioned: tuple[Tensor, Tensor, Tensor], tokens: Tensor, full_report: bool
-    ) -> Tensor:
-        memory, mask, prompt = conditioned
+    def logits(self, inputs: MemoryInputs, prompt_index: Tensor, tokens: Tensor) -> Tensor:
+        """Teacher-forced next-token logits (B, T, vocab) of ``tokens`` (B, T) for prompt ``k`` (B,):
+        an observation 0-13 (Step 3's description, its head) or :data:`FULL_REPORT` (Step 4's head and,
+        with prompt tuning on, the deep prompts)."""
+        memory, mask = self.memory(inputs)
+        memory, mask, prompt = self.condition(memory, mask, prompt_index)
+        full_report = bool((prompt_index == FULL_REPORT).all())
+        if not full_report and bool((prompt_index == FULL_REPORT).any()):
+            raise ValueError("one batch holds either descriptions or full reports, not both")
         with self._decoding(full_report) as prompts:
             prefixes = None if prompts is None else prompts(tokens.shape[0])
             return self.decoder(tokens, memory, mask, prefixes=prefixes, input_offset=prompt).logits
-
-    def token_loss(self, logits: Tensor, target_ids: Tensor) -> Tensor:
-        """Eq. 14: next-token cross-entropy, averaged over non-pad targets."""
-        return functional.cross_entropy(
-            logits.flatten(0, 1), target_ids.flatten(), ignore_index=self.config.pad_id
-        )
-
-    # -- training steps -------------------------------------------------------------------------
-
-    def step3_loss(self, inputs: MemoryInputs, observation_index: Tensor, description_ids: Tensor) -> Tensor:
-        """Step 3: describe observation k (B,) from images, texts or their cached
-        :class:`EncoderFeatures`; ids (B, T) = BOS ... EOS PAD."""
-        conditioned = self.condition(*self.encode_memory(inputs), observation_index)
-        ids = description_ids.to(conditioned[0].device)
-        return self.token_loss(self._logits(conditioned, ids[:, :-1], full_report=False), ids[:, 1:])
-
-    def step4_loss(self, images: Tensor | EncoderFeatures, report_ids: Tensor) -> Tensor:
-        """Step 4: the full report (B, T) from images (or their cached :class:`EncoderFeatures`),
-        with the deep prompts when PT is enabled."""
-        memory, mask = self.encode_memory(images)
-        full = torch.full((memory.shape[0],), FULL_REPORT, device=memory.device)
-        conditioned = self.condition(memory, mask, full)
-        ids = report_ids.to(memory.device)
-        return self.token_loss(self._logits(conditioned, ids[:, :-1], full_report=True), ids[:, 1:])
 
     def freeze_encoders(self) -> None:
         """Step 3's setting: DCCLIP fixed, memory projections, prompts and decoder train."""
@@ -339,7 +287,7 @@ class DCRRG(nn.Module):
         that needs the Step-1 outputs too runs the encoder once. ``observation`` None: the full
         report (Step 4); an index 0-13: that observation's Step-3 description.
         """
-        memory, mask = self.encode_memory(images)
+        memory, mask = self.memory(images)
         index = FULL_REPORT if observation is None else int(observation)
         if not 0 <= index <= FULL_REPORT:
             raise ValueError(f"observation must be None or 0..{NUM_OBSERVATIONS - 1}, got {observation}")
@@ -374,33 +322,22 @@ class DCRRG(nn.Module):
     @torch.no_grad()
     def describe(
         self, images: Tensor | EncoderFeatures, *, beam_size: int = 3, max_length: int | None = None
-    ) -> list[list[ObservationRow]]:
-        """Table 7 for each study: 14 rows of Step-1 probability, label and Step-3 description.
+    ) -> Descriptions:
+        """Table 7 for each study: Step-1 probabilities, labels and the 14 Step-3 descriptions.
 
         ``images`` may also be the image :class:`EncoderFeatures` a caller already computed (for the
         full report, say), so serving a study runs the image encoder once.
         """
-        if isinstance(images, EncoderFeatures):
-            if images.attention_mask is not None:
-                raise ValueError("describe takes images or image features, not text features")
-            features = images
-        else:
-            uni, fmap = self.clip.encode_image(images)  # one encoder pass serves both heads
-            features = EncoderFeatures.of_images(fmap, uni)
-        probabilities = self.clip.observation_logits(features.pooled, "image").softmax(dim=-1)[..., 1]
+        features = self.features(images)
+        if features.attention_mask is not None:
+            raise ValueError("describe takes images or image features, not text features")
+        probabilities = self.observation_probabilities(features)
         labels = (probabilities >= self.thresholds.to(probabilities.device)).long()
-        memory, _ = self.encode_memory_from_features(features)
+        memory, _ = self.memory(features)
         batch = memory.shape[0]
         every = torch.arange(NUM_OBSERVATIONS, device=memory.device).repeat(batch)  # study-major rows
         ids = self._beam(
             memory.repeat_interleave(NUM_OBSERVATIONS, dim=0), None, every, beam_size, max_length
         )
-        return [
-            [
-                ObservationRow(
-                    name, float(probabilities[b, k]), int(labels[b, k]), ids[b * NUM_OBSERVATIONS + k]
-                )
-                for k, name in enumerate(OBSERVATIONS)
-            ]
-            for b in range(batch)
-        ]
+        per_study = [ids[b * NUM_OBSERVATIONS : (b + 1) * NUM_OBSERVATIONS] for b in range(batch)]
+        return Descriptions(probabilities, labels, per_study)

@@ -1,6 +1,6 @@
 """UAR's configuration: sizes, switches, Table 2's ablation rows, and the dVAE fit check.
 
-Kept apart from :mod:`rrg_core.models.uar` (the network), as a config file is apart from a model
+Kept apart from :mod:`rrg_core.models.uar.model` (the network), as a config file is apart from a model
 file: checkpoints, presets and the trainer read and build configs without the network's code.
 """
 
@@ -10,9 +10,10 @@ import math
 from dataclasses import dataclass
 
 from rrg_core.errors import RRGError
-from rrg_core.models.cra import CRAConfig
 from rrg_core.models.decoder import DecoderConfig
-from rrg_core.models.dvae import DVAEConfig
+from rrg_core.models.preprocess import Preprocess
+from rrg_core.models.uar.cra import CRAConfig
+from rrg_core.models.uar.dvae import DVAEConfig
 
 CNN_STRIDE = 32  # ResNet-50 and EfficientNet-Lite0 both downsample 32x, rounding up
 MASK_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
@@ -153,3 +154,16 @@ def check_tokenizer(dvae: DVAEConfig, config: UARConfig) -> None:
             f"the dVAE makes a {dvae.image_size // dvae.downsample}-cell grid (M={dvae.downsample}) but the "
             f"UAR config expects {config.grid_size} (M={config.downsample})"
         )
+
+
+#: Normalisation of UAR's inputs: grey [0, 1] -> [-1, 1], as ``train uar`` prepares them.
+DEFAULT_MEAN_STD = (0.5, 0.5)
+
+
+def default_preprocess(config: UARConfig, channels: int = 1) -> Preprocess:
+    """The model's input size, ``channels`` (the dVAE's: 1; 3 for the "base" row's CNN), mean = std
+    = 0.5, and the config's views."""
+    mean, std = DEFAULT_MEAN_STD
+    return Preprocess(
+        image_size=config.image_size, channels=channels, mean=(mean,), std=(std,), views=config.views
+    )

@@ -1,7 +1,8 @@
 """DCRRG <-> checkpoint folder: the one place that knows how a DCRRG config is stored.
 
 Training saves with :func:`save_dcrrg` and everything that serves or evaluates a model loads
-with :func:`load_dcrrg`, so the config round trip cannot drift between the two.
+with :func:`load_dcrrg`, so the config round trip cannot drift between the two. config.json holds
+``model`` (:class:`DCRRGConfig`), ``preprocess`` (:class:`Preprocess`) and the training settings.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import torch
 
 from rrg_core.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from rrg_core.data.vocab import Vocabulary
-from rrg_core.models.dcclip import DCCLIPConfig
-from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
+from rrg_core.errors import RRGError
+from rrg_core.models.dcrrg.config import DCCLIPConfig, DCRRGConfig, default_preprocess
+from rrg_core.models.dcrrg.model import DCRRG
+from rrg_core.models.preprocess import Preprocess
 
 KIND = "dcrrg"
 
@@ -38,13 +41,16 @@ def save_dcrrg(
     folder: str | os.PathLike,
     *,
     vocab: Vocabulary,
+    preprocess: Preprocess,
     extra_config: dict[str, Any] | None = None,
     metrics: dict | None = None,
     preset: str | None = None,
     data_fingerprint: str | None = None,
 ) -> Path:
-    """Save ``model`` as a ``dcrrg`` checkpoint; ``extra_config`` records training settings."""
-    config = {"model": config_to_dict(model.config), **(extra_config or {})}
+    """Save ``model`` as a ``dcrrg`` checkpoint with how its images are prepared; ``extra_config``
+    records training settings."""
+    model_config = config_to_dict(model.config)
+    config = {"model": model_config, "preprocess": preprocess.to_dict(), **(extra_config or {})}
     return save_checkpoint(
         folder,
         kind=KIND,
@@ -83,3 +89,17 @@ def load_dcrrg(
             "was it written by another version?"
         ) from None
     return model.to(device).eval(), checkpoint
+
+
+def read_preprocess(checkpoint: Checkpoint, config: DCRRGConfig) -> Preprocess:
+    """The checkpoint's ``preprocess`` block. Checkpoints written before it existed (the app's demo
+    cache of earlier versions) recorded only a top-level ``image_size``: their preprocessing is the
+    backbone's at that size, exactly what they were trained with."""
+    try:
+        if "preprocess" in checkpoint.config:
+            return Preprocess.from_dict(dict(checkpoint.config["preprocess"]))
+        return default_preprocess(config, checkpoint.config.get("image_size"))
+    except (RRGError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{checkpoint.folder}: config.json has no valid 'preprocess' ({error})"
+        ) from None

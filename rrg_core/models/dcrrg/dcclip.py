@@ -26,13 +26,12 @@ Choices the paper leaves open, made here:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from rrg_core.models.csm_loss import INITIAL_LOGIT_SCALE, calibrated_semantic_matching_loss
+from rrg_core.models.dcrrg.config import DCCLIPConfig
+from rrg_core.models.dcrrg.losses import INITIAL_LOGIT_SCALE
 from rrg_core.models.image_encoders import build_image_encoder
 from rrg_core.models.text_encoders import TextEncoder, TextFeatures, build_text_encoder
 from rrg_core.observations import NUM_OBSERVATIONS
@@ -40,24 +39,6 @@ from rrg_core.observations import NUM_OBSERVATIONS
 TINY_RANDOM_TEXT_ENCODER = "tiny-random"
 
 Inputs = Tensor | list[str]
-
-
-@dataclass
-class DCCLIPConfig:
-    """Sizes and backbones of :class:`DCCLIP`.
-
-    ``text_encoder``: None for the packaged MiniLM-L6 (hidden 384), a Hugging Face id or folder
-    (the paper: ClinicalBERT), or "tiny-random". ``projection_dim`` P and ``projection_hidden``
-    size the heads f_v and f_t.
-    """
-
-    image_encoder: str = "efficientnet_lite0"
-    pretrained: str | None = "imagenet"
-    text_encoder: str | None = None
-    text_max_length: int = 128
-    projection_dim: int = 256
-    projection_hidden: int = 512
-    dropout: float = 0.1
 
 
 def build_tiny_random_text_encoder(max_length: int = 128, hidden: int = 32) -> TextEncoder:
@@ -126,18 +107,25 @@ class DCCLIP(nn.Module):
 
     # -- encoders -------------------------------------------------------------------------------
 
-    def encode_image(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_image(self, images: Tensor, from_block: int | None = None) -> tuple[Tensor, Tensor]:
         """Images (N, 3, H, W) or studies (N, V, 3, H, W) -> (pooled ``v`` (N, C), feature map).
 
-        The feature map is (N, C, h, w), or (N, C, h, V*w) with the views side by side.
+        The feature map is (N, C, h, w), or (N, C, h, V*w) with the views side by side. With
+        ``from_block``, ``images`` are instead the output of the encoder's layers before that block
+        (N, V, C', h', w'), as training caches them (:meth:`ImageEncoder.split_at`), and only the
+        layers from it on run.
         """
-        if images.dim() == 4:
+        if images.dim() == 4 and from_block is None:
             features = self.image_encoder(images)
             return features.pooled, features.feature_map
         if images.dim() != 5:
             raise ValueError(f"images must be (N, 3, H, W) or (N, V, 3, H, W), got {tuple(images.shape)}")
         n, views = images.shape[:2]
-        features = self.image_encoder(images.flatten(0, 1))
+        flat = images.flatten(0, 1)
+        if from_block is None:
+            features = self.image_encoder(flat)
+        else:
+            features = self.image_encoder.forward_from(flat, from_block)
         pooled = features.pooled.unflatten(0, (n, views)).mean(dim=1)
         fmap = features.feature_map.unflatten(0, (n, views))  # (N, V, C, h, w)
         fmap = fmap.permute(0, 2, 3, 1, 4).flatten(3)  # (N, C, h, V*w): view 0 left, view 1 right
@@ -187,57 +175,3 @@ class DCCLIP(nn.Module):
     def global_embedding(self, uni: Tensor, modality: str) -> Tensor:
         """The report-level projection used by Step 2: the all-zero prompt (module docstring)."""
         return self.project_image(uni) if modality == "image" else self.project_text(uni)
-
-    # -- losses ---------------------------------------------------------------------------------
-
-    def step1_loss(
-        self,
-        inputs: Inputs,
-        observation_index: Tensor | None,
-        targets: Tensor,
-        keep: Tensor | None = None,
-    ) -> Tensor:
-        """Step-1 CE loss on images (tensor) or texts (list of str), averaged over kept labels.
-
-        Either one observation per sample (``observation_index`` (N,), ``targets``/``keep`` (N,)) as
-        a balancing sampler draws them, or all 14 (``observation_index`` None, (N, 14)). ``targets``:
-        1 positive, 0 negative or unmentioned; ``keep``: False for uncertain labels, which are dropped
-        (or loss weights, e.g. balancing weights).
-        """
-        uni, modality = self.encode(inputs)
-        return self.step1_loss_from_embeddings(uni, modality, observation_index, targets, keep)
-
-    def step1_loss_from_embeddings(
-        self,
-        uni: Tensor,
-        modality: str,
-        observation_index: Tensor | None,
-        targets: Tensor,
-        keep: Tensor | None = None,
-    ) -> Tensor:
-        """:meth:`step1_loss` from raw embeddings ``v`` or ``t`` already computed."""
-        logits = self.observation_logits(uni, modality, observation_index)
-        losses = functional.cross_entropy(logits.reshape(-1, 2), targets.reshape(-1).long(), reduction="none")
-        if keep is None:
-            return losses.mean()
-        weights = keep.reshape(-1).to(losses.dtype)
-        # clamp: a batch with only uncertain labels gives 0 (with a graph) instead of NaN
-        return (losses * weights).sum() / weights.sum().clamp(min=1.0)
-
-    def step2_loss(
-        self, images: Tensor, texts: list[str], image_labels: Tensor, text_labels: Tensor
-    ) -> Tensor:
-        """Step-2 CSM loss (eq. 9) of N paired studies; labels are (N, 14) 0/1 vectors."""
-        return self.step2_loss_from_embeddings(
-            self.encode_image(images)[0], self.encode_text(texts), image_labels, text_labels
-        )
-
-    def step2_loss_from_embeddings(
-        self, image_uni: Tensor, text_uni: Tensor, image_labels: Tensor, text_labels: Tensor
-    ) -> Tensor:
-        """:meth:`step2_loss` from raw embeddings ``v`` (N, C) and ``t`` (N, H) already computed."""
-        return calibrated_semantic_matching_loss(
-            self.global_embedding(image_uni, "image"), self.global_embedding(text_uni, "text"),
-            image_labels.to(image_uni.device), text_labels.to(image_uni.device),
-            image_uni, text_uni, self.logit_scale,
-        )  # fmt: skip

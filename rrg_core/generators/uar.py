@@ -17,23 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import functional
 
 from rrg_core.checkpoints import Checkpoint, CheckpointError
-from rrg_core.data.transforms import TransformConfig, build_transform
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
-from rrg_core.generator_base import BatchDrafts, ImageReportGenerator
-from rrg_core.models.uar import UAR
-from rrg_core.models.uar_config import ABLATIONS, UARConfig
-from rrg_core.models.uar_io import load_uar
-
-#: Normalisation when a checkpoint records none: grey [0, 1] -> [-1, 1], as ``train uar`` does.
-DEFAULT_MEAN_STD = (0.5, 0.5)
+from rrg_core.generators.base import BatchDrafts, ImageReportGenerator
+from rrg_core.models.preprocess import Preprocess
+from rrg_core.models.uar import ABLATIONS, UAR, UARConfig, load_uar
+from rrg_core.models.uar import read_preprocess as read_uar_preprocess
+from rrg_core.models.uar.config import default_preprocess
 
 
 @dataclass(frozen=True)
@@ -66,8 +62,8 @@ class UARGenerator(ImageReportGenerator):
         model: a UAR with its dVAE tokenizer attached (or the "base" row, which reads images itself).
         vocab: the checkpoint's vocabulary; reports are ``vocab.decode(ids)``, the cleaned form.
         device: where the model runs.
-        image: the checkpoint's ``image`` entry (``size``, ``channels``, ``mean``, ``std``); None: the
-            model's input size, the tokenizer's channels and mean = std = 0.5.
+        preprocess: the checkpoint's preprocessing; None: the model's input size, the tokenizer's
+            channels and mean = std = 0.5.
         beam_size: beam width (the paper's 3 by default).
         name: the model's name in evaluation results.
         batch_size: studies per forward pass (evaluation may pass larger batches; they are split).
@@ -80,7 +76,7 @@ class UARGenerator(ImageReportGenerator):
         vocab: Vocabulary,
         *,
         device: str | torch.device,
-        image: dict[str, Any] | None = None,
+        preprocess: Preprocess | None = None,
         beam_size: int = 3,
         name: str = "UAR",
         batch_size: int = 16,
@@ -90,9 +86,26 @@ class UARGenerator(ImageReportGenerator):
             raise RRGError("this UAR model has no dVAE tokenizer attached: it cannot read images")
         super().__init__(
             model, vocab, model.config.vocab_size, device=device,
-            transform=build_transform(eval_transform_config(model, image), train=False),
+            preprocess=preprocess or default_preprocess(model.config, _channels(model)),
             beam_size=beam_size, name=name, batch_size=batch_size, max_length=max_length,
         )  # fmt: skip
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: Checkpoint, device: str | torch.device, *, beam_size: int = 3
+    ) -> UARGenerator:
+        """The model, vocabulary and preprocessing of a ``uar`` checkpoint."""
+        model, checkpoint = load_uar(checkpoint, device)
+        if checkpoint.vocab is None:
+            raise CheckpointError(f"{checkpoint.folder}: a UAR checkpoint needs its vocab.json")
+        preprocess = read_uar_preprocess(checkpoint, model.config)
+        try:
+            return cls(
+                model, checkpoint.vocab, device=device, preprocess=preprocess, beam_size=beam_size,
+                name=model_name(model.config),
+            )  # fmt: skip
+        except RRGError as error:
+            raise CheckpointError(f"{checkpoint.folder}: {error}") from None
 
     # -- the ReportGenerator protocol ------------------------------------------------------------
 
@@ -177,20 +190,9 @@ class UARGenerator(ImageReportGenerator):
         return self.model.tokenizer.tokens(images) if self.model.tokenizer is not None else images
 
 
-def eval_transform_config(model: UAR, image: dict[str, Any] | None) -> TransformConfig:
-    """Resize to the model's input size, the recorded channels and normalisation, no crop."""
-    image = image or {}
-    size = int(image.get("size", model.config.image_size))
-    if size != model.config.image_size:
-        raise RRGError(
-            f"the checkpoint's image size {size} differs from the model's {model.config.image_size}"
-        )
-    default_channels = model.tokenizer.config.in_channels if model.tokenizer is not None else 3
-    mean, std = DEFAULT_MEAN_STD
-    return TransformConfig(
-        resize=size, crop=None, mean=tuple(image.get("mean", (mean,))), std=tuple(image.get("std", (std,))),
-        channels=int(image.get("channels", default_channels)),
-    )  # fmt: skip
+def _channels(model: UAR) -> int:
+    """The input channels the model reads: its dVAE's, or 3 for the "base" row's ImageNet CNN."""
+    return model.tokenizer.config.in_channels if model.tokenizer is not None else 3
 
 
 def model_name(config: UARConfig) -> str:
@@ -198,19 +200,3 @@ def model_name(config: UARConfig) -> str:
     switches = {name: getattr(config, name) for name in ABLATIONS["uar"]}
     row = next((name for name, values in ABLATIONS.items() if values == switches), "custom")
     return "UAR" if row == "uar" else f"UAR[{row}]"
-
-
-def uar_generator_from_checkpoint(
-    checkpoint: Checkpoint, device: str | torch.device, *, beam_size: int = 3
-) -> UARGenerator:
-    """The ``train evaluate`` factory of kind ``uar``: the model, its vocabulary and image settings."""
-    model, checkpoint = load_uar(checkpoint, device)
-    if checkpoint.vocab is None:
-        raise CheckpointError(f"{checkpoint.folder}: a UAR checkpoint needs its vocab.json")
-    try:
-        return UARGenerator(
-            model, checkpoint.vocab, device=device, image=checkpoint.config.get("image"), beam_size=beam_size,
-            name=model_name(model.config),
-        )  # fmt: skip
-    except RRGError as error:
-        raise CheckpointError(f"{checkpoint.folder}: {error}") from None

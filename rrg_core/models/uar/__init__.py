@@ -1,0 +1,33 @@
+"""UAR (Unify, Align and then Refine): a dVAE tokenizer (LSU), the cross-modal aligner (CRA), the
+text-to-image refiner (TIR), two-stage training, and Table 2's ablation rows.
+
+- :mod:`.config`: :class:`UARConfig`, :data:`ABLATIONS`, the default preprocessing
+- :mod:`.dvae`: the tokenizer; :mod:`.cra`: the aligner; :mod:`.model`: the whole model
+- :mod:`.losses`: the dVAE's objective, eq 13 per stage, eq 10
+- :mod:`.io`: checkpoint save and load (UAR and its dVAE)
+"""
+
+from rrg_core.models.uar.config import ABLATIONS, UARConfig, ablation_config, check_tokenizer
+from rrg_core.models.uar.dvae import DVAE, DVAEConfig, DVAEEncoder
+from rrg_core.models.uar.io import load_dvae, load_uar, read_preprocess, save_dvae, save_uar
+from rrg_core.models.uar.losses import UAROutput, stage_loss
+from rrg_core.models.uar.model import UAR, UARGeneration
+
+__all__ = [
+    "ABLATIONS",
+    "DVAE",
+    "UAR",
+    "DVAEConfig",
+    "DVAEEncoder",
+    "UARConfig",
+    "UARGeneration",
+    "UAROutput",
+    "ablation_config",
+    "check_tokenizer",
+    "load_dvae",
+    "load_uar",
+    "read_preprocess",
+    "save_dvae",
+    "save_uar",
+    "stage_loss",
+]

@@ -3,7 +3,7 @@
 The one contract between the models and everything that shows or stores their output (the app,
 the store, ``python -m train review``)::
 
-    pipeline = ReviewPipeline.from_checkpoints("runs/checkpoints")
+    pipeline = rrg_core.load_pipeline("runs/checkpoints")
     result = pipeline.review(["frontal.dcm", "lateral.png"])
     print(result.drafts["dcrrg"].text, result.disagreements)
 
@@ -14,11 +14,12 @@ models keep no per-request state, so nothing else needs guarding.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,14 +27,15 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from rrg_core.checkpoints import Checkpoint, CheckpointError, find_checkpoints, load_checkpoint
+from rrg_core.checkpoints import CheckpointError, find_checkpoints, load_checkpoint
 from rrg_core.data.reports import split_sentences
 from rrg_core.disagreements import find_disagreements
 from rrg_core.errors import RRGError
-from rrg_core.generators.base import BatchDrafts
+from rrg_core.generators import BatchDrafts, load_generator
 from rrg_core.labeler import label_report
 from rrg_core.observations import OBSERVATIONS, labels_to_json
-from rrg_core.review_result import MODELS, ModelDraft, Neighbour, ObservationRow, ReviewResult, TokenAttention
+from rrg_core.retrieval import load_index
+from rrg_core.review_result import MODELS, ModelDraft, Neighbour, ReviewResult, TokenAttention
 from rrg_core.study_input import LoadedStudy, ViewSource, load_study
 
 logger = logging.getLogger(__name__)
@@ -207,18 +209,9 @@ class ReviewPipeline:
                 batch_drafts, batch_tables = generator.review_batch(views[start : start + size])
                 drafts.extend(_split(batch_drafts))
                 tables.extend(batch_tables)
-        thresholds = generator.model.thresholds.tolist()
-        vocab = generator.vocab
         for k, result in enumerate(results):
-            result.drafts["dcrrg"] = _draft(model, vocab.decode_tokens(drafts[k].token_ids[0]))
-            result.observations = [
-                ObservationRow(
-                    observation=row.observation, probability=round(float(row.probability), 4),
-                    threshold=round(float(thresholds[i]), 4), label=int(row.label),
-                    description=vocab.decode(row.description_ids),
-                )
-                for i, row in enumerate(tables[k])
-            ]  # fmt: skip
+            result.drafts["dcrrg"] = _draft(model, generator.vocab.decode_tokens(drafts[k].token_ids[0]))
+            result.observations = tables[k]
         with timer.part("retrieval"):
             self._neighbours(model, "dcrrg", torch.cat([d.image_embeddings for d in drafts]), results)
 
@@ -240,9 +233,10 @@ class ReviewPipeline:
     ) -> None:
         if model.index is None or self.neighbours == 0:
             return
-        found = model.index.search(embeddings.float().cpu(), self.neighbours)
+        queries = embeddings.float().cpu()
+        found = model.index.search(queries.reshape(len(queries), -1), self.neighbours)
         for result, neighbours in zip(results, found, strict=True):
-            result.neighbours[key] = neighbours
+            result.neighbours[key] = [dataclasses.replace(n, score=round(n.score, 4)) for n in neighbours]
 
 
 def load_model(
@@ -251,46 +245,15 @@ def load_model(
     """Load one checkpoint folder as the pipeline's model ``key`` ("dcrrg" or "uar"), with the
     retrieval index saved beside it when there is one."""
     checkpoint = load_checkpoint(folder, expected_kind=key)
-    factory = _factories()[key]
-    generator = factory(checkpoint, device, beam_size=beam_size)
+    generator = load_generator(checkpoint, device, beam_size=beam_size)
     return LoadedModel(
         key=key,
         generator=generator,
         checkpoint_hash=checkpoint.sha256[:16],
         data_fingerprint=checkpoint.data_fingerprint,
         vocabulary=tuple(checkpoint.vocab.tokens) if checkpoint.vocab is not None else (),
-        index=_load_index(checkpoint),
+        index=load_index(checkpoint, "image", missing_ok=True),
     )
-
-
-def _factories() -> dict[str, Callable[..., Any]]:
-    # Imported here: each pulls in its model code (timm, transformers), which takes seconds.
-    from rrg_core.generators.dcrrg import dcrrg_generator_from_checkpoint
-    from rrg_core.generators.uar import uar_generator_from_checkpoint
-
-    return {"dcrrg": dcrrg_generator_from_checkpoint, "uar": uar_generator_from_checkpoint}
-
-
-def _load_index(checkpoint: Checkpoint) -> NeighbourIndex | None:
-    """The image index ``train index`` saved beside the checkpoint, if any (a stale one is refused)."""
-    from rrg_core.retrieval import load_index
-
-    index = load_index(checkpoint, "image", missing_ok=True)
-    return None if index is None else _RecordNeighbours(index)
-
-
-class _RecordNeighbours:
-    """A retrieval index whose neighbours come back as the result's plain records: the result
-    module stays free of torch, so that the store and the UI can read results without it."""
-
-    def __init__(self, index: Any) -> None:
-        self.index = index
-
-    def search(self, queries: Tensor, k: int) -> list[list[Neighbour]]:
-        found = self.index.search(queries.reshape(len(queries), -1), k)
-        return [
-            [Neighbour(n.study_id, n.report, n.image_path, round(n.score, 4)) for n in row] for row in found
-        ]
 
 
 def _load(study: StudySource, k: int, study_id: str | None) -> LoadedStudy:

@@ -87,9 +87,10 @@ class TokenAttention:
         return cls(list(data["tokens"]), maps.reshape(len(data["tokens"]), *maps.shape[1:]))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Neighbour:
-    """A retrieved study: its id, report, first image (relative to its data set) and cosine score."""
+    """A retrieved study: its id, report (as in the annotation), first image path (relative to the
+    data set folder the index was built from, ``images/...``) and cosine score."""
 
     study_id: str
     report: str

@@ -5,9 +5,8 @@ per study and model: id, model, cleaned reference and generated text, labels of 
 Markdown table. With ``--checkpoint`` the model's result is also merged into the checkpoint's own
 metrics.json under the split's name.
 
-Models join through :data:`GENERATORS`: a checkpoint kind -> a factory that builds its
-:class:`~rrg_core.evaluation.ReportGenerator` from the loaded checkpoint. The DCRRG and UAR
-commands add their kinds here (``GENERATORS["dcrrg"] = ...``); a kind with no entry is refused.
+Models load through :func:`rrg_core.generators.load_generator` (one mapping from a checkpoint kind to
+its generator); a kind that writes no reports is refused.
 """
 
 from __future__ import annotations
@@ -16,12 +15,12 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from rrg_core import load_generator
 from rrg_core.baselines import MostFrequentReport, NearestNeighbourReport
 from rrg_core.checkpoints import Checkpoint, load_checkpoint, update_metrics
 from rrg_core.data.datasets import R2GenDataset, StudyRecord, read_annotation
@@ -34,21 +33,8 @@ from rrg_core.evaluation import (
     format_table,
 )
 from rrg_core.metrics import JAVA_METRICS, NLG_METRICS, java_available
-from train.generator_registry import BUILTIN_GENERATORS
 
 logger = logging.getLogger(__name__)
-
-
-class GeneratorFactory(Protocol):
-    """Builds a model's report generator from its checkpoint, on ``device``, decoding with ``beam_size``."""
-
-    def __call__(self, checkpoint: Checkpoint, device: torch.device, *, beam_size: int) -> ReportGenerator:
-        """The generator, ready to run."""
-        ...
-
-
-GENERATORS: dict[str, GeneratorFactory] = dict(BUILTIN_GENERATORS)
-"""Checkpoint kind -> generator factory (the built-in ones from :mod:`train.generator_registry`)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -122,19 +108,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise RRGError("METEOR needs Java (no `java` on the PATH): install Java 17 or drop METEOR")
 
 
-def load_generator(folder: Path, device: str | None, *, beam_size: int) -> tuple[Checkpoint, ReportGenerator]:
-    """A checkpoint and the generator its kind registers in :data:`GENERATORS`, on ``device`` (default:
-    cuda if available, else cpu); a kind with no generator is refused."""
+def checkpoint_and_generator(
+    folder: Path, device: str | None, *, beam_size: int
+) -> tuple[Checkpoint, ReportGenerator]:
+    """A checkpoint and its report generator on ``device`` (default: cuda if available, else cpu);
+    a kind that writes no reports is refused."""
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     checkpoint = load_checkpoint(folder, device=target)
-    factory = GENERATORS.get(checkpoint.kind)
-    if factory is None:
-        known = ", ".join(sorted(GENERATORS)) or "none yet"
-        raise RRGError(
-            f"no report generator registered for kind '{checkpoint.kind}' (checkpoint {folder}; "
-            f"registered: {known})"
-        )
-    return checkpoint, factory(checkpoint, target, beam_size=beam_size)
+    return checkpoint, load_generator(checkpoint, target, beam_size=beam_size)
 
 
 def _dataset(args: argparse.Namespace, split: str, records: list[StudyRecord], splits: dict) -> R2GenDataset:
@@ -176,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     checkpoint, generators = None, []
     if args.checkpoint is not None:  # first: a refused checkpoint should not wait for the data
-        checkpoint, model = load_generator(args.checkpoint, args.device, beam_size=args.beam_size)
+        checkpoint, model = checkpoint_and_generator(args.checkpoint, args.device, beam_size=args.beam_size)
         generators.append(model)
     splits = read_annotation(args.data)
     if args.split not in splits:

@@ -18,7 +18,7 @@ from rrg_core.checkpoints import data_fingerprint
 from rrg_core.data.datasets import R2GenDataset, read_annotation
 from rrg_core.errors import DatasetError, RRGError
 from rrg_core.retrieval import EMBEDDINGS, build_indexes, index_folder, indexable, save_index
-from train.evaluate_cmd import image_stacks, load_generator
+from train.evaluate_cmd import checkpoint_and_generator, image_stacks
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise RRGError(f"--workers must be 0 or more, got {args.workers}")
     began = time.perf_counter()
     # The checkpoint first: a refused one should not wait for the data.
-    checkpoint, generator = load_generator(args.checkpoint, args.device, beam_size=1)
+    checkpoint, generator = checkpoint_and_generator(args.checkpoint, args.device, beam_size=1)
     if checkpoint.kind not in EMBEDDINGS:
         raise RRGError(
             f"{args.checkpoint} is a {checkpoint.kind!r} checkpoint; indexes are built from "

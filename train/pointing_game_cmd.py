@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from rrg_core.explain.attribution import AttributionSettings, ObservationAttributor, method_name
     from rrg_core.explain.phantom_pointing import dcrrg_pointing, uar_pointing
     from rrg_core.explain.pointing import PointingReport
-    from train.generator_registry import BUILTIN_GENERATORS
+    from rrg_core.generators import load_generator
 
     if args.limit is not None and args.limit < 1:
         raise RRGError(f"--limit must be at least 1, got {args.limit}")
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         raise RRGError(
             f"{args.checkpoint}: a {checkpoint.kind!r} checkpoint has no heatmaps; give dcrrg or uar"
         )
-    generator = BUILTIN_GENERATORS[checkpoint.kind](checkpoint, device, beam_size=args.beam_size)
+    generator = load_generator(checkpoint, device, beam_size=args.beam_size)
     reports: list[PointingReport] = []
     if checkpoint.kind == "dcrrg":
         settings = AttributionSettings(

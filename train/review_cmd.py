@@ -33,12 +33,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Load the pipeline once, review every study, print JSON on stdout."""
+    from rrg_core import load_pipeline
     from rrg_core.errors import RRGError
-    from rrg_core.pipeline import ReviewPipeline
 
     if args.beam_size < 1:
         raise RRGError(f"--beam-size must be at least 1, got {args.beam_size}")
-    pipeline = ReviewPipeline.from_checkpoints(
+    pipeline = load_pipeline(
         args.checkpoints, device=args.device, beam_size=args.beam_size, neighbours=args.neighbours
     )
     studies = [[part for part in argument.split(",") if part] for argument in args.images]

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from rrg_core.errors import RRGError
 from rrg_core.retrieval.search import DEFAULT_CHUNK_ROWS, LazyFaiss, faiss_module, top_k
+from rrg_core.review_result import Neighbour
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +45,6 @@ class RetrievalError(RRGError):
 
 class IndexMismatchError(RetrievalError):
     """A saved index belongs to another checkpoint, or was written in a schema this code does not read."""
-
-
-@dataclass(frozen=True)
-class Neighbour:
-    """One retrieved study: its id, report (as in the annotation), first image path and cosine score.
-
-    ``image_path`` is relative to the data set folder the index was built from (``images/...``).
-    """
-
-    study_id: str
-    report: str
-    image_path: str
-    score: float
 
 
 @dataclass(frozen=True)

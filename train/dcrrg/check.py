@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-from rrg_core.checkpoints import load_checkpoint
 from rrg_core.data.datasets import R2GenDataset
 from rrg_core.evaluation import evaluate_model
-from rrg_core.generators import dcrrg_generator_from_checkpoint
+from rrg_core.generators import load_generator
 
 
 def score_run(run_dir: Path, data: Path, split: str = "test", beam_size: int = 3) -> dict[str, Any]:
@@ -23,8 +22,7 @@ def score_run(run_dir: Path, data: Path, split: str = "test", beam_size: int = 3
 
     The same generator and scoring as ``python -m train evaluate``, with BLEU-4 only (no JVM start).
     """
-    checkpoint = load_checkpoint(run_dir)
-    generator = dcrrg_generator_from_checkpoint(checkpoint, torch.device("cpu"), beam_size=beam_size)
+    generator = load_generator(run_dir, torch.device("cpu"), beam_size=beam_size, expected_kind="dcrrg")
     dataset = R2GenDataset(data, split)
     images = (dataset[index]["images"] for index in range(len(dataset)))
     result = evaluate_model(generator, dataset.records, images, metrics=("BLEU_4",), progress=False)

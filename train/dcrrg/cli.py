@@ -19,9 +19,8 @@ from typing import Any
 from rrg_core.checkpoints import data_fingerprint
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
-from rrg_core.models.dcclip import DCCLIPConfig
-from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
-from rrg_core.models.dcrrg_io import load_dcrrg, save_dcrrg
+from rrg_core.models.dcrrg import DCRRG, DCRRGConfig, default_preprocess, load_dcrrg, save_dcrrg
+from rrg_core.models.dcrrg.dcclip import DCCLIPConfig
 from train.common.distributed import DistInfo, barrier, cleanup_distributed, setup_distributed
 from train.common.runner import plan_steps, step_folder
 from train.common.runtime import Precision, apply_thread_policy, choose_device, seed_everything
@@ -112,7 +111,7 @@ def publish_final(model: DCRRG, run_dir: Path, save_kwargs: dict[str, Any]) -> N
 
 
 def _save_kwargs(
-    args: argparse.Namespace, preset: dict, prepared: Prepared, done: list[int], metrics: dict
+    args: argparse.Namespace, preset: dict, prepared: Prepared, done: list[int], metrics: dict, model: DCRRG
 ) -> dict:
     run_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("run",)}
     training = {
@@ -123,8 +122,8 @@ def _save_kwargs(
         "settings": preset,
     }
     return dict(
-        # image_size at the top: the one entry every consumer of the checkpoint reads its input size from.
-        vocab=prepared.vocab, extra_config={"image_size": preset["image_size"], "training": training},
+        vocab=prepared.vocab, preprocess=default_preprocess(model.config, preset["image_size"]),
+        extra_config={"training": training},
         metrics=metrics, preset=preset["name"],
         data_fingerprint=data_fingerprint(args.data),
     )  # fmt: skip
@@ -156,10 +155,11 @@ def _train(args: argparse.Namespace, preset: dict, info: DistInfo, requested: li
         metrics[f"step{k}"] = _run_step(k, model, prepared, preset, context, args)
         done = sorted(set(done) | {k})
         if info.is_main:
-            save_dcrrg(model, step_folder(run_dir, k), **_save_kwargs(args, preset, prepared, done, metrics))
+            kwargs = _save_kwargs(args, preset, prepared, done, metrics, model)
+            save_dcrrg(model, step_folder(run_dir, k), **kwargs)
         barrier(info)
     if info.is_main:
-        publish_final(model, run_dir, _save_kwargs(args, preset, prepared, done, metrics))
+        publish_final(model, run_dir, _save_kwargs(args, preset, prepared, done, metrics, model))
     barrier(info)
 
 

@@ -13,23 +13,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rrg_core.data.transforms import TransformConfig
 from rrg_core.models.dcrrg import DCRRG, EncoderFeatures
+from rrg_core.models.dcrrg import losses as dcrrg_losses
+from rrg_core.models.dcrrg.losses import DescriptionBatch, Labelled
 from rrg_core.models.image_encoders import channels_last
 from rrg_core.observations import NUM_OBSERVATIONS
 from train.common.distributed import DistInfo, sync_buffers, wrap_ddp
 from train.common.runner import LoopSpec, LossModule, index_batches, learning_rate_schedule, train_loop
 from train.common.runtime import Precision
 from train.dcrrg.data import pad_ids, to_model_input
-from train.dcrrg.frozen_layers import (
-    freeze_early_image_layers,
-    freeze_early_text_layers,
-    image_embeddings,
-    image_layers,
-    image_step1_loss_from_early,
-)
+from train.dcrrg.frozen_layers import freeze_early_image_layers, freeze_early_text_layers
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +145,9 @@ def cached_features(model: DCRRG, data: TrainData, ctx: StepContext, batch: int 
     model.clip.eval()
     image_parts, text_parts = [], []
     for start in range(0, len(data.reports), batch):
-        image_parts.append(model.encoder_features(_images(data, data.images[start : start + batch], ctx)))
-        text_parts.append(model.encoder_features(data.reports[start : start + batch]))
+        with torch.no_grad():
+            image_parts.append(model.features(_images(data, data.images[start : start + batch], ctx)))
+            text_parts.append(model.features(data.reports[start : start + batch]))
     model.clip.train(was_training)
     width = max(t.states.shape[1] for t in text_parts)
     data.encoded = CachedFeatures(
@@ -186,7 +183,7 @@ def early_image_features(
     model: DCRRG, data: TrainData, images: Tensor, train_from_block: int, ctx: StepContext, batch: int = 32
 ) -> Tensor:
     """The frozen early layers' output (N, V, C, h, w) for cached uint8 studies (N, V, S, S)."""
-    early = nn.Sequential(*image_layers(model, train_from_block)[0])
+    early = model.clip.image_encoder.split_at(train_from_block)[0]
     out = []
     for start in range(0, len(images), batch):
         x = _images(data, images[start : start + batch], ctx)
@@ -235,13 +232,14 @@ def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
 
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
         device = ctx.device
-        image_targets, image_weights = b["image_targets"].to(device), b["image_weights"].to(device)
-        if early is None:
-            image = m.clip.step1_loss(b["images"], None, image_targets, image_weights)
-        else:
-            image = image_step1_loss_from_early(m, b["images"], start, image_targets, image_weights)
-        text = m.clip.step1_loss(b["texts"], None, b["text_targets"].to(device), b["text_weights"].to(device))
-        return image + text
+        images = Labelled(
+            m.clip.encode_image(b["images"], start if early is not None else None)[0],
+            b["image_targets"].to(device), b["image_weights"].to(device),
+        )  # fmt: skip
+        texts = Labelled(
+            m.clip.encode_text(b["texts"]), b["text_targets"].to(device), b["text_weights"].to(device)
+        )
+        return dcrrg_losses.step1_loss(m.clip, images, texts)
 
     return _run(model, loss, batches(), settings, len(images), ctx, "step1", data.images.shape[1])
 
@@ -276,14 +274,9 @@ def step2(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
             }
 
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
-        image_uni = image_embeddings(m, b["images"], start)
+        image_uni = m.clip.encode_image(b["images"], start if early is not None else None)[0]
         text_uni = m.clip.encode_text(b["texts"])
-        total = m.clip.step2_loss_from_embeddings(image_uni, text_uni, b["labels"], b["labels"])
-        if step1_weight:
-            for uni, modality in ((image_uni, "image"), (text_uni, "text")):
-                step1 = m.clip.step1_loss_from_embeddings(uni, modality, None, b["labels"], b["weights"])
-                total = total + step1_weight * step1
-        return total
+        return dcrrg_losses.step2_loss(m.clip, image_uni, text_uni, b["labels"], b["weights"], step1_weight)
 
     return _run(model, loss, batches(), settings, len(data.reports), ctx, "step2", data.images.shape[1])
 
@@ -320,8 +313,10 @@ def step3(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
     text_view = settings.get("text_view", True)
 
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
-        image = m.step3_loss(b["images"], b["observations"], b["ids"])
-        return image + m.step3_loss(b["texts"], b["observations"], b["ids"]) if text_view else image
+        image = dcrrg_losses.step3_loss(m, b["images"], b["observations"], b["ids"])
+        if not text_view:
+            return image
+        return image + dcrrg_losses.step3_loss(m, b["texts"], b["observations"], b["ids"])
 
     batches = description_batches(data, cache, settings["batch_size"], ctx)
     return _run(model, loss, batches, settings, count, ctx, "step3", data.images.shape[1])
@@ -361,11 +356,9 @@ def step4(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext, mode:
             yield batch if described is None else {**batch, "descriptions": next(described)}
 
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
-        report = m.step4_loss(b["images"], b["ids"])
-        if "descriptions" not in b:
-            return report
-        d = b["descriptions"]
-        return report + rehearse * m.step3_loss(d["images"], d["observations"], d["ids"])
+        d = b.get("descriptions")
+        rehearsal = None if d is None else DescriptionBatch(d["images"], d["observations"], d["ids"])
+        return dcrrg_losses.step4_loss(m, b["images"], b["ids"], rehearsal, rehearse)
 
     result = _run(model, loss, batches(), settings, len(data.reports), ctx, "step4", data.images.shape[1])
     return {

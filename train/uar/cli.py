@@ -23,9 +23,9 @@ from typing import Any
 
 from rrg_core.checkpoints import CheckpointError, checkpoint_hash, data_fingerprint, load_checkpoint
 from rrg_core.errors import RRGError
-from rrg_core.models.dvae import DVAE
 from rrg_core.models.uar import UAR
-from rrg_core.models.uar_io import load_dvae, load_uar, save_dvae, save_uar
+from rrg_core.models.uar.dvae import DVAE
+from rrg_core.models.uar.io import load_dvae, load_uar, save_dvae, save_uar
 from train.common.distributed import DistInfo, barrier, cleanup_distributed, setup_distributed
 from train.common.runner import StepPlan, plan_steps, step_folder
 from train.common.runtime import Precision, apply_thread_policy, choose_device, seed_everything
@@ -98,7 +98,7 @@ def train_and_save_dvae(
             result["findings_probe"] = probe
         training = {"preset": preset["name"], "seed": args.seed, "args": _run_args(args), "settings": preset}
         save_dvae(
-            dvae, folder, extra_config={"image": data.image.as_dict(), "training": training},
+            dvae, folder, preprocess=data.image.preprocess(None), extra_config={"training": training},
             metrics={"training": result}, preset=preset["name"], data_fingerprint=data_fingerprint(args.data),
         )  # fmt: skip
         if len(originals):
@@ -188,7 +188,8 @@ def _save_kwargs(args, preset: dict, data: UARData, done: list[int], metrics: di
     return dict(
         vocab=data.vocab, metrics=metrics, preset=preset["name"],
         data_fingerprint=data_fingerprint(args.data),
-        extra_config={"image": data.image.as_dict(), "dvae_sha256": dvae_hash, "training": training},
+        preprocess=data.image.preprocess(data.spec.views),
+        extra_config={"dvae_sha256": dvae_hash, "training": training},
     )  # fmt: skip
 
 

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 from rrg_core.data.datasets import DatasetSpec, StudyRecord, reviewed_labels
-from rrg_core.data.transforms import TransformConfig
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.labeler import label_report
+from rrg_core.models.preprocess import Preprocess
 from rrg_core.observations import OBSERVATIONS, positive_flags
 from train.common.splits import read_training_records
 from train.dcrrg.data import cache_images, pad_ids
@@ -51,14 +51,9 @@ class ImageSettings:
         """Whether training crops at random (and so the dVAE tokens of a view change per draw)."""
         return self.train_resize > self.size
 
-    def as_dict(self) -> dict[str, Any]:
+    def preprocess(self, views: int | None) -> Preprocess:
         """What a checkpoint records so that evaluation prepares images the same way."""
-        return {"size": self.size, "train_resize": self.train_resize, "channels": self.channels,
-                "mean": [MEAN], "std": [STD]}  # fmt: skip
-
-    def eval_transform(self) -> TransformConfig:
-        """The evaluation transform: resize to ``size``, no crop."""
-        return TransformConfig(resize=self.size, crop=None, mean=(MEAN,), std=(STD,), channels=self.channels)
+        return Preprocess(image_size=self.size, channels=self.channels, mean=(MEAN,), std=(STD,), views=views)
 
     def to_input(
         self, cached: Tensor, device: torch.device, generator: torch.Generator | None = None

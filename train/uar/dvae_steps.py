@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 from torchvision.utils import save_image
 
-from rrg_core.models.dvae import DVAE, DVAEEncoder, code_perplexity, gumbel_temperature
+from rrg_core.models.uar.dvae import DVAE, DVAEEncoder, code_perplexity, gumbel_temperature
 from train.common.runner import index_batches
 from train.uar.data import MEAN, STD, ImageSettings, UARData
 from train.uar.loop import Context, Terms, iterations, run_loop

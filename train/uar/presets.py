@@ -7,7 +7,7 @@ Layout of a preset:
   lets the frozen dVAE's tokens be computed once per image), ``channels`` (1: grey, as radiographs
   are), ``weight_decay``, ``beam_size``, ``ablation`` (a row of Table 2: base, lsu, lsu_cra,
   lsu_cra_tir, uar);
-- ``dvae``: :class:`~rrg_core.models.dvae.DVAEConfig` fields (``downsample``, ``codebook_size``,
+- ``dvae``: :class:`~rrg_core.models.uar.dvae.DVAEConfig` fields (``downsample``, ``codebook_size``,
   ``embed_dim``, ``hidden``, ``kl_weight``) and its training: ``epochs``, ``batch_size`` (images),
   ``lr``, ``temperature_start``/``temperature_end`` with ``anneal`` (share of the iterations over
   which tau decays), ``kl_warmup`` (share over which beta ramps up from 0), ``max_iterations``,
@@ -18,7 +18,7 @@ Layout of a preset:
 - ``stage1``, ``stage2``: ``epochs``, ``batch_size`` (studies), ``lr``, optional ``schedule``
   (constant or cosine), ``max_iterations`` and ``triplet_warmup`` (the share of the stage's first
   iterations in which eq 10 averages over all negatives before it takes the hardest; ours, see
-  :func:`rrg_core.models.cra.triplet_loss`).
+  :func:`rrg_core.models.uar.cra.triplet_loss`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import dataclasses
 from typing import Any
 
 from rrg_core.errors import RRGError
-from rrg_core.models.dvae import DVAEConfig
-from rrg_core.models.uar_config import ABLATIONS, UARConfig
+from rrg_core.models.uar.config import ABLATIONS, UARConfig
+from rrg_core.models.uar.dvae import DVAEConfig
 from train.common.presets import apply_overrides, load_yaml_preset
 from train.common.runner import SCHEDULES
 

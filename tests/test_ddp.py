@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from rrg_core.models.dcclip import DCCLIPConfig
 from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
+from rrg_core.models.dcrrg.dcclip import DCCLIPConfig
 from train.common.distributed import cleanup_distributed, setup_distributed
 from train.common.runtime import Precision, apply_thread_policy
 from train.dcrrg import steps

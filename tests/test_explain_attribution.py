@@ -30,10 +30,10 @@ from rrg_core.explain import (
     uar_pointing,
 )
 from rrg_core.explain.attribution import grad_cam_layer
-from rrg_core.generators import DCRRGGenerator, dcrrg_generator_from_checkpoint
-from rrg_core.models.dcclip import DCCLIP, ProjectionHead
+from rrg_core.generators.dcrrg import DCRRGGenerator, dcrrg_generator_from_checkpoint
+from rrg_core.generators.uar import UARGenerator, uar_generator_from_checkpoint
+from rrg_core.models.dcrrg.dcclip import DCCLIP, ProjectionHead
 from rrg_core.models.image_encoders import ImageEncoder
-from rrg_core.uar_generator import UARGenerator, uar_generator_from_checkpoint
 from train import pointing_game_cmd
 from train.__main__ import main
 

@@ -17,7 +17,7 @@ import pytest
 
 from rrg_core.checkpoints import load_checkpoint
 from rrg_core.explain import METHODS, AttributionSettings, ObservationAttributor, dcrrg_pointing
-from rrg_core.generators import dcrrg_generator_from_checkpoint
+from rrg_core.generators.dcrrg import dcrrg_generator_from_checkpoint
 from train.__main__ import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -13,7 +13,7 @@ import torch
 
 from rrg_core.data.phantoms import write_phantoms
 from rrg_core.labeler import label_sentence
-from rrg_core.models.dcrrg_io import load_dcrrg
+from rrg_core.models.dcrrg.io import load_dcrrg
 from rrg_core.observations import OBSERVATIONS, Label
 from train.__main__ import main
 from train.common.runner import plan_steps
@@ -168,8 +168,8 @@ def test_demo_quality(tmp_path: Path) -> None:
 
 
 def test_step1_from_cached_early_layers_matches_step1_loss() -> None:
-    from rrg_core.models.dcclip import DCCLIPConfig
     from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
+    from rrg_core.models.dcrrg.dcclip import DCCLIPConfig
     from train.dcrrg.frozen_layers import freeze_early_image_layers, image_layers, image_step1_loss_from_early
 
     torch.manual_seed(0)
@@ -246,8 +246,8 @@ def test_description_weight_defaults_by_step4_mode_and_is_checked() -> None:
 
 def test_text_layers_freeze_and_the_text_encoder_gets_its_own_rate() -> None:
     from rrg_core.errors import RRGError
-    from rrg_core.models.dcclip import DCCLIPConfig
     from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
+    from rrg_core.models.dcrrg.dcclip import DCCLIPConfig
     from train.dcrrg.frozen_layers import freeze_early_text_layers
     from train.dcrrg.steps import _parameter_groups
 

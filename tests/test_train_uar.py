@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 from rrg_core.errors import RRGError
-from rrg_core.models.uar_io import load_dvae, load_uar
+from rrg_core.models.uar.io import load_dvae, load_uar
 from train.__main__ import main
 from train.uar.presets import build_preset, dvae_config, uar_config
 
@@ -272,7 +272,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     from rrg_core.data.datasets import IU_XRAY
     from rrg_core.data.vocab import Vocabulary
     from rrg_core.models.uar import UAR
-    from rrg_core.models.uar_config import UARConfig
+    from rrg_core.models.uar.config import UARConfig
     from train.common.distributed import cleanup_distributed, setup_distributed
     from train.common.runtime import Precision, apply_thread_policy
     from train.uar.data import ImageSettings, UARData

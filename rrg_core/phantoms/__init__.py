@@ -6,10 +6,10 @@ Modules: :mod:`.draw` (primitives), :mod:`.anatomy` (normal chest, both views), 
 :mod:`.writer` (files).
 """
 
-from rrg_core.data.phantoms.anatomy import FRONTAL, LATERAL, VIEWS, Body, Scene, render, sample_body
-from rrg_core.data.phantoms.findings import EXTRAS, OVERLAYS, Finding, visible
-from rrg_core.data.phantoms.generate import RenderedStudy, StudySpec, make_study, render_study, sample_study
-from rrg_core.data.phantoms.writer import write_from_reports, write_phantoms
+from rrg_core.phantoms.anatomy import FRONTAL, LATERAL, VIEWS, Body, Scene, render, sample_body
+from rrg_core.phantoms.findings import EXTRAS, OVERLAYS, Finding, visible
+from rrg_core.phantoms.generate import RenderedStudy, StudySpec, make_study, render_study, sample_study
+from rrg_core.phantoms.writer import write_from_reports, write_phantoms
 
 __all__ = [
     "EXTRAS",

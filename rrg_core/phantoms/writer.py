@@ -22,11 +22,11 @@ import numpy as np
 from PIL import Image
 
 from rrg_core.data.datasets import read_annotation
-from rrg_core.data.phantoms.anatomy import FRONTAL, LATERAL, sample_body
-from rrg_core.data.phantoms.generate import RenderedStudy, StudySpec, make_study, render_study
-from rrg_core.data.phantoms.reports import findings_from_labels
 from rrg_core.errors import RRGError
 from rrg_core.observations import OBSERVATIONS, Label, labels_to_json
+from rrg_core.phantoms.anatomy import FRONTAL, LATERAL, sample_body
+from rrg_core.phantoms.generate import RenderedStudy, StudySpec, make_study, render_study
+from rrg_core.phantoms.reports import findings_from_labels
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rrg_core.data.phantoms.draw import F32, Grid, Patch, clip, soft, soft_
+from rrg_core.phantoms.draw import F32, Grid, Patch, clip, soft, soft_
 
 FRONTAL, LATERAL = "frontal", "lateral"
 VIEWS: tuple[str, ...] = (FRONTAL, LATERAL)
@@ -146,11 +146,11 @@ def spine(g: Grid, b: Body, view: str) -> np.ndarray:
 def render(size: int, b: Body, view: str) -> Scene:
     """Render one view of the normal anatomy."""
     if view == FRONTAL:
-        from rrg_core.data.phantoms.frontal import render_frontal
+        from rrg_core.phantoms.frontal import render_frontal
 
         return render_frontal(size, b)
     if view == LATERAL:
-        from rrg_core.data.phantoms.lateral import render_lateral
+        from rrg_core.phantoms.lateral import render_lateral
 
         return render_lateral(size, b)
     raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")

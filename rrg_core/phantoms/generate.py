@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rrg_core.data.phantoms.anatomy import VIEWS, Body, expose, render, sample_body
-from rrg_core.data.phantoms.findings import (
+from rrg_core.observations import Label, LabelDict
+from rrg_core.phantoms.anatomy import VIEWS, Body, expose, render, sample_body
+from rrg_core.phantoms.findings import (
     DEVICES,
     EXTRAS,
     OVERLAYS,
@@ -17,8 +18,7 @@ from rrg_core.data.phantoms.findings import (
     apply_to_body,
     visible,
 )
-from rrg_core.data.phantoms.reports import LUNG_FINDINGS, NEGATIVES, study_labels, write_report
-from rrg_core.observations import Label, LabelDict
+from rrg_core.phantoms.reports import LUNG_FINDINGS, NEGATIVES, study_labels, write_report
 
 # How often each observation is drawn among a study's findings (relative weights).
 FINDING_WEIGHTS: dict[str, float] = {

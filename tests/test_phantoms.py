@@ -16,9 +16,9 @@ from rrg_core.data.datasets import R2GenDataset, read_annotation
 from rrg_core.data.images import load_image
 from rrg_core.observations import OBSERVATIONS, Label, validate_labels
 from rrg_core.phantoms import FRONTAL, LATERAL, Finding, StudySpec, render_study, sample_study, visible
-from rrg_core.phantoms.anatomy import Body, render
+from rrg_core.phantoms.anatomy import Body
 from rrg_core.phantoms.findings import OVERLAYS
-from rrg_core.phantoms.generate import make_study, mask_name, sample_finding
+from rrg_core.phantoms.generate import make_study, mask_name, render, sample_finding
 from rrg_core.phantoms.reports import write_report
 from rrg_core.phantoms.writer import write_from_reports, write_phantoms
 from train.__main__ import main

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rrg_core.observations import Label, LabelDict
-from rrg_core.phantoms.anatomy import VIEWS, Body, expose, render, sample_body
+from rrg_core.phantoms.anatomy import FRONTAL, LATERAL, VIEWS, Body, Scene, expose, sample_body
 from rrg_core.phantoms.findings import (
     DEVICES,
     EXTRAS,
@@ -18,6 +18,8 @@ from rrg_core.phantoms.findings import (
     apply_to_body,
     visible,
 )
+from rrg_core.phantoms.frontal import render_frontal
+from rrg_core.phantoms.lateral import render_lateral
 from rrg_core.phantoms.reports import LUNG_FINDINGS, NEGATIVES, study_labels, write_report
 
 # How often each observation is drawn among a study's findings (relative weights).
@@ -156,6 +158,15 @@ def _sample_negatives(
     present: set[str], rates: dict[str, float], rng: np.random.Generator
 ) -> tuple[str, ...]:
     return tuple(n for n in NEGATIVES if n not in present and rng.random() < rates.get(n, 0.0))
+
+
+def render(size: int, b: Body, view: str) -> Scene:
+    """Render one view of the normal anatomy."""
+    if view == FRONTAL:
+        return render_frontal(size, b)
+    if view == LATERAL:
+        return render_lateral(size, b)
+    raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
 
 
 def render_study(

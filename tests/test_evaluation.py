@@ -10,7 +10,6 @@ import torch
 
 from rrg_core.checkpoints import save_checkpoint
 from rrg_core.data.datasets import StudyRecord
-from rrg_core.data.phantoms import write_phantoms
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import (
     RETRIEVAL_RELEVANCE,
@@ -20,6 +19,7 @@ from rrg_core.evaluation import (
     format_table,
 )
 from rrg_core.metrics import java_available
+from rrg_core.phantoms import write_phantoms
 from train import evaluate_cmd
 from train.__main__ import main
 

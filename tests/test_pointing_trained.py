@@ -31,7 +31,7 @@ COSTLY_METHOD_STUDIES = 40
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ObservationAttributor]:
     """The phantom set and an attributor over the Step-1 model the demo preset trains on it."""
-    from rrg_core.data.phantoms import write_phantoms
+    from rrg_core.phantoms import write_phantoms
 
     root = tmp_path_factory.mktemp("pointing")
     data = root / "phantoms"

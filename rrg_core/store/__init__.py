@@ -12,7 +12,6 @@ torch or the UI: images come in as PNG bytes, drafts as text and JSON.
 """
 
 from rrg_core.store.engine import data_dir, default_url
-from rrg_core.store.errors import ReviewConflictError, StoreError, StoreUnavailableError
 from rrg_core.store.queries import Store, content_hash, open_store
 from rrg_core.store.records import (
     REVIEW_STATUSES,
@@ -22,7 +21,10 @@ from rrg_core.store.records import (
     ExportRecord,
     NewDraft,
     OpenedStudy,
+    ReviewConflictError,
     ReviewVersion,
+    StoreError,
+    StoreUnavailableError,
     Study,
     StudyImage,
     ViewImage,

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from rrg_core.store.errors import StoreError
+from rrg_core.store.records import StoreError
 
 APP_DIR = "rrg-review"
 DEFAULT_FILE = "rrg-review.sqlite"

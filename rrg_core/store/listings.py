@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from rrg_core.store import convert
+from rrg_core.store import records
 from rrg_core.store.reads import study_images
 from rrg_core.store.records import UNREVIEWED, AuditEvent, ExportRecord, WorklistRow
 from rrg_core.store.schema import AuditEventRow, ReviewRow, ReviewVersionRow, StudyRow
@@ -40,7 +40,7 @@ def worklist_rows(
     query = query.order_by(changed.desc(), StudyRow.id.desc()).limit(limit).offset(offset)
     return [
         WorklistRow(
-            study=convert.study(study),
+            study=records.to_study(study),
             status=review.status if review is not None else UNREVIEWED,
             reviewer=review.reviewer if review is not None else None,
             version=review.version if review is not None else 0,
@@ -62,7 +62,7 @@ def export_records(session: Session, status: str | None) -> Iterator[ExportRecor
         query = query.where(ReviewRow.status == status)
     for study, review in session.execute(query.order_by(StudyRow.id)).all():
         images = tuple(study_images(session, study.id))
-        yield ExportRecord(convert.study(study), convert.review_version(review), images)
+        yield ExportRecord(records.to_study(study), records.to_review_version(review), images)
 
 
 def audit_events(session: Session, study_id: int | None, limit: int) -> list[AuditEvent]:
@@ -71,4 +71,4 @@ def audit_events(session: Session, study_id: int | None, limit: int) -> list[Aud
     if study_id is not None:
         query = query.where(AuditEventRow.study_id == study_id)
     rows = session.scalars(query.order_by(AuditEventRow.id.desc()).limit(limit)).all()
-    return [convert.audit_event(r) for r in reversed(rows)]
+    return [records.to_audit_event(r) for r in reversed(rows)]

@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
 from rrg_core.store.engine import writer
-from rrg_core.store.errors import StoreError
+from rrg_core.store.records import StoreError
 
 logger = logging.getLogger(__name__)
 

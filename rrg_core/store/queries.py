@@ -15,10 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from rrg_core.store import convert, listings, migrate, reads, validate, writes
+from rrg_core.store import listings, migrate, reads, records, validate, writes
 from rrg_core.store.connection import StoreConnection
 from rrg_core.store.engine import make_engine, resolve_url
-from rrg_core.store.errors import ReviewConflictError, StoreError
 from rrg_core.store.records import (
     REVIEW_STATUSES,
     UNREVIEWED,
@@ -27,7 +26,9 @@ from rrg_core.store.records import (
     ExportRecord,
     NewDraft,
     OpenedStudy,
+    ReviewConflictError,
     ReviewVersion,
+    StoreError,
     Study,
     StudyImage,
     ViewImage,
@@ -108,7 +109,7 @@ class Store(StoreConnection):
         for attempt in range(_RACE_RETRIES):
             try:
                 with self._write(races=True) as session:
-                    return convert.study(writes.insert_study(session, study_hash, checked, source, actor))
+                    return records.to_study(writes.insert_study(session, study_hash, checked, source, actor))
             except IntegrityError:
                 # Another writer stored the same study or image first: the next attempt finds it.
                 logger.debug("add_study: lost a race (attempt %d), retrying", attempt + 1)
@@ -118,14 +119,14 @@ class Store(StoreConnection):
         """The study with this id; :class:`StoreError` when there is none."""
         study_id = validate.identifier(study_id, "study id")
         with self._read() as session:
-            return convert.study(reads.study_row(session, study_id))
+            return records.to_study(reads.study_row(session, study_id))
 
     def find_study(self, study_hash: str) -> Study | None:
         """The study stored with this content hash, if any."""
         study_hash = validate.content_hash(study_hash, "study content hash")
         with self._read() as session:
             row = session.scalars(select(StudyRow).where(StudyRow.content_hash == study_hash)).one_or_none()
-            return None if row is None else convert.study(row)
+            return None if row is None else records.to_study(row)
 
     def study_images(self, study_id: int) -> list[StudyImage]:
         """The study's view images, in view order."""
@@ -156,14 +157,14 @@ class Store(StoreConnection):
         actor = validate.name(actor, "actor")
         with self._write() as session:
             writes.insert_drafts(session, reads.study_row(session, study_id), rows, flagged, actor)
-            return [convert.draft(r) for r in rows]
+            return [records.to_draft(r) for r in rows]
 
     def drafts(self, study_id: int) -> list[Draft]:
         """The study's drafts, oldest first."""
         study_id = validate.identifier(study_id, "study id")
         with self._read() as session:
             reads.study_row(session, study_id)
-            return [convert.draft(r) for r in reads.draft_rows(session, study_id)]
+            return [records.to_draft(r) for r in reads.draft_rows(session, study_id)]
 
     # --- reviews -------------------------------------------------------------------------------
 
@@ -240,7 +241,7 @@ class Store(StoreConnection):
         with self._read() as session:
             reads.study_row(session, study_id)
             row = current_review(session, study_id)
-            return None if row is None else convert.review_version(row)
+            return None if row is None else records.to_review_version(row)
 
     def review_history(self, study_id: int) -> list[ReviewVersion]:
         """Every saved version of the study's review, oldest first."""
@@ -253,8 +254,8 @@ class Store(StoreConnection):
         """A study with its drafts and review history, read in one transaction (what the editor shows)."""
         study_id = validate.identifier(study_id, "study id")
         with self._read() as session:
-            study = convert.study(reads.study_row(session, study_id))
-            drafts = tuple(convert.draft(r) for r in reads.draft_rows(session, study_id))
+            study = records.to_study(reads.study_row(session, study_id))
+            drafts = tuple(records.to_draft(r) for r in reads.draft_rows(session, study_id))
             return OpenedStudy(study, drafts, tuple(reads.review_history(session, study_id)))
 
     # --- worklist and export -------------------------------------------------------------------
@@ -317,7 +318,7 @@ class Store(StoreConnection):
         with self._write() as session:
             if study_id is not None:
                 reads.study_row(session, study_id)
-            return convert.audit_event(writes.insert_event(session, actor, action, study_id, detail))
+            return records.to_audit_event(writes.insert_event(session, actor, action, study_id, detail))
 
     def audit_events(self, study_id: int | None = None, limit: int = 1000) -> list[AuditEvent]:
         """The last ``limit`` audit events (of one study, or all), oldest first."""

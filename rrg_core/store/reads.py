@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rrg_core.store import convert
-from rrg_core.store.errors import StoreError
-from rrg_core.store.records import ReviewVersion, StudyImage
+from rrg_core.store import records
+from rrg_core.store.records import ReviewVersion, StoreError, StudyImage
 from rrg_core.store.schema import DraftRow, ImageRow, ReviewVersionRow, StudyImageRow, StudyRow
 
 
@@ -37,7 +36,7 @@ def review_history(session: Session, study_id: int) -> list[ReviewVersion]:
         .where(ReviewVersionRow.study_id == study_id)
         .order_by(ReviewVersionRow.version)
     )
-    return [convert.review_version(r) for r in rows]
+    return [records.to_review_version(r) for r in rows]
 
 
 def study_images(session: Session, study_id: int) -> list[StudyImage]:
@@ -48,4 +47,4 @@ def study_images(session: Session, study_id: int) -> list[StudyImage]:
         .where(StudyImageRow.study_id == study_id)
         .order_by(StudyImageRow.position)
     )
-    return [convert.study_image(link, image) for link, image in session.execute(query)]
+    return [records.to_study_image(link, image) for link, image in session.execute(query)]

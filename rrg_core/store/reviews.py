@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from rrg_core.store.errors import ReviewConflictError, StoreError
+from rrg_core.store.records import ReviewConflictError, StoreError
 from rrg_core.store.schema import AuditEventRow, DraftRow, ReviewRow, ReviewVersionRow, StudyRow
 
 

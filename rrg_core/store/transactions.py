@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlch
 from sqlalchemy.orm import Session
 
 from rrg_core.store.engine import BUSY_TIMEOUT_S, reader, writer
-from rrg_core.store.errors import StoreError, StoreUnavailableError
+from rrg_core.store.records import StoreError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ from typing import Any
 
 from rrg_core.errors import RRGError
 from rrg_core.observations import OBSERVATIONS, canonical_name, labels_to_json
-from rrg_core.store.errors import StoreError
-from rrg_core.store.records import REVIEW_STATUSES
+from rrg_core.store.records import REVIEW_STATUSES, StoreError
 
 MAX_NAME = 128
 MAX_REPORT = 20_000

@@ -15,8 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rrg_core.store import validate
-from rrg_core.store.errors import StoreError
-from rrg_core.store.records import NewDraft
+from rrg_core.store.records import NewDraft, StoreError
 from rrg_core.store.schema import AuditEventRow, DraftRow, ImageRow, StudyImageRow, StudyRow
 
 #: A validated view: its name, PNG bytes, width and height.

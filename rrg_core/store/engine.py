@@ -1,21 +1,32 @@
-"""Database URLs and engines: SQLite (WAL, busy timeout, foreign keys) or PostgreSQL (psycopg 3).
+"""The review database's engine and the transactions every store call runs in.
 
-SQLite write transactions start with ``BEGIN IMMEDIATE``: the write lock is taken before the
-first read, so two writers queue on the busy timeout instead of one failing at once with
-"database is locked" when its read snapshot went stale (what a deferred ``BEGIN`` does in WAL mode).
+Engines: SQLite (WAL, busy timeout, foreign keys) or PostgreSQL (psycopg 3). SQLite write
+transactions start with ``BEGIN IMMEDIATE``: the write lock is taken before the first read, so two
+writers queue on the busy timeout instead of one failing at once with "database is locked" when its
+read snapshot went stale (what a deferred ``BEGIN`` does in WAL mode).
+
+Transactions (:func:`transaction`): every public store call runs in exactly one, committed whole at
+the end of the block and rolled back whole on any error, so a failed save changes nothing; driver
+errors become messages a reviewer can act on.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from rrg_core.store.records import StoreError
+from rrg_core.store.records import StoreError, StoreUnavailableError
+
+logger = logging.getLogger(__name__)
 
 APP_DIR = "rrg-review"
 DEFAULT_FILE = "rrg-review.sqlite"
@@ -133,3 +144,97 @@ def writer(engine: Engine) -> Engine:
     if engine.dialect.name == "sqlite":
         return engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
     return engine
+
+
+# Substrings of driver messages (SQLite, libpq) -> what the reviewer is told.
+_REASONS: tuple[tuple[str, str], ...] = (
+    ("readonly database", "is read-only (check the file's permissions, or open it with write access)"),
+    ("read-only transaction", "is read-only (a standby server?); ask for a writable database URL"),
+    ("database is locked", f"is locked by another program (waited {BUSY_TIMEOUT_S:.0f} s); try again"),
+    ("unable to open database file", "cannot be opened (is the folder there and writable?)"),
+    ("database or disk is full", "is full (no disk space left)"),
+    ("disk i/o error", "had a disk error"),
+    ("file is not a database", "is not a SQLite database file"),
+    ("connection refused", "cannot be reached (is the database server running?)"),
+    ("could not translate host name", "cannot be reached (unknown host name)"),
+    ("timeout expired", "cannot be reached (the connection timed out)"),
+    ("password authentication failed", "refused the user name or password"),
+    ("does not exist", "does not exist on the server (create it first)"),
+    ("server closed the connection", "closed the connection (was the server restarted?); try again"),
+)
+
+
+def describe(error: DBAPIError, where: str) -> StoreUnavailableError:
+    """A :class:`StoreUnavailableError` whose message says what is wrong with the database at ``where``."""
+    original = str(error.orig if error.orig is not None else error).strip().splitlines()
+    detail = original[0] if original else type(error).__name__
+    lowered = str(error.orig).lower()
+    reason = next((text for key, text in _REASONS if key in lowered), None)
+    if reason is None:
+        reason = f"reported an error ({detail})"
+    return StoreUnavailableError(f"the review database {where} {reason}. Nothing was changed by this request")
+
+
+@contextmanager
+def transaction(engine: Engine, where: str, *, write: bool, races: bool = False) -> Iterator[Session]:
+    """A session in one transaction: committed when the block ends, rolled back on any error.
+
+    Reads see one snapshot of the database for the whole block; writes hold the write lock
+    (SQLite) or row locks (PostgreSQL) until the commit.
+
+    Driver errors become :class:`StoreUnavailableError`. A broken constraint becomes :class:`StoreError`,
+    unless ``races``: then the :class:`IntegrityError` reaches the caller, which treats it as a lost
+    race (two writers inserting the same unique row) and reads what the winner wrote.
+    """
+    bind = writer(engine) if write else reader(engine)
+    try:
+        with Session(bind, expire_on_commit=False, autoflush=False) as session, session.begin():
+            yield session
+    except IntegrityError as error:
+        if races:
+            raise
+        raise StoreError(f"the review database {where} refused the change: {error.orig}") from error
+    except (OperationalError, DBAPIError) as error:
+        raise describe(error, where) from error
+    except SQLAlchemyError as error:
+        logger.exception("review store error")
+        raise StoreError(f"the review database {where} could not complete the request: {error}") from error
+
+
+class StoreConnection:
+    """An engine and the description of where it points (``at URL``), as error messages name it."""
+
+    def __init__(self, engine: Engine, where: str) -> None:
+        self._engine = engine
+        self._where = where
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden (fit for logs and pages)."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for administration and tests; data goes through the methods."""
+        return self._engine
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self) -> AbstractContextManager[Session]:
+        return transaction(self._engine, self._where, write=False)
+
+    def _write(self, races: bool = False) -> AbstractContextManager[Session]:
+        return transaction(self._engine, self._where, write=True, races=races)

@@ -16,8 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from rrg_core.store import listings, migrate, reads, records, validate, writes
-from rrg_core.store.connection import StoreConnection
-from rrg_core.store.engine import make_engine, resolve_url
+from rrg_core.store.engine import StoreConnection, describe, make_engine, resolve_url
 from rrg_core.store.records import (
     REVIEW_STATUSES,
     UNREVIEWED,
@@ -36,7 +35,6 @@ from rrg_core.store.records import (
 )
 from rrg_core.store.reviews import ReviewEdit, apply_edit, check_references, current_review
 from rrg_core.store.schema import StudyRow
-from rrg_core.store.transactions import describe
 
 logger = logging.getLogger(__name__)
 

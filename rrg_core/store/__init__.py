@@ -12,7 +12,6 @@ torch or the UI: images come in as PNG bytes, drafts as text and JSON.
 """
 
 from rrg_core.store.engine import data_dir, default_url
-from rrg_core.store.queries import Store, content_hash, open_store
 from rrg_core.store.records import (
     REVIEW_STATUSES,
     UNREVIEWED,
@@ -30,6 +29,7 @@ from rrg_core.store.records import (
     ViewImage,
     WorklistRow,
 )
+from rrg_core.store.store import Store, content_hash, open_store
 
 __all__ = [
     "REVIEW_STATUSES",

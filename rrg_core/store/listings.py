@@ -1,6 +1,6 @@
 """Reads across studies, inside the caller's session: the worklist, its reviewers, the export, the audit log.
 
-The filters reach these already validated by :class:`~rrg_core.store.queries.Store`.
+The filters reach these already validated by :class:`~rrg_core.store.store.Store`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The parts of one study, read inside the caller's session: its row, drafts, review history and images.
 
-:class:`~rrg_core.store.queries.Store` opens the transaction and validates the ids; these only query,
+:class:`~rrg_core.store.store.Store` opens the transaction and validates the ids; these only query,
 so that one transaction can read several parts of a study from the same snapshot.
 """
 

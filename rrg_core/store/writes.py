@@ -1,6 +1,6 @@
 """Adding a study (each image stored once), its drafts and audit events, inside one write transaction.
 
-:class:`~rrg_core.store.queries.Store` validates the input and opens the transaction; saving a
+:class:`~rrg_core.store.store.Store` validates the input and opens the transaction; saving a
 review, with its optimistic locking, is :mod:`rrg_core.store.reviews`' job.
 """
 

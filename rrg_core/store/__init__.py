@@ -11,7 +11,7 @@ torch or the UI: images come in as PNG bytes, drafts as text and JSON.
 ...                   expected_version=opened.version)
 """
 
-from rrg_core.store.engine import data_dir, default_url
+from rrg_core.store.database import data_dir, default_url
 from rrg_core.store.records import (
     REVIEW_STATUSES,
     UNREVIEWED,

@@ -18,7 +18,7 @@ from alembic import command
 from sqlalchemy import func, select
 
 from rrg_core.errors import RRGError
-from rrg_core.store.migrate import alembic_config, current_revision, head_revision
+from rrg_core.store.database import alembic_config, current_revision, head_revision
 from rrg_core.store.schema import ReviewRow, StudyRow
 from rrg_core.store.store import open_store
 

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from rrg_core.store import listings, migrate, reads, records, validate, writes
-from rrg_core.store.engine import StoreConnection, describe, make_engine, resolve_url
+from rrg_core.store import listings, reads, records, validate, writes
+from rrg_core.store.database import StoreConnection, describe, make_engine, resolve_url, upgrade
 from rrg_core.store.records import (
     REVIEW_STATUSES,
     UNREVIEWED,
@@ -64,7 +64,7 @@ def open_store(url: str | None = None) -> Store:
     engine = make_engine(parsed)
     where = f"at {parsed.render_as_string(hide_password=True)}"
     try:
-        migrate.upgrade(engine)
+        upgrade(engine)
     except DBAPIError as error:
         engine.dispose()
         raise describe(error, where) from error

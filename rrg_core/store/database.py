@@ -1,9 +1,16 @@
-"""The review database's engine and the transactions every store call runs in.
+"""The review database itself: where it is, its engine, its schema revision and its transactions.
 
 Engines: SQLite (WAL, busy timeout, foreign keys) or PostgreSQL (psycopg 3). SQLite write
 transactions start with ``BEGIN IMMEDIATE``: the write lock is taken before the first read, so two
 writers queue on the busy timeout instead of one failing at once with "database is locked" when its
 read snapshot went stale (what a deferred ``BEGIN`` does in WAL mode).
+
+Schema: opening a store runs :func:`upgrade`, which applies the Alembic migrations in
+``migrations/``. Their configuration is built here rather than read from an ``alembic.ini``, so
+the migrations travel inside the package and nothing at the repository root is needed. The
+revision is read first (no lock when it is current); otherwise the upgrade runs in one
+transaction that holds the database's write lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an
+advisory lock), so two app processes opening a new database at once do not both create it.
 
 Transactions (:func:`transaction`): every public store call runs in exactly one, committed whole at
 the end of the block and rolled back whole on any error, so a failed save changes nothing; driver
@@ -19,7 +26,11 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from sqlalchemy import Engine, create_engine, event
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -32,6 +43,8 @@ APP_DIR = "rrg-review"
 DEFAULT_FILE = "rrg-review.sqlite"
 BUSY_TIMEOUT_S = 30.0
 SQLITE_BEGIN = "rrg_sqlite_begin"  # execution option: "IMMEDIATE" for write transactions
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_PG_LOCK_KEY = 7_305_118_452  # any fixed number: the advisory lock that serialises migrations
 
 
 def data_dir() -> Path:
@@ -146,6 +159,58 @@ def writer(engine: Engine) -> Engine:
     return engine
 
 
+def alembic_config(connection: Connection | None = None) -> Config:
+    """The Alembic configuration of the store; ``connection`` is the one migrations run on."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision the code knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the store has no migrations"
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision a database is at (None: no schema yet)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the database to :func:`head_revision`; refuse one made by a newer rrg-review."""
+    head = head_revision()
+    with engine.connect() as connection:
+        current = current_revision(connection)
+    if current == head:
+        return
+    _check_known(current)
+    with writer(engine).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        current = current_revision(connection)  # another process may have upgraded while we waited
+        if current == head:
+            return
+        logger.info("review store: upgrading the schema from %s to %s", current or "empty", head)
+        command.upgrade(alembic_config(connection), "head")
+
+
+def _check_known(revision: str | None) -> None:
+    if revision is None:
+        return
+    known = {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if revision not in known:
+        raise StoreError(
+            f"the review database is at schema revision {revision!r}, which this version of rrg-review "
+            f"does not know (it knows up to {head_revision()!r}): it was written by a newer rrg-review; "
+            f"upgrade the app rather than open it with this one"
+        )
+
+
 # Substrings of driver messages (SQLite, libpq) -> what the reviewer is told.
 _REASONS: tuple[tuple[str, str], ...] = (
     ("readonly database", "is read-only (check the file's permissions, or open it with write access)"),
@@ -169,7 +234,7 @@ def describe(error: DBAPIError, where: str) -> StoreUnavailableError:
     original = str(error.orig if error.orig is not None else error).strip().splitlines()
     detail = original[0] if original else type(error).__name__
     lowered = str(error.orig).lower()
-    reason = next((text for key, text in _REASONS if key in lowered), None)
+    reason = next((told for key, told in _REASONS if key in lowered), None)
     if reason is None:
         reason = f"reported an error ({detail})"
     return StoreUnavailableError(f"the review database {where} {reason}. Nothing was changed by this request")

@@ -9,32 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from rrg_core.store import listings, reads, records, validate, writes
-from rrg_core.store.database import StoreConnection, describe, make_engine, resolve_url, upgrade
+from rrg_core.store import reads, records, validate, writes
+from rrg_core.store.database import describe, make_engine, resolve_url, upgrade
+from rrg_core.store.reads import StoreReads, current_review
 from rrg_core.store.records import (
-    REVIEW_STATUSES,
-    UNREVIEWED,
     AuditEvent,
     Draft,
-    ExportRecord,
     NewDraft,
-    OpenedStudy,
     ReviewConflictError,
     ReviewVersion,
     StoreError,
     Study,
-    StudyImage,
     ViewImage,
-    WorklistRow,
 )
-from rrg_core.store.reviews import ReviewEdit, apply_edit, check_references, current_review
-from rrg_core.store.schema import StudyRow
+from rrg_core.store.reviews import ReviewEdit, apply_edit, check_references
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +67,11 @@ def open_store(url: str | None = None) -> Store:
     return Store(engine, where)
 
 
-class Store(StoreConnection):
-    """Queries and saves of the review database (build it with :func:`open_store`)."""
+class Store(StoreReads):
+    """The review database: the reads of :class:`~rrg_core.store.reads.StoreReads` and the saves below.
+
+    Build it with :func:`open_store`.
+    """
 
     # --- studies -------------------------------------------------------------------------------
 
@@ -113,26 +109,6 @@ class Store(StoreConnection):
                 logger.debug("add_study: lost a race (attempt %d), retrying", attempt + 1)
         raise StoreError(f"could not store study {study_hash[:12]}: other saves kept colliding; try again")
 
-    def get_study(self, study_id: int) -> Study:
-        """The study with this id; :class:`StoreError` when there is none."""
-        study_id = validate.identifier(study_id, "study id")
-        with self._read() as session:
-            return records.to_study(reads.study_row(session, study_id))
-
-    def find_study(self, study_hash: str) -> Study | None:
-        """The study stored with this content hash, if any."""
-        study_hash = validate.content_hash(study_hash, "study content hash")
-        with self._read() as session:
-            row = session.scalars(select(StudyRow).where(StudyRow.content_hash == study_hash)).one_or_none()
-            return None if row is None else records.to_study(row)
-
-    def study_images(self, study_id: int) -> list[StudyImage]:
-        """The study's view images, in view order."""
-        study_id = validate.identifier(study_id, "study id")
-        with self._read() as session:
-            reads.study_row(session, study_id)
-            return reads.study_images(session, study_id)
-
     # --- drafts --------------------------------------------------------------------------------
 
     def add_drafts(
@@ -156,13 +132,6 @@ class Store(StoreConnection):
         with self._write() as session:
             writes.insert_drafts(session, reads.study_row(session, study_id), rows, flagged, actor)
             return [records.to_draft(r) for r in rows]
-
-    def drafts(self, study_id: int) -> list[Draft]:
-        """The study's drafts, oldest first."""
-        study_id = validate.identifier(study_id, "study id")
-        with self._read() as session:
-            reads.study_row(session, study_id)
-            return [records.to_draft(r) for r in reads.draft_rows(session, study_id)]
 
     # --- reviews -------------------------------------------------------------------------------
 
@@ -233,73 +202,6 @@ class Store(StoreConnection):
         except StoreError:
             logger.warning("could not audit the refused save of study %d", edit.study_id, exc_info=True)
 
-    def latest_review(self, study_id: int) -> ReviewVersion | None:
-        """The study's current review (None: not reviewed yet)."""
-        study_id = validate.identifier(study_id, "study id")
-        with self._read() as session:
-            reads.study_row(session, study_id)
-            row = current_review(session, study_id)
-            return None if row is None else records.to_review_version(row)
-
-    def review_history(self, study_id: int) -> list[ReviewVersion]:
-        """Every saved version of the study's review, oldest first."""
-        study_id = validate.identifier(study_id, "study id")
-        with self._read() as session:
-            reads.study_row(session, study_id)
-            return reads.review_history(session, study_id)
-
-    def open_study(self, study_id: int) -> OpenedStudy:
-        """A study with its drafts and review history, read in one transaction (what the editor shows)."""
-        study_id = validate.identifier(study_id, "study id")
-        with self._read() as session:
-            study = records.to_study(reads.study_row(session, study_id))
-            drafts = tuple(records.to_draft(r) for r in reads.draft_rows(session, study_id))
-            return OpenedStudy(study, drafts, tuple(reads.review_history(session, study_id)))
-
-    # --- worklist and export -------------------------------------------------------------------
-
-    def worklist(
-        self,
-        status: str | None = None,
-        reviewer: str | None = None,
-        has_disagreement: bool | None = None,
-        limit: int = 200,
-        offset: int = 0,
-    ) -> list[WorklistRow]:
-        """Studies with the state of their review, most recently changed first.
-
-        ``status``: draft, final or unreviewed; ``reviewer``: studies this reviewer saved a version
-        of; ``has_disagreement``: only studies whose drafts disagree (True) or agree (False).
-        """
-        if status is not None and status not in (*REVIEW_STATUSES, UNREVIEWED):
-            raise StoreError(f"worklist status must be one of {', '.join((*REVIEW_STATUSES, UNREVIEWED))}")
-        if reviewer is not None:
-            reviewer = validate.name(reviewer, "reviewer filter")
-        if has_disagreement is not None and not isinstance(has_disagreement, bool):
-            raise StoreError("the disagreement filter must be True, False or None")
-        limit = validate.identifier(limit, "worklist limit")
-        offset = validate.identifier(offset, "worklist offset", minimum=0)
-        with self._read() as session:
-            return listings.worklist_rows(session, status, reviewer, has_disagreement, limit, offset)
-
-    def reviewers(self) -> list[str]:
-        """Everyone who saved a review version, alphabetically (for the worklist's filter)."""
-        with self._read() as session:
-            return listings.reviewer_names(session)
-
-    def final_reviews(self, status: str | None = "final") -> Iterator[ExportRecord]:
-        """The studies whose current review has ``status`` (None: any), with their images, by study id.
-
-        A generator over one read transaction: the export sees one consistent state of the database.
-        """
-        if status is not None:
-            status = validate.status(status)
-        return self._export(status)
-
-    def _export(self, status: str | None) -> Iterator[ExportRecord]:
-        with self._read() as session:
-            yield from listings.export_records(session, status)
-
     # --- audit ---------------------------------------------------------------------------------
 
     def record_event(
@@ -317,11 +219,3 @@ class Store(StoreConnection):
             if study_id is not None:
                 reads.study_row(session, study_id)
             return records.to_audit_event(writes.insert_event(session, actor, action, study_id, detail))
-
-    def audit_events(self, study_id: int | None = None, limit: int = 1000) -> list[AuditEvent]:
-        """The last ``limit`` audit events (of one study, or all), oldest first."""
-        limit = validate.identifier(limit, "audit limit")
-        if study_id is not None:
-            study_id = validate.identifier(study_id, "study id")
-        with self._read() as session:
-            return listings.audit_events(session, study_id, limit)

@@ -32,7 +32,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from rrg_core.store.records import StoreError, StoreUnavailableError
@@ -259,7 +259,7 @@ def transaction(engine: Engine, where: str, *, write: bool, races: bool = False)
         if races:
             raise
         raise StoreError(f"the review database {where} refused the change: {error.orig}") from error
-    except (OperationalError, DBAPIError) as error:
+    except DBAPIError as error:
         raise describe(error, where) from error
     except SQLAlchemyError as error:
         logger.exception("review store error")

@@ -139,10 +139,8 @@ def labels(value: object) -> dict[str, int | None]:
         raise StoreError(f"labels: {error}") from None
 
 
-def observations(values: Iterable[object] | None, what: str) -> list[str]:
+def observations(values: Iterable[object], what: str) -> list[str]:
     """Observation names, canonical, unique, in CheXpert order."""
-    if values is None:
-        return []
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
         raise StoreError(f"{what} must be a list of observation names, got {type(values).__name__}")
     try:

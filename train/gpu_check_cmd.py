@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="IU X-ray annotation.json")
     p.add_argument("--phantoms", type=int, default=0, help="N phantom studies, not IU-Phantom")
     p.add_argument("--iterations", type=int, default=50, help="steps per step or stage (default 50)")
-    p.add_argument("--eval-studies", type=int, default=100, help="test studies scored per model (default 100)")
+    p.add_argument("--eval-studies", type=int, default=100, help="test studies scored per model")
     p.add_argument("--device", help="cuda (default when there is one) or cpu")
     p.add_argument("--workers", type=int, default=8, help="image decoding processes (default 8)")
     for model in STAGES:
@@ -120,7 +120,10 @@ def throughput(run: Path, stages: tuple[str, ...]) -> dict[str, float | None]:
     rates: dict[str, float | None] = {}
     for stage in stages:
         # UAR's tokenizer is its own checkpoint inside the run folder; its figures sit under "training".
-        result = _read(run / "dvae" / "metrics.json").get("training") if stage == "dvae" else metrics.get(stage)
+        if stage == "dvae":
+            result = _read(run / "dvae" / "metrics.json").get("training")
+        else:
+            result = metrics.get(stage)
         if not result or not result.get("seconds"):
             rates[stage] = None
             continue

@@ -219,7 +219,7 @@ def test_cli_limit_and_image_loading_workers(phantoms, tmp_path, capsys):
 def test_cli_refuses_an_unregistered_checkpoint_kind(phantoms, tmp_path, capsys):
     run = save_checkpoint(tmp_path / "run", kind="dvae", config={}, state_dict={"w": torch.zeros(1)})
     assert _cli(phantoms, tmp_path / "eval", "--checkpoint", str(run)) == 2
-    assert "no report generator registered for kind 'dvae'" in capsys.readouterr().err
+    assert "'dvae' checkpoint, which writes no reports" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()
 
 

@@ -52,18 +52,14 @@ def test_micro_run_writes_every_stage_and_a_loadable_checkpoint(micro_run: Path)
     assert (micro_run / "dvae" / "reconstructions" / "reconstruction_00.png").is_file()
     dvae, dvae_checkpoint = load_dvae(micro_run / "dvae")
     assert dvae.config.codebook_size == 16 and "val_perplexity" in dvae_checkpoint.metrics["training"]
-    assert dvae_checkpoint.config["image"]["size"] == 32
+    assert dvae_checkpoint.config["preprocess"]["image_size"] == 32
     for k in (1, 2):
         assert (micro_run / f"step{k}" / "model.safetensors").is_file()
     model, checkpoint = load_uar(micro_run)
     assert int(model.stage) == 2 and model.tokenizer is not None
     assert checkpoint.config["training"]["stages_done"] == [1, 2]
-    assert checkpoint.config["image"] == {
-        "size": 32,
-        "train_resize": 32,
-        "channels": 1,
-        "mean": [0.5],
-        "std": [0.5],
+    assert checkpoint.config["preprocess"] == {
+        "image_size": 32, "channels": 1, "mean": [0.5], "std": [0.5], "views": 2
     }
     assert set(checkpoint.metrics) == {"stage1", "stage2"}
     assert checkpoint.metrics["stage1"]["lambdas"] == [1.0, 1.0, 0.0]

@@ -303,6 +303,5 @@ def test_the_image_side_from_cached_early_layers_equals_the_whole_encoder(model:
     with torch.no_grad():
         cached = early(studies.flatten(0, 1)).unflatten(0, studies.shape[:2])
         # float rounding only: the same layers, run in two parts (as the channels-last test allows)
-        torch.testing.assert_close(
-            model.clip.encode_image(cached, from_block=4), model.clip.encode_image(studies), atol=1e-4, rtol=1e-4
-        )
+        in_parts, whole = model.clip.encode_image(cached, from_block=4), model.clip.encode_image(studies)
+        torch.testing.assert_close(in_parts, whole, atol=1e-4, rtol=1e-4)

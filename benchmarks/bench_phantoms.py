@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rrg_core.data.phantoms.generate import make_study
-from rrg_core.data.phantoms.writer import write_phantoms
+from rrg_core.phantoms.generate import make_study
+from rrg_core.phantoms.writer import write_phantoms
 
 
 def main(argv: list[str] | None = None) -> int:

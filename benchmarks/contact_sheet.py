@@ -18,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rrg_core.data.phantoms import FRONTAL, LATERAL, Finding, StudySpec, render_study, sample_body
 from rrg_core.observations import Label
+from rrg_core.phantoms import FRONTAL, LATERAL, Finding, StudySpec, render_study, sample_body
 
 P = Label.POSITIVE
 SHOWCASE: list[tuple[Finding, ...]] = [

@@ -212,7 +212,7 @@ def load_checkpoint(
     folder: str | os.PathLike, *, expected_kind: str | None = None, device: str | torch.device = "cpu"
 ) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`; anything doubtful raises CheckpointError."""
-    folder = Path(folder)
+    folder = Path(folder).expanduser()  # "~/..." as a user types it in Python too
     header = _read_header(folder)
     kind = header["kind"]
     if expected_kind is not None and kind != expected_kind:

@@ -26,7 +26,7 @@ def iu_xray_dir() -> Path:
 @pytest.fixture(scope="session")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 phantom studies at 64 px (R2Gen layout, both views), rendered once per test session."""
-    from rrg_core.data.phantoms import write_phantoms
+    from rrg_core.phantoms import write_phantoms
 
     out = tmp_path_factory.mktemp("phantoms")
     write_phantoms(out, n=24, seed=0, size=64)

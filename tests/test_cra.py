@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch.nn import functional
 
-from rrg_core.models.cra import (
+from rrg_core.models.uar.cra import (
     CRA,
     CRAConfig,
     make_basis,
     masked_mean,
     orthonormal_basis,
-    triplet_loss,
 )
+from rrg_core.models.uar.losses import triplet_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional
 
-from rrg_core.models.csm_loss import (
+from rrg_core.models.dcrrg.losses import (
     INITIAL_LOGIT_SCALE,
     MAX_LOGIT_SCALE,
     calibrated_semantic_matching_loss,

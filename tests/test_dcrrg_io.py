@@ -7,9 +7,9 @@ import torch
 
 from rrg_core.checkpoints import CheckpointError, save_checkpoint
 from rrg_core.data.vocab import Vocabulary
-from rrg_core.models.dcclip import DCCLIPConfig
-from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
-from rrg_core.models.dcrrg_io import config_from_dict, config_to_dict, load_dcrrg, save_dcrrg
+from rrg_core.models.dcrrg import DCRRG, DCRRGConfig, default_preprocess
+from rrg_core.models.dcrrg.dcclip import DCCLIPConfig
+from rrg_core.models.dcrrg.io import config_from_dict, config_to_dict, load_dcrrg, save_dcrrg
 
 VOCAB = Vocabulary.build(["the heart is normal . no effusion ."], min_count=1)
 
@@ -29,7 +29,9 @@ def test_save_and_load_give_the_same_outputs(tmp_path):
     torch.manual_seed(0)
     model = _tiny_model().eval()
     model.set_thresholds([0.3] * 14)
-    save_dcrrg(model, tmp_path / "run", vocab=VOCAB, extra_config={"steps": [1, 2]}, preset="demo")
+    preprocess = default_preprocess(model.config, 64)
+    extra = {"steps": [1, 2]}
+    save_dcrrg(model, tmp_path / "run", vocab=VOCAB, preprocess=preprocess, extra_config=extra, preset="demo")
     loaded, checkpoint = load_dcrrg(tmp_path / "run")
     assert checkpoint.config["steps"] == [1, 2] and checkpoint.vocab == VOCAB
     assert loaded.config.clip.pretrained is None

@@ -8,12 +8,24 @@ import pytest
 import torch
 from torch.nn import functional
 
-from rrg_core.models.dcclip import DCCLIP, DCCLIPConfig
 from rrg_core.models.dcrrg import DCRRG, FULL_REPORT, DCRRGConfig
-from rrg_core.observations import NUM_OBSERVATIONS, OBSERVATIONS
+from rrg_core.models.dcrrg import losses as dcrrg_losses
+from rrg_core.models.dcrrg.dcclip import DCCLIP, DCCLIPConfig
+from rrg_core.observations import NUM_OBSERVATIONS
 
 VOCAB, MAX_LEN, SIDE = 30, 12, 64
 TEXTS = ["no acute findings .", "small left pleural effusion .", "heart size is enlarged .", "clear lungs ."]
+
+
+def step1(clip, inputs, observation_index, targets, keep=None):
+    """Step 1's loss of images (a tensor) or texts (a list) through the whole encoder."""
+    return dcrrg_losses.observation_loss(clip, *clip.encode(inputs), targets, keep, observation_index)
+
+
+def step2(clip, studies, texts, image_labels, text_labels):
+    """Step 2's CSM loss of paired studies and reports through the whole encoders."""
+    assert torch.equal(image_labels, text_labels)  # DCRRG pairs carry the report's labels on both sides
+    return dcrrg_losses.step2_loss(clip, clip.encode_image(studies)[0], clip.encode_text(texts), image_labels)
 
 
 def tiny_clip_config() -> DCCLIPConfig:
@@ -66,20 +78,20 @@ def test_every_step_loss_is_a_finite_scalar(model: DCRRG) -> None:
     targets, keep = torch.tensor([1, 0, 1, 0]), torch.tensor([True, True, False, True])
     labels = (torch.rand(n, NUM_OBSERVATIONS) > 0.5).float()
     losses = {
-        "step1 image": clip.step1_loss(images(n), index, targets, keep),
-        "step1 image, all 14": clip.step1_loss(images(n), None, labels, torch.ones(n, NUM_OBSERVATIONS)),
-        "step1 text": clip.step1_loss(TEXTS, index, targets),
-        "step2": clip.step2_loss(images(n), TEXTS, labels, labels),
-        "step3 image": model.step3_loss(images(n), index, report_ids(n)),
-        "step3 text": model.step3_loss(TEXTS, index, report_ids(n)),
-        "step4": model.step4_loss(images(n), report_ids(n)),
+        "step1 image": step1(clip, images(n), index, targets, keep),
+        "step1 image, all 14": step1(clip, images(n), None, labels, torch.ones(n, NUM_OBSERVATIONS)),
+        "step1 text": step1(clip, TEXTS, index, targets),
+        "step2": step2(clip, images(n), TEXTS, labels, labels),
+        "step3 image": dcrrg_losses.step3_loss(model, images(n), index, report_ids(n)),
+        "step3 text": dcrrg_losses.step3_loss(model, TEXTS, index, report_ids(n)),
+        "step4": dcrrg_losses.step4_loss(model, images(n), report_ids(n)),
     }
     for name, loss in losses.items():
         assert loss.dim() == 0 and torch.isfinite(loss), name
 
 
 def test_step1_drops_uncertain_labels(model: DCRRG) -> None:
-    loss = model.clip.step1_loss(
+    loss = step1(model.clip,
         images(2), torch.tensor([1, 2]), torch.tensor([1, 0]), torch.tensor([False, False])
     )
     assert loss.item() == 0.0
@@ -88,7 +100,7 @@ def test_step1_drops_uncertain_labels(model: DCRRG) -> None:
 def test_step2_trains_the_temperature_and_uses_the_zero_prompt(model: DCRRG) -> None:
     clip = model.clip
     labels = torch.eye(4, NUM_OBSERVATIONS)
-    clip.step2_loss(images(4), TEXTS, labels, labels).backward()
+    step2(clip, images(4), TEXTS, labels, labels).backward()
     assert clip.logit_scale.grad is not None and clip.logit_scale.grad != 0
     clip.eval()
     uni = torch.randn(3, clip.image_encoder.out_channels)
@@ -108,7 +120,7 @@ def test_prompt_tuning_trains_only_prompts_and_new_head(model: DCRRG) -> None:
     print(f"\nprompt tuning trains {trainable} of {total} parameters ({100 * share:.3f}%)")
     assert 0 < share < 0.01
     assert model.decoder.head is old_head and model.report_head is not old_head
-    model.step4_loss(images(2), report_ids(2)).backward()
+    dcrrg_losses.step4_loss(model, images(2), report_ids(2)).backward()
     assert all(_grads(model.deep_prompts)) and all(_grads(model.report_head))
     assert model.report_prompt.grad is not None
     for frozen in (model.clip, model.decoder, model.image_memory, model.observation_prompts):
@@ -121,7 +133,7 @@ def test_full_finetuning_trains_image_encoder_and_decoder(model: DCRRG) -> None:
     model.enable_prompt_tuning()
     share = model.enable_full_finetuning()[2]
     assert share == 1.0 and not bool(model.use_deep_prompts)
-    model.step4_loss(images(2), report_ids(2)).backward()
+    dcrrg_losses.step4_loss(model, images(2), report_ids(2)).backward()
     for part in (model.clip.image_encoder, model.image_memory, model.decoder.layers, model.report_head):
         assert any(_grads(part)), type(part).__name__
     assert model.deep_prompts.prefix.grad is None  # FFT runs without the deep prompts
@@ -131,7 +143,7 @@ def test_decoder_finetuning_trains_the_decoder_side_only(model: DCRRG) -> None:
     share = model.enable_decoder_finetuning()[2]
     assert 0 < share < 1 and not bool(model.use_deep_prompts)
     assert not any(p.requires_grad for p in model.clip.parameters())
-    model.step4_loss(images(2), report_ids(2)).backward()
+    dcrrg_losses.step4_loss(model, images(2), report_ids(2)).backward()
     for part in (model.image_memory, model.observation_memory, model.decoder.layers, model.report_head):
         assert any(_grads(part)), type(part).__name__
 
@@ -165,19 +177,17 @@ def test_generate_reports_and_descriptions(model: DCRRG) -> None:
 def test_describe_gives_table7_rows(model: DCRRG) -> None:
     model.eval()
     batch = images(2)
-    tables = model.describe(batch, beam_size=2, max_length=5)
-    assert len(tables) == 2
+    table = model.describe(batch, beam_size=2, max_length=5)
+    assert len(table.description_ids) == 2 and table.probabilities.shape == (2, NUM_OBSERVATIONS)
     with torch.no_grad():
         probs = model.clip.observation_probabilities(batch)
-    for b, table in enumerate(tables):
-        assert [row.observation for row in table] == list(OBSERVATIONS)
-        for k, row in enumerate(table):
-            assert 0.0 <= row.probability <= 1.0
-            assert row.probability == pytest.approx(float(probs[b, k]), abs=1e-5)
-            assert row.label == int(row.probability >= 0.5)
-            _check_sequences([row.description_ids], 1, 5)
+    assert torch.allclose(table.probabilities, probs, atol=1e-5)
+    assert torch.equal(table.labels, (table.probabilities >= 0.5).long())
+    for ids in table.description_ids:
+        assert len(ids) == NUM_OBSERVATIONS
+        _check_sequences(ids, NUM_OBSERVATIONS, 5)
     model.set_thresholds([0.0] * NUM_OBSERVATIONS)
-    assert all(row.label == 1 for row in model.describe(batch, beam_size=1, max_length=2)[0])
+    assert bool((model.describe(batch, beam_size=1, max_length=2).labels == 1).all())
     with pytest.raises(ValueError, match="thresholds"):
         model.set_thresholds([0.5] * 3)
     assert "thresholds" in model.state_dict()
@@ -193,7 +203,7 @@ def test_two_view_studies(model: DCRRG) -> None:
     assert torch.allclose(fmap[..., single_map.shape[3] :], single_map, atol=1e-5)
     both = (model.clip.encode_image(studies[:, 0])[0] + single_pooled) / 2
     assert torch.allclose(pooled, both, atol=1e-5)
-    assert torch.isfinite(model.step4_loss(studies, report_ids(2)))
+    assert torch.isfinite(dcrrg_losses.step4_loss(model, studies, report_ids(2)))
     _check_sequences(model.generate(studies, beam_size=2, max_length=4), 2, 4)
 
 
@@ -214,7 +224,7 @@ def test_step1_head_overfits_eight_images() -> None:
     accuracy, steps = 0.0, 0
     while accuracy < 1.0 and steps < 40:
         optimiser.zero_grad()
-        clip.step1_loss(batch, None, labels).backward()
+        step1(clip, batch, None, labels).backward()
         optimiser.step()
         steps += 1
         with torch.no_grad():
@@ -231,26 +241,28 @@ def test_cached_encoder_features_give_the_same_losses_and_memory(model: DCRRG) -
     n, index = len(TEXTS), torch.arange(len(TEXTS))
     studies = images(n, views=2)
     ids = report_ids(n)
-    image_features = model.encoder_features(studies)
-    text_features = model.encoder_features(TEXTS)
+    with torch.no_grad():
+        image_features = model.features(studies)
+        text_features = model.features(TEXTS)
     assert image_features.attention_mask is None and image_features.states.dim() == 4
     assert not image_features.states.requires_grad
     with torch.no_grad():
+        step3, step4 = dcrrg_losses.step3_loss, dcrrg_losses.step4_loss
         for direct, cached in (
-            (model.step3_loss(studies, index, ids), model.step3_loss(image_features, index, ids)),
-            (model.step3_loss(TEXTS, index, ids), model.step3_loss(text_features, index, ids)),
-            (model.step4_loss(studies, ids), model.step4_loss(image_features, ids)),
+            (step3(model, studies, index, ids), step3(model, image_features, index, ids)),
+            (step3(model, TEXTS, index, ids), step3(model, text_features, index, ids)),
+            (step4(model, studies, ids), step4(model, image_features, ids)),
         ):
             torch.testing.assert_close(direct, cached)
-        memory, mask = model.encode_memory(studies)
-        cached_memory, cached_mask = model.encode_memory_from_features(image_features)
+        memory, mask = model.memory(studies)
+        cached_memory, cached_mask = model.memory(image_features)
         torch.testing.assert_close(memory, cached_memory)
         assert mask is None and cached_mask is None
     assert isinstance(text_features, EncoderFeatures)
     # gradients reach the decoder through cached features
     model.train()
     model.freeze_encoders()
-    model.step3_loss(image_features, index, ids).backward()
+    dcrrg_losses.step3_loss(model, image_features, index, ids).backward()
     assert any(_grads(model.decoder)) and any(_grads(model.image_memory))
 
 
@@ -258,39 +270,38 @@ def test_memory_starts_with_the_observation_rows_step1_reads(model: DCRRG) -> No
     model.eval()
     studies = images(2, views=2)
     with torch.no_grad():
-        features = model.encoder_features(studies)
-        memory, _ = model.encode_memory_from_features(features)
+        features = model.features(studies)
+        memory, _ = model.memory(features)
         spatial = features.states.shape[2] * features.states.shape[3]
         assert memory.shape[1] == NUM_OBSERVATIONS + spatial
         # the observation rows follow the Step-1 projection head; the map rows do not
         model.clip.image_projection.net[-1].bias.add_(1.0)
-        changed, _ = model.encode_memory_from_features(features)
+        changed, _ = model.memory(features)
     assert not torch.allclose(changed[:, :NUM_OBSERVATIONS], memory[:, :NUM_OBSERVATIONS])
     torch.testing.assert_close(changed[:, NUM_OBSERVATIONS:], memory[:, NUM_OBSERVATIONS:])
-    text_memory, text_mask = model.encode_memory(TEXTS[:2])
+    text_memory, text_mask = model.memory(TEXTS[:2])
     assert text_mask[:, :NUM_OBSERVATIONS].all() and text_memory.shape[1] == text_mask.shape[1]
 
 
 def test_observation_rows_can_be_switched_off() -> None:
     config = dataclasses.replace(tiny_config(), observation_rows=False)
     plain = DCRRG(config).eval()
-    features = plain.encoder_features(images(1, views=2))
-    memory, _ = plain.encode_memory_from_features(features)
+    features = plain.features(images(1, views=2))
+    memory, _ = plain.memory(features)
     assert memory.shape[1] == features.states.shape[2] * features.states.shape[3]
 
 
-def test_losses_from_embeddings_equal_the_losses_from_inputs(model: DCRRG) -> None:
+def test_the_image_side_from_cached_early_layers_equals_the_whole_encoder(model: DCRRG) -> None:
+    # Training freezes the first blocks and caches their output; the rest must give the same embedding.
     model.eval()
-    clip, n = model.clip, len(TEXTS)
-    studies, labels = images(n, views=2), (torch.rand(n, NUM_OBSERVATIONS) > 0.5).float()
-    weights = torch.rand(n, NUM_OBSERVATIONS)
+    studies = images(2, views=2)
+    encoder = model.clip.image_encoder
+    try:
+        early, _ = encoder.split_at(4)
+    except ValueError:
+        pytest.skip("the tiny test model's encoder has no EfficientNet blocks")
     with torch.no_grad():
-        image_uni, text_uni = clip.encode_image(studies)[0], clip.encode_text(TEXTS)
+        cached = early(studies.flatten(0, 1)).unflatten(0, studies.shape[:2])
         torch.testing.assert_close(
-            clip.step1_loss(studies, None, labels, weights),
-            clip.step1_loss_from_embeddings(image_uni, "image", None, labels, weights),
-        )
-        torch.testing.assert_close(
-            clip.step2_loss(studies, TEXTS, labels, labels),
-            clip.step2_loss_from_embeddings(image_uni, text_uni, labels, labels),
+            model.clip.encode_image(cached, from_block=4), model.clip.encode_image(studies)
         )

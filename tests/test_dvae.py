@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from rrg_core.errors import RRGError
-from rrg_core.models.dvae import (
+from rrg_core.models.uar.dvae import (
     DVAE,
     DVAEConfig,
     code_perplexity,
     gumbel_temperature,
-    kl_to_uniform,
 )
+from rrg_core.models.uar.losses import kl_to_uniform
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

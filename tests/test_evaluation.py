@@ -10,7 +10,6 @@ import torch
 
 from rrg_core.checkpoints import save_checkpoint
 from rrg_core.data.datasets import StudyRecord
-from rrg_core.data.phantoms import write_phantoms
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import (
     RETRIEVAL_RELEVANCE,
@@ -20,7 +19,7 @@ from rrg_core.evaluation import (
     format_table,
 )
 from rrg_core.metrics import java_available
-from train import evaluate_cmd
+from rrg_core.phantoms import write_phantoms
 from train.__main__ import main
 
 FAST = ("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr")  # no METEOR: its JVM start costs seconds
@@ -234,7 +233,9 @@ def test_cli_scores_a_registered_model_and_merges_into_its_metrics(phantoms, tmp
         model.generate = lambda records, images: [GeneratedReport(r.id, r.report) for r in records]
         return model
 
-    monkeypatch.setitem(evaluate_cmd.GENERATORS, "dcrrg", factory)
+    from rrg_core.generators import LOADERS
+
+    monkeypatch.setitem(LOADERS, "dcrrg", factory)
     run = save_checkpoint(tmp_path / "run", kind="dcrrg", config={}, state_dict={"w": torch.zeros(1)})
     assert _cli(phantoms, tmp_path / "eval", "--checkpoint", str(run), "--no-baselines",
                 "--beam-size", "2", "--device", "cpu") == 0

@@ -16,7 +16,6 @@ from PIL import Image
 from tiny_models import DCRRG_IMAGE_SIZE
 from torch import nn
 
-from rrg_core.checkpoints import load_checkpoint
 from rrg_core.data.datasets import read_annotation
 from rrg_core.errors import RRGError
 from rrg_core.explain import (
@@ -30,10 +29,11 @@ from rrg_core.explain import (
     uar_pointing,
 )
 from rrg_core.explain.attribution import grad_cam_layer
-from rrg_core.generators import DCRRGGenerator, dcrrg_generator_from_checkpoint
-from rrg_core.models.dcclip import DCCLIP, ProjectionHead
+from rrg_core.generators import load_generator
+from rrg_core.generators.dcrrg import DCRRGGenerator
+from rrg_core.generators.uar import UARGenerator
+from rrg_core.models.dcrrg.dcclip import DCCLIP, ProjectionHead
 from rrg_core.models.image_encoders import ImageEncoder
-from rrg_core.uar_generator import UARGenerator, uar_generator_from_checkpoint
 from train import pointing_game_cmd
 from train.__main__ import main
 
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def dcrrg_generator(tiny_dcrrg_checkpoint) -> DCRRGGenerator:
     """The shared tiny random DCRRG (64 px input: EfficientNet-Lite0 without weights, a 2x2 feature grid)."""
-    return dcrrg_generator_from_checkpoint(load_checkpoint(tiny_dcrrg_checkpoint), "cpu", beam_size=1)
+    return load_generator(tiny_dcrrg_checkpoint, "cpu", beam_size=1)
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +196,7 @@ def test_bad_attribution_input_is_refused(attributor) -> None:
 @pytest.fixture(scope="module")
 def uar_generator(tiny_uar_checkpoint) -> UARGenerator:
     """The shared tiny random UAR (32 px views, a 4x4 token grid each), greedy and short."""
-    generator = uar_generator_from_checkpoint(load_checkpoint(tiny_uar_checkpoint), "cpu", beam_size=1)
+    generator = load_generator(tiny_uar_checkpoint, "cpu", beam_size=1)
     generator.max_length = 8
     return generator
 

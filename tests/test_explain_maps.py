@@ -28,7 +28,7 @@ from rrg_core.explain import (
     uniform_hit_rate,
     word_overlays,
 )
-from rrg_core.uar_generator import UARExplanation
+from rrg_core.generators.uar import UARExplanation
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -13,13 +14,8 @@ from rrg_core.data.datasets import StudyRecord, read_annotation
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import GeneratedReport, ReportGenerator
-from rrg_core.generators import (
-    DCRRGGenerator,
-    checkpoint_image_size,
-    dcrrg_eval_transform,
-    dcrrg_generator_from_checkpoint,
-)
-from rrg_core.models.dcrrg_io import load_dcrrg
+from rrg_core.generators import LOADERS, DCRRGGenerator, load_generator
+from rrg_core.models.dcrrg.io import load_dcrrg
 from rrg_core.observations import OBSERVATIONS
 from train import evaluate_cmd
 from train.__main__ import main
@@ -35,7 +31,7 @@ def run(tiny_dcrrg_checkpoint):
 
 @pytest.fixture(scope="module")
 def generator(run):
-    return dcrrg_generator_from_checkpoint(load_checkpoint(run), "cpu", beam_size=2)
+    return load_generator(run, "cpu", beam_size=2)
 
 
 def _records(n: int) -> list[StudyRecord]:
@@ -83,13 +79,32 @@ def test_views_are_transformed_and_single_views_repeated(generator):
 
 
 def test_the_transform_defaults_to_the_backbone_size(generator):
-    assert dcrrg_eval_transform(generator.model).config.resize == (224, 224)
+    default = DCRRGGenerator(generator.model, generator.vocab, device="cpu")
+    assert default.transform.config.resize == (224, 224)
     assert generator.transform.config.resize == (IMAGE_SIZE, IMAGE_SIZE)
+    assert generator.preprocess.image_size == IMAGE_SIZE
 
 
-def test_the_trained_image_size_is_read_from_the_config():
-    assert checkpoint_image_size({"image_size": 96, "model": {}}) == 96
-    assert checkpoint_image_size({"model": {}}) is None
+def test_a_checkpoint_of_the_previous_layout_still_loads(run, tmp_path):
+    # Before the preprocess block, DCRRG checkpoints recorded a top-level image_size (the app's demo cache).
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    document = json.loads((old / "config.json").read_text())
+    config = document["config"]
+    config["image_size"] = config.pop("preprocess")["image_size"]
+    (old / "config.json").write_text(json.dumps(document))
+    generator = load_generator(old, "cpu", beam_size=1)
+    assert generator.preprocess.image_size == IMAGE_SIZE and generator.preprocess.mean == (0.5, 0.5, 0.5)
+
+
+def test_draft_takes_image_files(generator, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "frontal.png"
+    Image.fromarray((np.random.default_rng(0).random((90, 90)) * 255).astype("uint8")).save(path)
+    draft = generator.draft([path, path])
+    assert isinstance(draft.text, str) and set(draft.probabilities) == set(OBSERVATIONS)
 
 
 def test_embed_reports_gives_unit_rows(generator):
@@ -101,12 +116,6 @@ def test_embed_reports_gives_unit_rows(generator):
     assert generator.embed_reports([]).shape == (0, 16)
 
 
-def test_describe_passes_through(generator):
-    rows = generator.describe(_stacks([2, 1]))
-    assert len(rows) == 2 and [row.observation for row in rows[0]] == list(OBSERVATIONS)
-    assert generator.describe([]) == []
-
-
 def test_review_batch_matches_the_draft_and_the_table_computed_apart(generator):
     # review_batch shares one encoder pass between the report and Table 7; the output must not change.
     stacks = _stacks([2, 1])
@@ -116,15 +125,17 @@ def test_review_batch_matches_the_draft_and_the_table_computed_apart(generator):
     assert drafts.token_ids == apart.token_ids
     assert torch.allclose(drafts.probabilities, apart.probabilities, atol=1e-6)
     assert torch.allclose(drafts.image_embeddings, apart.image_embeddings, atol=1e-6)
-    for got, expected in zip(rows, generator.describe(stacks), strict=True):
-        assert [(r.observation, r.label, r.description_ids) for r in got] == [
-            (r.observation, r.label, r.description_ids) for r in expected
-        ]
-        assert [r.probability for r in got] == pytest.approx([r.probability for r in expected], abs=1e-6)
+    table = generator.model.describe(generator.prepare(stacks), beam_size=2)
+    for b, got in enumerate(rows):
+        assert [r.observation for r in got] == list(OBSERVATIONS)
+        assert [r.label for r in got] == table.labels[b].tolist()
+        decoded = [generator.vocab.decode(ids) for ids in table.description_ids[b]]
+        assert [r.description for r in got] == decoded
+        assert [r.probability for r in got] == pytest.approx(table.probabilities[b].tolist(), abs=1e-4)
 
 
 def test_describe_refuses_text_features(generator):
-    features = generator.model.encoder_features(["the heart is normal ."])
+    features = generator.model.features(["the heart is normal ."])
     with pytest.raises(ValueError, match="image features"):
         generator.model.describe(features)
 
@@ -147,9 +158,36 @@ def test_bad_inputs_are_refused(generator, run):
         DCRRGGenerator(model, Vocabulary(["a"]), device="cpu")
 
 
-def test_the_factory_is_registered(run):
-    built = evaluate_cmd.GENERATORS["dcrrg"](load_checkpoint(run), torch.device("cpu"), beam_size=1)
+def test_one_loader_serves_every_kind(run, tmp_path):
+    assert set(LOADERS) == {"dcrrg", "uar"}
+    built = load_generator(load_checkpoint(run), torch.device("cpu"), beam_size=1)
     assert isinstance(built, DCRRGGenerator) and built.beam_size == 1
+    checkpoint, generator = evaluate_cmd.checkpoint_and_generator(run, "cpu", beam_size=1)
+    assert checkpoint.kind == "dcrrg" and isinstance(generator, DCRRGGenerator)
+
+
+def test_the_top_level_api_drafts_in_three_lines(run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import rrg_core
+
+    path = tmp_path / "view.png"
+    Image.fromarray((np.random.default_rng(1).random((70, 70)) * 255).astype("uint8")).save(path)
+    assert isinstance(rrg_core.load_generator(run, "cpu").draft([path]).text, str)
+
+
+def test_a_kind_without_reports_is_refused_by_the_loader(tmp_path):
+    from rrg_core.checkpoints import CheckpointError
+    from rrg_core.models.preprocess import Preprocess
+    from rrg_core.models.uar import DVAE, DVAEConfig, save_dvae
+
+    folder = save_dvae(
+        DVAE(DVAEConfig(in_channels=1, image_size=32, downsample=8, codebook_size=16, embed_dim=4, hidden=4)),
+        tmp_path / "dvae", preprocess=Preprocess(image_size=32, channels=1),
+    )  # fmt: skip
+    with pytest.raises(CheckpointError, match="writes no reports"):
+        load_generator(folder, "cpu")
 
 
 def test_cli_evaluates_a_dcrrg_checkpoint_end_to_end(phantoms, run, tmp_path, capsys):

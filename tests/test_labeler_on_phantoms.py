@@ -4,9 +4,9 @@ from collections import Counter
 
 import numpy as np
 
-from rrg_core.data.phantoms.generate import sample_study
-from rrg_core.data.phantoms.reports import write_report
 from rrg_core.labeler import label_report
+from rrg_core.phantoms.generate import sample_study
+from rrg_core.phantoms.reports import write_report
 
 
 def test_labeler_recovers_the_labels_of_1000_templated_phantom_reports():

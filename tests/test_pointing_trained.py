@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rrg_core.checkpoints import load_checkpoint
 from rrg_core.explain import METHODS, AttributionSettings, ObservationAttributor, dcrrg_pointing
-from rrg_core.generators import dcrrg_generator_from_checkpoint
+from rrg_core.generators import load_generator
 from train.__main__ import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,7 +30,7 @@ COSTLY_METHOD_STUDIES = 40
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ObservationAttributor]:
     """The phantom set and an attributor over the Step-1 model the demo preset trains on it."""
-    from rrg_core.data.phantoms import write_phantoms
+    from rrg_core.phantoms import write_phantoms
 
     root = tmp_path_factory.mktemp("pointing")
     data = root / "phantoms"
@@ -39,7 +38,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Observation
     run = root / "run"
     argv = ["dcrrg", "--preset", "demo", "--data", str(data), "--out", str(run), "--steps", "1"]
     assert main([*argv, "--set", f"image_size={PHANTOM_SIZE}", "--workers", "0"]) == 0
-    generator = dcrrg_generator_from_checkpoint(load_checkpoint(run / "step1"), "cpu", beam_size=1)
+    generator = load_generator(run / "step1", "cpu", beam_size=1)
     settings = AttributionSettings(ig_steps=8, ig_batch=8)
     return data, ObservationAttributor.from_generator(generator, settings)
 

@@ -15,6 +15,7 @@ from torch.nn import functional
 from rrg_core.checkpoints import load_checkpoint
 from rrg_core.data.datasets import R2GenDataset, StudyRecord, read_annotation
 from rrg_core.data.reports import clean_report
+from rrg_core.generators import load_generator
 from rrg_core.retrieval import (
     IndexMismatchError,
     IndexSource,
@@ -32,7 +33,6 @@ from rrg_core.retrieval import files as index_files
 from rrg_core.retrieval import index as index_module
 from rrg_core.retrieval.search import faiss_module, top_k
 from train.__main__ import main
-from train.generator_registry import BUILTIN_GENERATORS
 
 SOURCE = IndexSource("dcrrg", "image", "test vectors", "a" * 64, "f" * 16, "train")
 needs_faiss = pytest.mark.skipif(
@@ -327,7 +327,7 @@ def test_train_index_end_to_end(
     assert images.source.split == "train" and images.source.data_fingerprint
 
     # The image index holds the very embeddings generation returns (embed_images skips the beam search).
-    generator = BUILTIN_GENERATORS[kind](checkpoint, torch.device("cpu"), beam_size=1)
+    generator = load_generator(checkpoint, torch.device("cpu"), beam_size=1)
     dataset = R2GenDataset(phantoms, "train")
     stacks = [dataset[i]["images"] for i in range(2)]
     drafted = generator.generate(dataset.records[:2], stacks)

@@ -16,8 +16,8 @@ from sqlalchemy.exc import DBAPIError
 from store_helpers import add_study, backend_params, fresh_url, save
 
 from rrg_core.store import Store, StoreError, StoreUnavailableError, open_store
-from rrg_core.store import engine as store_engine
-from rrg_core.store.migrate import head_revision
+from rrg_core.store import database as store_database
+from rrg_core.store.database import head_revision
 from rrg_core.store.schema import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,9 +53,9 @@ def test_default_database_is_sqlite_in_the_xdg_data_folder(tmp_path: Path, monke
 def test_default_folder_without_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert store_engine.data_dir() == tmp_path / ".local" / "share" / "rrg-review"
+    assert store_database.data_dir() == tmp_path / ".local" / "share" / "rrg-review"
     monkeypatch.setenv("XDG_DATA_HOME", "relative/path")  # the XDG spec says: ignore a relative one
-    assert store_engine.data_dir() == tmp_path / ".local" / "share" / "rrg-review"
+    assert store_database.data_dir() == tmp_path / ".local" / "share" / "rrg-review"
 
 
 def test_sqlite_connections_have_foreign_keys_wal_and_busy_timeout(tmp_path: Path):
@@ -87,8 +87,8 @@ def test_bad_urls_are_refused_clearly(url: str, message: str | None, tmp_path: P
 
 
 def test_postgresql_url_without_driver_means_psycopg():
-    assert store_engine.resolve_url("postgresql://u:p@h/db").drivername == "postgresql+psycopg"
-    assert store_engine.resolve_url("postgres://u:p@h/db").drivername == "postgresql+psycopg"
+    assert store_database.resolve_url("postgresql://u:p@h/db").drivername == "postgresql+psycopg"
+    assert store_database.resolve_url("postgres://u:p@h/db").drivername == "postgresql+psycopg"
 
 
 def test_unreachable_postgresql_is_a_clear_message():
@@ -161,7 +161,7 @@ def test_read_only_sqlite_is_a_clear_message(tmp_path: Path):
 
 
 def test_locked_sqlite_is_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(store_engine, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(store_database, "BUSY_TIMEOUT_S", 0.2)
     path = tmp_path / "store.sqlite"
     with open_store(str(path)) as store:
         study = add_study(store)
@@ -186,7 +186,7 @@ def test_a_file_that_is_not_a_database(tmp_path: Path):
 def test_migrations_downgrade_and_upgrade_again(store_url: str):
     from alembic import command
 
-    from rrg_core.store.migrate import alembic_config
+    from rrg_core.store.database import alembic_config
 
     with open_store(store_url) as store:
         with store.engine.begin() as connection:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rrg_core.data.phantoms import write_phantoms
 from rrg_core.labeler import label_sentence
 from rrg_core.models.dcrrg import load_dcrrg
 from rrg_core.observations import OBSERVATIONS, Label
+from rrg_core.phantoms import write_phantoms
 from train.__main__ import main
 from train.common.runner import plan_steps
 from train.dcrrg.data import NORMAL_SENTENCES, StudyLabels, balance_weights, description

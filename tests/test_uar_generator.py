@@ -3,25 +3,27 @@ and the alignment / report-to-image figures evaluation adds for joint-space mode
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import pytest
 import torch
-from tiny_models import UAR_IMAGE, tiny_uar
+from tiny_models import UAR_PREPROCESS, tiny_uar
 
 from rrg_core.checkpoints import load_checkpoint
 from rrg_core.data.datasets import StudyRecord
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.evaluation import ReportGenerator, evaluate_model, format_alignment_table
+from rrg_core.generators import load_generator
+from rrg_core.generators.uar import UARGenerator, model_name
 from rrg_core.models.uar import UAR
-from rrg_core.models.uar_config import ablation_config
-from rrg_core.models.uar_io import save_uar
-from rrg_core.uar_generator import UARGenerator, model_name, uar_generator_from_checkpoint
-from train.generator_registry import BUILTIN_GENERATORS
+from rrg_core.models.uar.config import ablation_config
+from rrg_core.models.uar.io import save_uar
 
 WORDS = ["heart", "normal", "lungs", "clear", "effusion", "small", "no", "."]
-IMAGE = UAR_IMAGE
+PREPROCESS = UAR_PREPROCESS
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,7 +34,9 @@ def tiny_model(stage: int = 2) -> UAR:
 
 
 def generator(**kwargs) -> UARGenerator:
-    return UARGenerator(tiny_model(), Vocabulary(WORDS), device="cpu", image=IMAGE, max_length=6, **kwargs)
+    return UARGenerator(
+        tiny_model(), Vocabulary(WORDS), device="cpu", preprocess=PREPROCESS, max_length=6, **kwargs
+    )
 
 
 def studies(n: int, views: int = 2, size: int = 48) -> tuple[list[StudyRecord], list[torch.Tensor]]:
@@ -108,19 +112,27 @@ def test_bad_input_is_refused() -> None:
 
 def test_checkpoint_factory_is_registered(tmp_path) -> None:
     model = tiny_model()
-    folder = save_uar(model, tmp_path / "uar", vocab=Vocabulary(WORDS), extra_config={"image": IMAGE})
+    folder = save_uar(model, tmp_path / "uar", vocab=Vocabulary(WORDS), preprocess=PREPROCESS)
     checkpoint = load_checkpoint(folder)
-    assert "uar" in BUILTIN_GENERATORS
-    gen = BUILTIN_GENERATORS["uar"](checkpoint, torch.device("cpu"), beam_size=2)
+    gen = load_generator(checkpoint, torch.device("cpu"), beam_size=2)
     gen.max_length = 6
     records, images = studies(2)
     expected = generator(beam_size=2).generate(records, images)[0].text
     assert gen.generate(records, images)[0].text == expected
     odd = save_uar(
-        model, tmp_path / "odd", vocab=Vocabulary(WORDS), extra_config={"image": {**IMAGE, "size": 64}}
+        model,
+        tmp_path / "odd",
+        vocab=Vocabulary(WORDS),
+        preprocess=dataclasses.replace(PREPROCESS, image_size=64),
     )
-    with pytest.raises(RRGError, match="image size 64"):
-        uar_generator_from_checkpoint(load_checkpoint(odd), "cpu")
+    with pytest.raises(RRGError, match="image_size 64"):
+        load_generator(odd, "cpu")
+    # Checkpoints of the previous layout recorded an ``image`` entry instead of ``preprocess``.
+    document = json.loads((folder / "config.json").read_text())
+    document["config"]["image"] = {"size": 32, "train_resize": 32, "channels": 1, "mean": [0.5], "std": [0.5]}
+    del document["config"]["preprocess"]
+    (folder / "config.json").write_text(json.dumps(document))
+    assert load_generator(folder, "cpu").preprocess == PREPROCESS
 
 
 def test_evaluation_adds_alignment_and_report_to_image_precision() -> None:

@@ -13,13 +13,18 @@ from rrg_core.checkpoints import CheckpointError
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.models.decoder import eq11_bias
-from rrg_core.models.dvae import DVAE, DVAEConfig
-from rrg_core.models.uar import UAR, same_reports
-from rrg_core.models.uar_config import ABLATIONS, UARConfig, ablation_config, check_tokenizer
-from rrg_core.models.uar_io import load_dvae, load_tokenizer_for, load_uar, save_dvae, save_uar
+from rrg_core.models.preprocess import Preprocess
+from rrg_core.models.uar import UAR
+from rrg_core.models.uar.config import ABLATIONS, UARConfig, ablation_config, check_tokenizer
+from rrg_core.models.uar.dvae import DVAE, DVAEConfig
+from rrg_core.models.uar.io import load_dvae, load_tokenizer_for, load_uar, save_dvae, save_uar
+from rrg_core.models.uar.losses import same_reports
 
+PREPROCESS = Preprocess(image_size=32, channels=1, views=2)
 VOCAB, B, V, GRID = 20, 4, 2, 4
 L = V * GRID * GRID
+
+PREPROCESS = Preprocess(image_size=32, channels=1, views=2)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -367,7 +372,9 @@ def test_uar_checkpoint_round_trip_with_tokenizer(tmp_path) -> None:
     model.set_stage(2)
     with torch.no_grad():
         model.tir_mask.copy_(torch.randn(12, L))
-    folder = save_uar(model, tmp_path / "uar", vocab=_vocab(), extra_config={"stages": [1, 2]})
+    folder = save_uar(
+        model, tmp_path / "uar", vocab=_vocab(), preprocess=PREPROCESS, extra_config={"stages": [1, 2]}
+    )
     loaded, checkpoint = load_uar(folder)
     assert checkpoint.config["stages"] == [1, 2] and int(loaded.stage) == 2
     images = torch.randn(2, V, 3, 32, 32)
@@ -379,7 +386,7 @@ def test_uar_checkpoint_round_trip_with_tokenizer(tmp_path) -> None:
 def test_dvae_checkpoints_and_mismatched_codebooks_are_refused(tmp_path) -> None:
     torch.manual_seed(0)
     dvae = DVAE(DVAEConfig(image_size=32, downsample=8, codebook_size=32, embed_dim=8, hidden=8))
-    folder = save_dvae(dvae, tmp_path / "dvae", metrics={"perplexity": 3.0})
+    folder = save_dvae(dvae, tmp_path / "dvae", preprocess=PREPROCESS, metrics={"perplexity": 3.0})
     loaded, _ = load_dvae(folder)
     images = torch.randn(2, 3, 32, 32)
     assert torch.equal(loaded.tokens(images), dvae.tokens(images))
@@ -393,8 +400,8 @@ def test_dvae_checkpoints_and_mismatched_codebooks_are_refused(tmp_path) -> None
 def test_uar_checkpoint_faults_are_refused(tmp_path) -> None:
     model = tiny()
     with pytest.raises(RRGError, match="vocabulary has 10 tokens"):
-        save_uar(model, tmp_path / "x", vocab=_vocab(10))
-    folder = save_uar(model, tmp_path / "uar", vocab=_vocab())
+        save_uar(model, tmp_path / "x", vocab=_vocab(10), preprocess=PREPROCESS)
+    folder = save_uar(model, tmp_path / "uar", vocab=_vocab(), preprocess=PREPROCESS)
     config_file = folder / "config.json"
     document = json.loads(config_file.read_text())
     document["config"]["model"]["n_basis"] = 32  # weights no longer fit

@@ -271,11 +271,11 @@ def test_a_read_only_database_is_a_message(drafted, context, tmp_path):
 
 
 def test_a_locked_database_is_a_message(drafted, context, monkeypatch):
-    import rrg_core.store.engine as engine
+    import rrg_core.store.database as database
 
     state, _ = drafted
     path = context.store.get().engine.url.database
-    monkeypatch.setattr(engine, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_S", 0.2)
     context.store.reset()  # reopened with the short busy timeout
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")

@@ -8,18 +8,14 @@ import torch
 
 from rrg_core.data.datasets import read_annotation
 from rrg_core.data.vocab import Vocabulary
-from rrg_core.models.dcclip import DCCLIPConfig
-from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
-from rrg_core.models.dcrrg_io import save_dcrrg
-from rrg_core.models.dvae import DVAE, DVAEConfig
-from rrg_core.models.uar import UAR
-from rrg_core.models.uar_config import UARConfig
-from rrg_core.models.uar_io import save_uar
+from rrg_core.models.dcrrg import DCRRG, DCCLIPConfig, DCRRGConfig, default_preprocess, save_dcrrg
+from rrg_core.models.preprocess import Preprocess
+from rrg_core.models.uar import DVAE, UAR, DVAEConfig, UARConfig, save_uar
 
 #: Input side a tiny DCRRG checkpoint records (as a small training preset would).
 DCRRG_IMAGE_SIZE = 64
-#: The ``image`` entry of a tiny UAR checkpoint: 32 px grey views, [-1, 1].
-UAR_IMAGE = {"size": 32, "train_resize": 32, "channels": 1, "mean": [0.5], "std": [0.5]}
+#: How a tiny UAR checkpoint prepares its images: 32 px grey views, [-1, 1], two views.
+UAR_PREPROCESS = Preprocess(image_size=32, channels=1, mean=(0.5,), std=(0.5,), views=2)
 
 
 def tiny_uar(vocab_size: int, stage: int = 2) -> UAR:
@@ -58,8 +54,9 @@ def save_tiny_dcrrg(
 ) -> Path:
     """A :func:`tiny_dcrrg` checkpoint with ``vocab`` (default: ``data``'s vocabulary)."""
     vocab = vocab or phantom_vocabulary(data)
+    model = tiny_dcrrg(len(vocab))
     return save_dcrrg(
-        tiny_dcrrg(len(vocab)), folder, vocab=vocab, extra_config={"image_size": DCRRG_IMAGE_SIZE},
+        model, folder, vocab=vocab, preprocess=default_preprocess(model.config, DCRRG_IMAGE_SIZE),
         data_fingerprint=data_fingerprint,
     )  # fmt: skip
 
@@ -70,6 +67,6 @@ def save_tiny_uar(
     """A :func:`tiny_uar` checkpoint with ``vocab`` (default: ``data``'s vocabulary)."""
     vocab = vocab or phantom_vocabulary(data)
     return save_uar(
-        tiny_uar(len(vocab)), folder, vocab=vocab, extra_config={"image": UAR_IMAGE},
+        tiny_uar(len(vocab)), folder, vocab=vocab, preprocess=UAR_PREPROCESS,
         data_fingerprint=data_fingerprint,
     )  # fmt: skip

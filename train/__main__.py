@@ -12,6 +12,7 @@ from train import (
     dvae_cmd,
     evaluate_cmd,
     export_corrections_cmd,
+    gpu_check_cmd,
     index_cmd,
     phantoms_cmd,
     pointing_game_cmd,
@@ -32,6 +33,7 @@ COMMANDS = (
     index_cmd,
     pointing_game_cmd,
     export_corrections_cmd,
+    gpu_check_cmd,
 )
 
 

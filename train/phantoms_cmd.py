@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rrg_core.data.phantoms.writer import write_from_reports, write_phantoms
+from rrg_core.phantoms.writer import write_from_reports, write_phantoms
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

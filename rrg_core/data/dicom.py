@@ -24,7 +24,13 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from rrg_core.data.images import ImageMeta, Radiograph, check_dimensions, full_range_window, make_radiograph
+from rrg_core.data.radiograph import (
+    ImageMeta,
+    Radiograph,
+    check_dimensions,
+    full_range_window,
+    make_radiograph,
+)
 from rrg_core.errors import ImageLoadError
 
 __all__ = ["read_dicom"]

@@ -33,13 +33,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from rrg_core.data.datasets import R2GenDataset
-from rrg_core.data.phantoms.anatomy import FRONTAL, LATERAL
 from rrg_core.errors import DatasetError, RRGError
 from rrg_core.explain.attribution import AttributionSettings, ObservationAttributor, method_name
 from rrg_core.explain.pointing import PointingReport, PointingTrial, play
 from rrg_core.explain.tir import sentence_spans
 from rrg_core.generators.uar import UARExplanation, UARGenerator
 from rrg_core.observations import OBSERVATIONS
+from rrg_core.phantoms.anatomy import FRONTAL, LATERAL
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def load_generator(
     Raises :class:`CheckpointError` for a folder that is not a checkpoint, or of a kind that writes
     no reports (a dVAE tokenizer, say), naming the kinds that do.
     """
-    checkpoint = source if isinstance(source, Checkpoint) else load_checkpoint(source, expected_kind)
+    checkpoint = source if isinstance(source, Checkpoint) else load_checkpoint(source, expected_kind=expected_kind)
     if checkpoint.kind not in LOADERS:
         raise CheckpointError(
             f"{checkpoint.folder} is a {checkpoint.kind!r} checkpoint, which writes no reports; "

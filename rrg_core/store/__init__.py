@@ -11,9 +11,7 @@ torch or the UI: images come in as PNG bytes, drafts as text and JSON.
 ...                   expected_version=opened.version)
 """
 
-from rrg_core.store.engine import data_dir, default_url
-from rrg_core.store.errors import ReviewConflictError, StoreError, StoreUnavailableError
-from rrg_core.store.queries import Store, content_hash, open_store
+from rrg_core.store.database import data_dir, default_url
 from rrg_core.store.records import (
     REVIEW_STATUSES,
     UNREVIEWED,
@@ -22,12 +20,16 @@ from rrg_core.store.records import (
     ExportRecord,
     NewDraft,
     OpenedStudy,
+    ReviewConflictError,
     ReviewVersion,
+    StoreError,
+    StoreUnavailableError,
     Study,
     StudyImage,
     ViewImage,
     WorklistRow,
 )
+from rrg_core.store.store import Store, content_hash, open_store
 
 __all__ = [
     "REVIEW_STATUSES",

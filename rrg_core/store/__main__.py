@@ -18,9 +18,9 @@ from alembic import command
 from sqlalchemy import func, select
 
 from rrg_core.errors import RRGError
-from rrg_core.store.migrate import alembic_config, current_revision, head_revision
-from rrg_core.store.queries import open_store
+from rrg_core.store.database import alembic_config, current_revision, head_revision
 from rrg_core.store.schema import ReviewRow, StudyRow
+from rrg_core.store.store import open_store
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,24 @@
-"""What the store's queries return: frozen dataclasses, detached from any database session."""
+"""What leaves the store: frozen records detached from any session, the errors it raises, and the
+conversions of ORM rows into records (called inside the session that loaded the rows).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from rrg_core.errors import RRGError
+from rrg_core.observations import OBSERVATIONS
+from rrg_core.store.schema import (
+    AuditEventRow,
+    DraftRow,
+    ImageRow,
+    ReviewRow,
+    ReviewVersionRow,
+    StudyImageRow,
+    StudyRow,
+)
 
 REVIEW_STATUSES: tuple[str, ...] = ("draft", "final")
 UNREVIEWED = "unreviewed"  # worklist status of a study nobody has saved a review of
@@ -141,3 +155,116 @@ class ExportRecord:
     study: Study
     review: ReviewVersion
     images: tuple[StudyImage, ...]
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class StoreError(RRGError):
+    """The store refused an operation (bad input, unknown study, a schema it cannot use)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be used right now: unreachable, read-only or locked by another program."""
+
+
+class ReviewConflictError(StoreError):
+    """A save was refused because someone saved the study after the caller opened it.
+
+    Nothing is overwritten. The refused edit travels with the error (``unsaved_text``,
+    ``unsaved_labels``, ``unsaved_status``, ``unsaved_comment``) so the page can give it
+    back to the reviewer, who reopens the study and merges.
+    """
+
+    def __init__(
+        self,
+        *,
+        study_id: int,
+        expected_version: int,
+        current_version: int,
+        saved_by: str | None,
+        saved_at: datetime | None,
+        unsaved_text: str,
+        unsaved_labels: dict[str, Any],
+        unsaved_status: str,
+        unsaved_comment: str,
+    ) -> None:
+        self.study_id = study_id
+        self.expected_version = expected_version
+        self.current_version = current_version
+        self.saved_by = saved_by
+        self.saved_at = saved_at
+        self.unsaved_text = unsaved_text
+        self.unsaved_labels = unsaved_labels
+        self.unsaved_status = unsaved_status
+        self.unsaved_comment = unsaved_comment
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        if self.current_version < self.expected_version:
+            # Only a caller's mistake gets here (a version it never read); the edit is kept all the same.
+            who = f"it is at version {self.current_version}, not a later one"
+        else:
+            when = self.saved_at.strftime("%Y-%m-%d %H:%M:%S UTC") if self.saved_at else "an unknown time"
+            who = f"version {self.current_version} was saved by {self.saved_by or 'someone'} at {when}"
+        return (
+            f"study {self.study_id} changed since you opened it: {who}, and you opened version "
+            f"{self.expected_version}. Your edit was NOT saved and nothing was overwritten; your text is "
+            f"kept. Reopen the study to see the new version, then merge your changes and save again."
+        )
+
+
+# --- rows -> records ----------------------------------------------------------------------------
+
+
+def to_study(row: StudyRow) -> Study:
+    """A study row as a :class:`Study`."""
+    return Study(
+        id=row.id,
+        content_hash=row.content_hash,
+        source_name=row.source_name,
+        views=tuple(row.views),
+        disagreements=tuple(row.disagreements),
+        created_at=row.created_at,
+    )
+
+
+def to_study_image(link: StudyImageRow, image: ImageRow) -> StudyImage:
+    """A view link and its image as a :class:`StudyImage`."""
+    return StudyImage(link.position, link.view, image.png, image.width, image.height, image.content_hash)
+
+
+def to_draft(row: DraftRow) -> Draft:
+    """A draft row as a :class:`Draft`."""
+    return Draft(
+        id=row.id,
+        study_id=row.study_id,
+        model_name=row.model_name,
+        model_version=row.model_version,
+        checkpoint_hash=row.checkpoint_hash,
+        text=row.text,
+        observations=row.observations,
+        created_at=row.created_at,
+    )
+
+
+def to_review_version(row: ReviewVersionRow | ReviewRow) -> ReviewVersion:
+    """A version row (or the current review row) as a :class:`ReviewVersion`."""
+    saved_at = row.saved_at if isinstance(row, ReviewVersionRow) else row.updated_at
+    return ReviewVersion(
+        study_id=row.study_id,
+        version=row.version,
+        reviewer=row.reviewer,
+        text=row.text,
+        # CheXpert order (PostgreSQL's JSONB keeps no key order).
+        labels={name: row.labels.get(name) for name in OBSERVATIONS},
+        status=row.status,
+        comment=row.comment,
+        started_from_draft_id=row.started_from_draft_id,
+        saved_at=saved_at,
+    )
+
+
+def to_audit_event(row: AuditEventRow) -> AuditEvent:
+    """An audit row as an :class:`AuditEvent`."""
+    return AuditEvent(row.id, row.study_id, row.actor, row.action, dict(row.detail), row.created_at)

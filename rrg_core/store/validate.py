@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePath
 from typing import Any
 
 from rrg_core.errors import RRGError
 from rrg_core.observations import OBSERVATIONS, canonical_name, labels_to_json
-from rrg_core.store.errors import StoreError
-from rrg_core.store.records import REVIEW_STATUSES
+from rrg_core.store.records import REVIEW_STATUSES, NewDraft, StoreError, ViewImage
 
 MAX_NAME = 128
 MAX_REPORT = 20_000
@@ -27,6 +26,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _NAME_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f<>]")
+
+#: A checked view: its name, PNG bytes, width and height.
+CheckedView = tuple[str, bytes, int, int]
 
 
 def identifier(value: object, what: str, minimum: int = 1) -> int:
@@ -137,10 +139,8 @@ def labels(value: object) -> dict[str, int | None]:
         raise StoreError(f"labels: {error}") from None
 
 
-def observations(values: Iterable[object] | None, what: str) -> list[str]:
+def observations(values: Iterable[object], what: str) -> list[str]:
     """Observation names, canonical, unique, in CheXpert order."""
-    if values is None:
-        return []
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
         raise StoreError(f"{what} must be a list of observation names, got {type(values).__name__}")
     try:
@@ -148,3 +148,41 @@ def observations(values: Iterable[object] | None, what: str) -> list[str]:
     except RRGError as error:
         raise StoreError(f"{what}: {error}") from None
     return [n for n in OBSERVATIONS if n in names]
+
+
+def views(value: object) -> list[CheckedView]:
+    """A study's views: a list of 1..8 :class:`ViewImage`, each a named PNG (with its size, from the PNG)."""
+    if isinstance(value, ViewImage) or not isinstance(value, Sequence) or not value:
+        raise StoreError("a study needs at least one view image (a list of ViewImage)")
+    if len(value) > MAX_VIEWS:
+        raise StoreError(f"a study has at most {MAX_VIEWS} views, got {len(value)}")
+    checked = []
+    for index, view in enumerate(value):
+        if not isinstance(view, ViewImage):
+            raise StoreError(f"view {index} must be a ViewImage, got {type(view).__name__}")
+        data, width, height = png(view.png, f"view {index} ({view.view!r})")
+        checked.append((view_name(view.view), data, width, height))
+    return checked
+
+
+def new_drafts(value: object) -> list[NewDraft]:
+    """Drafts to add: a list of at least one :class:`NewDraft`, with clean names and JSON observations."""
+    if isinstance(value, NewDraft) or not isinstance(value, Sequence) or not value:
+        raise StoreError("add_drafts needs a list of at least one NewDraft")
+    checked = []
+    for index, draft in enumerate(value):
+        if not isinstance(draft, NewDraft):
+            raise StoreError(f"draft {index} must be a NewDraft, got {type(draft).__name__}")
+        observations = json_value(
+            {} if draft.observations is None else draft.observations, f"draft {index} observations"
+        )
+        checked.append(
+            NewDraft(
+                model_name=name(draft.model_name, f"draft {index} model name"),
+                model_version=name(draft.model_version, f"draft {index} model version"),
+                checkpoint_hash=name(draft.checkpoint_hash, f"draft {index} checkpoint hash"),
+                text=text(draft.text, f"draft {index} text", MAX_REPORT),
+                observations=observations,
+            )
+        )
+    return checked

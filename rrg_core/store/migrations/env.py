@@ -1,6 +1,6 @@
-"""Alembic environment of the review store: runs on the connection that rrg_core.store.migrate hands in.
+"""Alembic environment of the review store: runs on the connection that rrg_core.store.database hands in.
 
-There is no alembic.ini: :func:`rrg_core.store.migrate.alembic_config` builds the configuration in
+There is no alembic.ini: :func:`rrg_core.store.database.alembic_config` builds the configuration in
 code and puts an open connection (already inside the migration transaction) in its attributes.
 """
 

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rrg_core.data.phantoms.anatomy import VIEWS, Body, expose, render, sample_body
-from rrg_core.data.phantoms.findings import (
+from rrg_core.observations import Label, LabelDict
+from rrg_core.phantoms.anatomy import FRONTAL, LATERAL, VIEWS, Body, Scene, expose, sample_body
+from rrg_core.phantoms.findings import (
     DEVICES,
     EXTRAS,
     OVERLAYS,
@@ -17,8 +18,9 @@ from rrg_core.data.phantoms.findings import (
     apply_to_body,
     visible,
 )
-from rrg_core.data.phantoms.reports import LUNG_FINDINGS, NEGATIVES, study_labels, write_report
-from rrg_core.observations import Label, LabelDict
+from rrg_core.phantoms.frontal import render_frontal
+from rrg_core.phantoms.lateral import render_lateral
+from rrg_core.phantoms.reports import LUNG_FINDINGS, NEGATIVES, study_labels, write_report
 
 # How often each observation is drawn among a study's findings (relative weights).
 FINDING_WEIGHTS: dict[str, float] = {
@@ -125,7 +127,10 @@ def sample_finding(name: str, rng: np.random.Generator, uncertain_rate: float = 
 def sample_study(
     rng: np.random.Generator, *, normal_rate: float = 0.35, extra_rate: float = 0.2
 ) -> StudySpec:
-    """A random study: 0-3 findings, a few stated negatives, maybe a non-14 extra."""
+    """A random study: 0-3 findings, a few stated negatives, maybe a non-14 extra; never silent.
+
+    A study with no finding and no extra states at least one negative, so its report is never empty.
+    """
     body = sample_body(rng)
     names = list(FINDING_WEIGHTS)
     weights = np.array([FINDING_WEIGHTS[n] for n in names])
@@ -140,8 +145,28 @@ def sample_study(
     if any(e.name == "granuloma" for e in extras):
         present.add("Lung Lesion")  # a granuloma is a Lung Lesion: never also "no nodules"
     rates = {**NEGATIVE_RATE, "Lung Opacity": 0.1 if present & LUNG_FINDINGS else 0.7}
-    negatives = tuple(n for n in NEGATIVES if n not in present and rng.random() < rates.get(n, 0.0))
+    negatives = _sample_negatives(present, rates, rng)
+    while not (findings or extras or negatives):
+        # Nothing to state would make an empty report (about 1 study in 1,250), and a real report
+        # always says something. Drawing again keeps the negatives' relative rates, and touches
+        # the generator only for such studies, so every other study keeps its bytes.
+        negatives = _sample_negatives(present, rates, rng)
     return StudySpec(findings, extras, negatives, body)
+
+
+def _sample_negatives(
+    present: set[str], rates: dict[str, float], rng: np.random.Generator
+) -> tuple[str, ...]:
+    return tuple(n for n in NEGATIVES if n not in present and rng.random() < rates.get(n, 0.0))
+
+
+def render(size: int, b: Body, view: str) -> Scene:
+    """Render one view of the normal anatomy."""
+    if view == FRONTAL:
+        return render_frontal(size, b)
+    if view == LATERAL:
+        return render_lateral(size, b)
+    raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
 
 
 def render_study(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rrg_core.data.phantoms.anatomy import (
+from rrg_core.phantoms.anatomy import (
     BONE,
     FRONTAL,
     LUNG_AIR,
@@ -22,7 +22,7 @@ from rrg_core.data.phantoms.anatomy import (
     grid_for,
     spine,
 )
-from rrg_core.data.phantoms.draw import (
+from rrg_core.phantoms.draw import (
     F32,
     Border,
     Grid,
@@ -34,7 +34,7 @@ from rrg_core.data.phantoms.draw import (
     soft_,
     union,
 )
-from rrg_core.data.phantoms.ribs import RibCage, draw_ribs
+from rrg_core.phantoms.ribs import RibCage, draw_ribs
 
 
 def frontal_geometry(b: Body) -> dict[str, float]:

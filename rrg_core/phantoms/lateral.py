@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rrg_core.data.phantoms.anatomy import (
+from rrg_core.phantoms.anatomy import (
     BONE,
     LATERAL,
     LUNG_AIR,
@@ -21,7 +21,7 @@ from rrg_core.data.phantoms.anatomy import (
     grid_for,
     spine,
 )
-from rrg_core.data.phantoms.draw import (
+from rrg_core.phantoms.draw import (
     F32,
     Border,
     Grid,

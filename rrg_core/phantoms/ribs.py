@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rrg_core.data.phantoms.anatomy import Body
-from rrg_core.data.phantoms.draw import F32, Grid, clip, rows_between, soft_
+from rrg_core.phantoms.anatomy import Body
+from rrg_core.phantoms.draw import F32, Grid, clip, rows_between, soft_
 
 RIBS = 10  # posterior ribs drawn a side
 RIB_A0 = 0.1  # distance from the midline where a posterior rib peaks

@@ -22,11 +22,12 @@ import numpy as np
 from PIL import Image
 
 from rrg_core.data.datasets import read_annotation
-from rrg_core.data.phantoms.anatomy import FRONTAL, LATERAL, sample_body
-from rrg_core.data.phantoms.generate import RenderedStudy, StudySpec, make_study, render_study
-from rrg_core.data.phantoms.reports import findings_from_labels
 from rrg_core.errors import RRGError
+from rrg_core.labeler import label_report
 from rrg_core.observations import OBSERVATIONS, Label, labels_to_json
+from rrg_core.phantoms.anatomy import FRONTAL, LATERAL, sample_body
+from rrg_core.phantoms.generate import RenderedStudy, StudySpec, make_study, render_study
+from rrg_core.phantoms.reports import findings_from_labels
 
 logger = logging.getLogger(__name__)
 
@@ -155,12 +156,6 @@ def write_phantoms(
     return _finish(root, splits, started)
 
 
-def _default_labeler() -> Labeler:
-    from rrg_core.labeler import label_report  # lazily: the labeler is only needed here
-
-    return label_report
-
-
 def study_seed(seed: int, study_id: str) -> np.random.Generator:
     """A study's generator for ``--from-reports``: from the seed and a stable hash of its id."""
     return np.random.default_rng([seed, zlib.crc32(study_id.encode("utf-8"))])
@@ -198,7 +193,7 @@ def write_from_reports(
     _check_size(size)
     if limit is not None and limit < 1:
         raise RRGError(f"--limit must be at least 1, got {limit}")
-    labeler = labeler or _default_labeler()
+    labeler = labeler or label_report
     splits = read_annotation(annotation)
     root = Path(out)
     if root.resolve() == Path(annotation).resolve().parent:

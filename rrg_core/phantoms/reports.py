@@ -15,9 +15,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rrg_core.data.phantoms.findings import Finding
 from rrg_core.data.reports import raw_sentences
 from rrg_core.observations import OBSERVATIONS, Label, LabelDict
+from rrg_core.phantoms.findings import Finding
 
 _LOBE = {
     ("right", "upper"): "right upper lobe",

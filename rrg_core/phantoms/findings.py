@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from rrg_core.data.phantoms.anatomy import BONE, FRONTAL, LATERAL, Body, Scene
-from rrg_core.data.phantoms.draw import (
+from rrg_core.observations import Label
+from rrg_core.phantoms.anatomy import BONE, FRONTAL, LATERAL, Body, Scene
+from rrg_core.phantoms.draw import (
     F32,
     Patch,
     clip,
@@ -27,8 +28,8 @@ from rrg_core.data.phantoms.draw import (
     soft_,
     union,
 )
-from rrg_core.data.phantoms.frontal import lung_field
-from rrg_core.data.phantoms.overlay import (
+from rrg_core.phantoms.frontal import lung_field
+from rrg_core.phantoms.overlay import (
     DEVICES,
     EXTRAS,
     SEVERITIES,
@@ -44,8 +45,7 @@ from rrg_core.data.phantoms.overlay import (
     visible,
     zone_centre,
 )
-from rrg_core.data.phantoms.ribs import RIB_WEIGHT
-from rrg_core.observations import Label
+from rrg_core.phantoms.ribs import RIB_WEIGHT
 
 __all__ = [
     "DEVICES",

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rrg_core.data.phantoms.anatomy import FRONTAL, LATERAL, Scene
-from rrg_core.data.phantoms.draw import F32
 from rrg_core.observations import Label
+from rrg_core.phantoms.anatomy import FRONTAL, LATERAL, Scene
+from rrg_core.phantoms.draw import F32
 
 SIDES = ("right", "left", "bilateral")
 ZONES = ("upper", "mid", "lower")

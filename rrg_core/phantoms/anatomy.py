@@ -1,7 +1,8 @@
 """Normal chest anatomy for the phantoms, frontal (PA) and lateral, as a density map (bright = dense).
 
-The views themselves are drawn by :mod:`.frontal` and :mod:`.lateral`; this module holds what
-they share (the body, the scene, the spine) and the exposure. Coordinates follow :mod:`.draw`.
+The views themselves are drawn by :mod:`.frontal` and :mod:`.lateral` (both import this module,
+so :func:`.generate.render`, above them, picks one); this module holds what they share (the
+body, the scene, the spine) and the exposure. Coordinates follow :mod:`.draw`.
 In the frontal view ``u > 0`` is the image's right, i.e. the
 patient's LEFT (radiographs are viewed as if facing the patient); in the lateral view ``u < 0`` is
 anterior (the patient faces the image's left), spine on the right. Findings that change anatomy
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rrg_core.data.phantoms.draw import F32, Grid, Patch, clip, soft, soft_
+from rrg_core.phantoms.draw import F32, Grid, Patch, clip, soft, soft_
 
 FRONTAL, LATERAL = "frontal", "lateral"
 VIEWS: tuple[str, ...] = (FRONTAL, LATERAL)
@@ -141,19 +142,6 @@ def spine(g: Grid, b: Body, view: str) -> np.ndarray:
         col += F32(0.2) * soft_(F32(1) - q, 0.5)  # spinous process
     out[box] = col * F32(0.48 if frontal else 0.8)  # seen through the mediastinum in PA
     return out
-
-
-def render(size: int, b: Body, view: str) -> Scene:
-    """Render one view of the normal anatomy."""
-    if view == FRONTAL:
-        from rrg_core.data.phantoms.frontal import render_frontal
-
-        return render_frontal(size, b)
-    if view == LATERAL:
-        from rrg_core.data.phantoms.lateral import render_lateral
-
-        return render_lateral(size, b)
-    raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
 
 
 _LUT_STEPS = 4096  # exposure curve table: finer than the quantum noise by a factor of 25 or more

@@ -5,7 +5,7 @@
   classifier; the model in training mode (batch-norm statistics update, dropout on).
 - Step 4 (P-Tuning v2): encoders, memory projections and decoder frozen, only the deep prompts, the
   report head and the full-report prompt train. Forward + backward + AdamW step of the report loss.
-  ``DCRRG.step4_loss`` runs the encoder forward with autograd on, but as no parameter before the
+  ``losses.step4_loss`` runs the encoder forward with autograd on, but as no parameter before the
   decoder requires a gradient (checked below) and the images need none, autograd records nothing
   there: it costs what a ``torch.no_grad`` forward costs. The frozen encoder runs in eval mode
   (batch-norm running statistics), as a frozen backbone should.
@@ -37,8 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from rrg_core.models.dcclip import DCCLIP, DCCLIPConfig  # noqa: E402
-from rrg_core.models.dcrrg import DCRRG, DCRRGConfig  # noqa: E402
+from rrg_core.models.dcrrg import DCRRG, DCCLIPConfig, DCRRGConfig, losses  # noqa: E402
+from rrg_core.models.dcrrg.dcclip import DCCLIP  # noqa: E402
 from rrg_core.observations import NUM_OBSERVATIONS  # noqa: E402
 
 Step = Callable[[], None]
@@ -64,7 +64,7 @@ def step1(batch: int, views: int, size: int, generator: torch.Generator) -> Step
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)
-        clip.step1_loss(images, None, targets, keep).backward()
+        losses.observation_loss(clip, clip.encode_image(images)[0], "image", targets, keep).backward()
         optimizer.step()
 
     return run
@@ -90,7 +90,7 @@ def step4(
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)
-        model.step4_loss(images, ids).backward()
+        losses.step4_loss(model, images, ids).backward()
         optimizer.step()
 
     return run

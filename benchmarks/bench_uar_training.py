@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from rrg_core.models.dvae import DVAE  # noqa: E402
+from rrg_core.models.uar import DVAE  # noqa: E402
 from rrg_core.models.uar import UAR  # noqa: E402
 from train.uar.presets import build_preset, dvae_config, uar_config  # noqa: E402
 

@@ -45,7 +45,9 @@ def test_micro_run_writes_every_step_and_a_loadable_final_checkpoint(micro_run: 
     model, checkpoint = load_dcrrg(micro_run)
     assert checkpoint.config["training"]["steps_done"] == [1, 2, 3, 4]
     assert checkpoint.config["training"]["preset"] == "demo"
-    assert checkpoint.config["image_size"] == 64  # what the generator resizes evaluation images to
+    assert (
+        checkpoint.config["preprocess"]["image_size"] == 64
+    )  # what the generator resizes evaluation images to
     assert set(checkpoint.metrics) == {"step1", "step2", "step3", "step4"}
     assert "thresholds" in checkpoint.metrics["step1"]
     step4 = checkpoint.metrics["step4"]  # the demo preset fine-tunes the decoder side
@@ -168,9 +170,9 @@ def test_demo_quality(tmp_path: Path) -> None:
 
 
 def test_step1_from_cached_early_layers_matches_step1_loss() -> None:
-    from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
+    from rrg_core.models.dcrrg import DCRRG, DCRRGConfig, losses
     from rrg_core.models.dcrrg.config import DCCLIPConfig
-    from train.dcrrg.frozen_layers import freeze_early_image_layers, image_layers, image_step1_loss_from_early
+    from train.dcrrg.frozen_layers import freeze_early_image_layers
 
     torch.manual_seed(0)
     clip = DCCLIPConfig(pretrained=None, text_encoder="tiny-random", projection_dim=32, projection_hidden=32)
@@ -180,9 +182,14 @@ def test_step1_from_cached_early_layers_matches_step1_loss() -> None:
     targets = (torch.rand(3, 14) > 0.5).float()
     weights = torch.rand(3, 14)
     with torch.no_grad():
-        early = torch.nn.Sequential(*image_layers(model, 5)[0])(images.flatten(0, 1)).unflatten(0, (3, 2))
-        expected = model.clip.step1_loss(images, None, targets, weights)
-        torch.testing.assert_close(image_step1_loss_from_early(model, early, 5, targets, weights), expected)
+        early = model.clip.image_encoder.split_at(5)[0](images.flatten(0, 1)).unflatten(0, (3, 2))
+        expected = losses.observation_loss(
+            model.clip, model.clip.encode_image(images)[0], "image", targets, weights
+        )
+        pooled = model.clip.encode_image(early, from_block=5)[0]
+        torch.testing.assert_close(
+            losses.observation_loss(model.clip, pooled, "image", targets, weights), expected
+        )
     model.clip.requires_grad_(True)
     frozen = freeze_early_image_layers(model, 5)
     body = model.clip.image_encoder.body

@@ -52,22 +52,22 @@ def test_micro_run_writes_every_stage_and_a_loadable_checkpoint(micro_run: Path)
     assert (micro_run / "dvae" / "reconstructions" / "reconstruction_00.png").is_file()
     dvae, dvae_checkpoint = load_dvae(micro_run / "dvae")
     assert dvae.config.codebook_size == 16 and "val_perplexity" in dvae_checkpoint.metrics["training"]
-    assert dvae_checkpoint.config["image"]["size"] == 32
+    assert dvae_checkpoint.config["preprocess"]["image_size"] == 32
     for k in (1, 2):
         assert (micro_run / f"step{k}" / "model.safetensors").is_file()
     model, checkpoint = load_uar(micro_run)
     assert int(model.stage) == 2 and model.tokenizer is not None
     assert checkpoint.config["training"]["stages_done"] == [1, 2]
-    assert checkpoint.config["image"] == {
-        "size": 32,
-        "train_resize": 32,
+    assert checkpoint.config["preprocess"] == {
+        "image_size": 32,
         "channels": 1,
         "mean": [0.5],
         "std": [0.5],
+        "views": 2,
     }
     assert set(checkpoint.metrics) == {"stage1", "stage2"}
-    assert checkpoint.metrics.stage1.lambdas == [1.0, 1.0, 0.0]
-    assert checkpoint.metrics.stage2.lambdas == [1.0, 1.0, 1.0]
+    assert checkpoint.metrics["stage1"]["lambdas"] == [1.0, 1.0, 0.0]
+    assert checkpoint.metrics["stage2"]["lambdas"] == [1.0, 1.0, 1.0]
     assert "val_ce" in checkpoint.metrics["stage2"]
     out = model.generate(torch.zeros(1, 2, 1, 32, 32), beam_size=1, max_length=5)
     assert out.attention[0].shape[1:] == (2, 4, 4)
@@ -145,7 +145,7 @@ def test_one_stage_ablation_row_trains_stage_2_only(phantoms: Path, tmp_path: Pa
     assert not (run / "step1").exists()
     model, checkpoint = load_uar(run)
     assert model.tir_mask is None and model.cra is not None
-    assert checkpoint.metrics.stage2.mask_loss == 0.0
+    assert checkpoint.metrics["stage2"]["mask_loss"] == 0.0
 
 
 def test_findings_head_trains_and_reports_its_val_auroc(phantoms: Path, tmp_path: Path) -> None:
@@ -304,7 +304,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         context = _harness(out, info, 0.01)
         settings = StageSettings(epochs=1.0, batch_size=2, lr=1e-3, max_iterations=2)
         for stage in (1, 2):
-            context.train(f"stage{stage}", train_stage(model, stage, data, VisualInput(tokens, None), settings, context))
+            context.train(
+                f"stage{stage}", train_stage(model, stage, data, VisualInput(tokens, None), settings, context)
+            )
         torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
     finally:
         cleanup_distributed()

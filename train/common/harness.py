@@ -231,9 +231,13 @@ class Harness:
         optimizer = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
         module = wrap_ddp(LossModule(stage.model, stage.loss_fn), info)
         if info.is_main:
-            logger.info("%s: %d iterations (%d per epoch), batch %d", name, total, per_epoch, settings.batch_size)
+            logger.info(
+                "%s: %d iterations (%d per epoch), batch %d", name, total, per_epoch, settings.batch_size
+            )
         scheduler = learning_rate_schedule(optimizer, settings.schedule, total)
-        batches = stage.batches if stage.terms is None else _LastEpoch(stage.batches, stage.terms, per_epoch, total)
+        batches = (
+            stage.batches if stage.terms is None else _LastEpoch(stage.batches, stage.terms, per_epoch, total)
+        )
         losses = self._loop(name, module, batches, optimizer, scheduler, total, per_epoch,
                             settings.batch_size * stage.images_per_example)  # fmt: skip
         sync_buffers(stage.model, info)
@@ -294,7 +298,9 @@ class Harness:
             if spec.finish is not None:
                 result.update(spec.finish(result))
             result["seconds"] = round(time.perf_counter() - started, 1)
-            logger.info("%s done in %.1fs, final loss %.4f", spec.name, result["seconds"], result["final_loss"])
+            logger.info(
+                "%s done in %.1fs, final loss %.4f", spec.name, result["seconds"], result["final_loss"]
+            )
             self.log_validation(result)
             metrics[spec.name], done = result, sorted(set(done) | {spec.index})
             if self.info.is_main:
@@ -322,4 +328,3 @@ def publish(save: Callable[[Path], None], folder: Path) -> None:
         os.replace(staging / name, target)
     staging.rmdir()
     logger.info("final checkpoint: %s", folder)
-

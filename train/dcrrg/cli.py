@@ -116,7 +116,9 @@ def _validate_step1(model: DCRRG, prepared: Prepared, harness: Harness) -> dict[
     """Step 1's thresholds and val AUROC (nothing without a val split)."""
     if not len(prepared.val_images):
         return {}
-    result = calibrate(model, prepared.val_images, prepared.val_targets, prepared.train.transform, harness.device)
+    result = calibrate(
+        model, prepared.val_images, prepared.val_targets, prepared.train.transform, harness.device
+    )
     logger.info("step1: val mean AUROC %s; thresholds chosen on val", result["val_auroc_mean"])
     return result
 

@@ -8,7 +8,7 @@ import torch
 from rrg_core.checkpoints import CheckpointError, save_checkpoint
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.models.dcrrg import DCRRG, DCRRGConfig, default_preprocess
-from rrg_core.models.dcrrg.dcclip import DCCLIPConfig
+from rrg_core.models.dcrrg.config import DCCLIPConfig
 from rrg_core.models.dcrrg.io import config_from_dict, config_to_dict, load_dcrrg, save_dcrrg
 
 VOCAB = Vocabulary.build(["the heart is normal . no effusion ."], min_count=1)

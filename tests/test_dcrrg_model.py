@@ -10,7 +10,8 @@ from torch.nn import functional
 
 from rrg_core.models.dcrrg import DCRRG, FULL_REPORT, DCRRGConfig
 from rrg_core.models.dcrrg import losses as dcrrg_losses
-from rrg_core.models.dcrrg.dcclip import DCCLIP, DCCLIPConfig
+from rrg_core.models.dcrrg.config import DCCLIPConfig
+from rrg_core.models.dcrrg.dcclip import DCCLIP
 from rrg_core.observations import NUM_OBSERVATIONS
 
 VOCAB, MAX_LEN, SIDE = 30, 12, 64

@@ -10,11 +10,13 @@ import torch
 import torch.multiprocessing as mp
 
 from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
-from rrg_core.models.dcrrg.dcclip import DCCLIPConfig
+from rrg_core.models.dcrrg.config import DCCLIPConfig
+from tests.test_train_uar import _harness
 from train.common.distributed import cleanup_distributed, setup_distributed
-from train.common.runtime import Precision, apply_thread_policy
+from train.common.runtime import apply_thread_policy
 from train.dcrrg import steps
 from train.dcrrg.data import balance_weights, transform_config
+from train.dcrrg.presets import Step1Settings
 
 
 def _free_port() -> int:
@@ -47,11 +49,9 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             pretrained=None, text_encoder="tiny-random", projection_dim=16, projection_hidden=16
         )
         model = DCRRG(DCRRGConfig(vocab_size=10, clip=clip, d_model=16, d_ff=32, n_heads=2, n_prefix=2))
-        context = steps.StepContext(
-            info.device, info, Precision(info.device), torch.Generator().manual_seed(0), 1e-6
-        )
-        settings = {"epochs": 1.0, "batch_size": 2, "lr": 1e-3, "max_iterations": 3}
-        steps.step1(model, _data(), settings, context)
+        context = _harness(out, info, 1e-6)
+        settings = Step1Settings(epochs=1.0, batch_size=2, lr=1e-3, max_iterations=3)
+        context.train("step1", steps.step1(model, _data(), settings, context))
         torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
     finally:
         cleanup_distributed()

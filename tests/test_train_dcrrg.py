@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rrg_core.labeler import label_sentence
-from rrg_core.models.dcrrg.io import load_dcrrg
+from rrg_core.models.dcrrg import load_dcrrg
 from rrg_core.observations import OBSERVATIONS, Label
 from rrg_core.phantoms import write_phantoms
 from train.__main__ import main
@@ -169,7 +169,7 @@ def test_demo_quality(tmp_path: Path) -> None:
 
 def test_step1_from_cached_early_layers_matches_step1_loss() -> None:
     from rrg_core.models.dcrrg import DCRRG, DCRRGConfig, losses
-    from rrg_core.models.dcrrg.dcclip import DCCLIPConfig
+    from rrg_core.models.dcrrg.config import DCCLIPConfig
     from train.dcrrg.frozen_layers import freeze_early_image_layers
 
     torch.manual_seed(0)
@@ -198,31 +198,31 @@ def test_step1_from_cached_early_layers_matches_step1_loss() -> None:
 
 def test_train_from_block_is_a_step1_and_step2_setting() -> None:
     from rrg_core.errors import RRGError
-    from train.dcrrg.presets import apply_overrides, load_preset, step_settings
+    from train.dcrrg.presets import apply_overrides, load_preset
 
     preset = apply_overrides(load_preset("cpu"), ["step1.train_from_block=4", "step2.train_from_block=6"])
-    assert step_settings(preset, 1)["train_from_block"] == 4
-    assert step_settings(preset, 2)["train_from_block"] == 6
+    assert preset.step(1).train_from_block == 4
+    assert preset.step(2).train_from_block == 6
     for bad in ("-1", "1.5", "true"):
         with pytest.raises(RRGError):
-            step_settings(apply_overrides(load_preset("cpu"), [f"step1.train_from_block={bad}"]), 1)
+            apply_overrides(load_preset("cpu"), [f"step1.train_from_block={bad}"])
     with pytest.raises(RRGError):
         apply_overrides(load_preset("cpu"), ["step3.train_from_block=4"])
 
 
 def test_step4_mode_comes_from_the_flag_then_the_preset_then_prompt_tuning() -> None:
     from rrg_core.errors import RRGError
-    from train.dcrrg.presets import apply_overrides, load_preset, step4_mode, step_settings
+    from train.dcrrg.presets import apply_overrides, load_preset, step4_mode
 
     plain = apply_overrides(load_preset("paper"), [])  # the paper's preset names no mode: P-Tuning v2
     assert step4_mode(plain, None) == "pt"
     chosen = apply_overrides(load_preset("paper"), ["step4.mode=decoder"])
-    assert step_settings(chosen, 4)["mode"] == "decoder"
+    assert chosen.step(4).mode == "decoder"
     assert step4_mode(chosen, None) == "decoder" and step4_mode(chosen, "fft") == "fft"
     demo = apply_overrides(load_preset("demo"), [])
     assert step4_mode(demo, None) == "decoder" and step4_mode(demo, "pt") == "pt"
     with pytest.raises(RRGError, match=r"step4\.mode"):
-        step_settings(apply_overrides(load_preset("demo"), ["step4.mode=lora"]), 4)
+        apply_overrides(load_preset("demo"), ["step4.mode=lora"])
     with pytest.raises(RRGError):
         apply_overrides(load_preset("demo"), ["step3.mode=pt"])
 
@@ -231,27 +231,34 @@ def test_description_weight_defaults_by_step4_mode_and_is_checked() -> None:
     """Step 3 is rehearsed where Step 4 retrains the decoder on our side (decoder mode), not in the
     paper's forms unless set for FFT (Table 4 trains it without), never in PT (decoder frozen)."""
     from rrg_core.errors import RRGError
-    from train.dcrrg.presets import apply_overrides, load_preset, step_settings
+    from train.dcrrg.presets import apply_overrides, load_preset
     from train.dcrrg.steps import description_weight
 
-    assert description_weight({}, "decoder") == 1.0
-    assert description_weight({}, "pt") == description_weight({}, "fft") == 0.0
-    assert description_weight({"description_weight": 0.5}, "fft") == 0.5
-    assert description_weight({"description_weight": 0.5}, "pt") == 0.0  # a frozen decoder forgets nothing
+    assert description_weight(_s4(), "decoder") == 1.0
+    assert description_weight(_s4(), "pt") == description_weight(_s4(), "fft") == 0.0
+    assert description_weight(_s4(description_weight=0.5), "fft") == 0.5
+    assert description_weight(_s4(description_weight=0.5), "pt") == 0.0  # a frozen decoder forgets nothing
     chosen = apply_overrides(load_preset("paper"), ["step4.description_weight=2"])
-    assert step_settings(chosen, 4)["description_weight"] == 2
+    assert chosen.step(4).description_weight == 2
     for bad in ("-1", "true"):
         with pytest.raises(RRGError, match="description_weight"):
-            step_settings(apply_overrides(load_preset("demo"), [f"step4.description_weight={bad}"]), 4)
+            apply_overrides(load_preset("demo"), [f"step4.description_weight={bad}"])
     with pytest.raises(RRGError):
         apply_overrides(load_preset("demo"), ["step3.description_weight=1"])
+
+
+def _s4(**values: float):
+    from train.dcrrg.presets import Step4Settings
+
+    return Step4Settings(epochs=1, batch_size=1, lr=1e-3, **values)
 
 
 def test_text_layers_freeze_and_the_text_encoder_gets_its_own_rate() -> None:
     from rrg_core.errors import RRGError
     from rrg_core.models.dcrrg import DCRRG, DCRRGConfig
-    from rrg_core.models.dcrrg.dcclip import DCCLIPConfig
+    from rrg_core.models.dcrrg.config import DCCLIPConfig
     from train.dcrrg.frozen_layers import freeze_early_text_layers
+    from train.dcrrg.presets import Step1Settings
     from train.dcrrg.steps import _parameter_groups
 
     clip = DCCLIPConfig(pretrained=None, text_encoder="tiny-random", projection_dim=16, projection_hidden=16)
@@ -266,22 +273,22 @@ def test_text_layers_freeze_and_the_text_encoder_gets_its_own_rate() -> None:
     assert any(p.requires_grad for p in network.parameters())  # the pooler or head above still trains
     with pytest.raises(RRGError, match="past the text encoder"):
         freeze_early_text_layers(model, len(layers) + 1)
-    groups = _parameter_groups(model, {"lr": 1e-3, "text_lr": 5e-5})
+    groups = _parameter_groups(model, Step1Settings(epochs=1, batch_size=1, lr=1e-3, text_lr=5e-5))
     text = {id(p) for p in network.parameters() if p.requires_grad}
     assert [g["lr"] for g in groups] == [1e-3, 5e-5]
     assert {id(p) for p in groups[1]["params"]} == text and not text & {id(p) for p in groups[0]["params"]}
-    assert len(_parameter_groups(model, {"lr": 1e-3})) == 1
+    assert len(_parameter_groups(model, Step1Settings(epochs=1, batch_size=1, lr=1e-3))) == 1
 
 
 def test_schedule_setting_and_exponent_values() -> None:
     from rrg_core.errors import RRGError
-    from train.dcrrg.presets import apply_overrides, load_preset, step_settings
+    from train.dcrrg.presets import apply_overrides, load_preset
 
     preset = apply_overrides(load_preset("cpu"), ["step4.schedule=cosine", "step4.lr=2e-3"])
-    assert step_settings(preset, 4)["schedule"] == "cosine"
-    assert step_settings(preset, 4)["lr"] == pytest.approx(0.002)  # YAML 1.1 reads "2e-3" as a string
+    assert preset.step(4).schedule == "cosine"
+    assert preset.step(4).lr == pytest.approx(0.002)  # YAML 1.1 reads "2e-3" as a string
     with pytest.raises(RRGError, match="schedule"):
-        step_settings(apply_overrides(load_preset("cpu"), ["step4.schedule=linear"]), 4)
+        apply_overrides(load_preset("cpu"), ["step4.schedule=linear"])
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
@@ -332,3 +339,25 @@ def test_description_weights_balance_mentioned_findings_per_observation() -> Non
     # an observation no report mentions cannot be balanced: uniform
     assert torch.equal(weights[:, OBSERVATIONS.index("Fracture")], torch.ones(len(studies)))
     assert torch.equal(description_weights(studies, balance=False), torch.ones(len(studies), 14))
+
+
+def test_micro_run_writes_training_curves(micro_run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(micro_run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {f"step{k}/{kind}" for k in (1, 2, 3, 4) for kind in ("loss", "lr")} <= tags
+    if load_dcrrg(micro_run)[1].metrics["step1"].get("val_auroc_mean") is not None:
+        assert "val/auroc_mean" in tags
+    steps = [e.step for k in (1, 2, 3, 4) for e in events.Scalars(f"step{k}/loss")]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # one global step across the steps
+
+
+def test_unknown_preset_keys_are_refused_by_name() -> None:
+    from rrg_core.errors import RRGError
+    from train.dcrrg.presets import apply_overrides, load_preset
+
+    with pytest.raises(RRGError, match=r"step1\.no_such_key.*valid keys in step1: .*batch_size"):
+        apply_overrides(load_preset("demo"), ["step1.no_such_key=3"])
+    assert apply_overrides(load_preset("demo"), ["model.threshold=0.3"]).model.threshold == 0.3

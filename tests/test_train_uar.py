@@ -164,9 +164,9 @@ def test_findings_head_trains_and_reports_its_val_auroc(phantoms: Path, tmp_path
         ("dvae", {"--preset": "huge"}, "unknown uar preset 'huge'"),
         ("uar", {"--data": "/nonexistent/data"}, "data folder /nonexistent/data not found"),
         ("dvae", {"--data": "/nonexistent/data"}, "data folder /nonexistent/data not found"),
-        ("uar", {"--set": "stage1.no_such_key=3"}, "unknown key 'no_such_key'"),
+        ("uar", {"--set": "stage1.no_such_key=3"}, "unknown preset key(s) stage1.no_such_key"),
         ("uar", {"--set": "stage1.lr=-1"}, "stage1.lr must be a positive number"),
-        ("uar", {"--set": "model.colour=red"}, "unknown key 'colour'"),
+        ("uar", {"--set": "model.colour=red"}, "colour"),
         ("uar", {"--set": "ablation=lsu+tir"}, "ablation must be one of"),
         ("uar", {"--set": "nonsense"}, "--set expects key=value"),
         ("uar", {"--stages": "2,1"}, "--stages must list some of dvae,1,2"),
@@ -197,11 +197,11 @@ def test_set_may_add_model_fields_the_preset_leaves_out() -> None:
     config = uar_config(
         preset, vocab_size=100, max_length=60, views=2, dvae=dvae_config(preset), special=(0, 1, 2)
     )
-    assert (config.lambda_global, config.fusion, preset["stage1"]["max_iterations"]) == (0, "addition", 3)
+    assert (config.lambda_global, config.fusion, preset.stage1.max_iterations) == (0, "addition", 3)
 
 
 def test_triplet_warmup_is_a_stage_share() -> None:
-    assert build_preset("demo", ["stage2.triplet_warmup=0.25"])["stage2"]["triplet_warmup"] == 0.25
+    assert build_preset("demo", ["stage2.triplet_warmup=0.25"]).stage2.triplet_warmup == 0.25
     for bad in ("1.5", "-0.1", "true"):
         with pytest.raises(RRGError, match="triplet_warmup"):
             build_preset("demo", [f"stage1.triplet_warmup={bad}"])
@@ -210,7 +210,7 @@ def test_triplet_warmup_is_a_stage_share() -> None:
 
 
 def test_probe_epochs_is_a_whole_number() -> None:
-    assert build_preset("demo", ["dvae.probe_epochs=0"])["dvae"]["probe_epochs"] == 0
+    assert build_preset("demo", ["dvae.probe_epochs=0"]).dvae.probe_epochs == 0
     for bad in ("-1", "2.5", "true"):
         with pytest.raises(RRGError, match="probe_epochs"):
             build_preset("demo", [f"dvae.probe_epochs={bad}"])
@@ -233,7 +233,7 @@ def test_presets_build_models_and_paper_is_the_papers() -> None:
         3,
     )
     assert (config.image_size, config.downsample, config.grid_size, config.n_basis) == (112, 8, 14, 2048)
-    assert paper["train_resize"] == 128 and config.mask_scale == 1000.0
+    assert paper.train_resize == 128 and config.mask_scale == 1000.0
     assert config.lambda_findings == 0.0  # the findings head is ours; the paper trains without labels
 
 
@@ -270,9 +270,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     from rrg_core.models.uar import UAR
     from rrg_core.models.uar.config import UARConfig
     from train.common.distributed import cleanup_distributed, setup_distributed
-    from train.common.runtime import Precision, apply_thread_policy
+    from train.common.runtime import apply_thread_policy
     from train.uar.data import ImageSettings, UARData
-    from train.uar.loop import Context
+    from train.uar.presets import StageSettings
     from train.uar.stages import VisualInput, train_stage
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
@@ -297,10 +297,12 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
             max_length=8, image_size=32, codebook_size=16, n_basis=32,
         )  # fmt: skip
         model = UAR(config)
-        context = Context(info.device, info, Precision(info.device), torch.Generator().manual_seed(0), 0.01)
-        settings = {"epochs": 1.0, "batch_size": 2, "lr": 1e-3, "max_iterations": 2}
+        context = _harness(out, info, 0.01)
+        settings = StageSettings(epochs=1.0, batch_size=2, lr=1e-3, max_iterations=2)
         for stage in (1, 2):
-            train_stage(model, stage, data, VisualInput(tokens, None), settings, context)
+            context.train(
+                f"stage{stage}", train_stage(model, stage, data, VisualInput(tokens, None), settings, context)
+            )
         torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
     finally:
         cleanup_distributed()
@@ -322,3 +324,30 @@ def test_same_seed_same_weights(micro_run: Path, phantoms: Path, tmp_path: Path)
     first, second = load_uar(micro_run)[1].state_dict, load_uar(run)[1].state_dict
     assert first.keys() == second.keys()
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_micro_run_writes_training_curves(micro_run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(micro_run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {f"{s}/{kind}" for s in ("dvae", "stage1", "stage2") for kind in ("loss", "lr")} <= tags
+    assert {"val/ce", "val/perplexity"} <= tags
+    last_dvae = events.Scalars("dvae/loss")[-1].step
+    assert events.Scalars("stage1/loss")[0].step > last_dvae  # the curves of the stages follow on
+
+
+def _harness(out: str, info, weight_decay: float):
+    """A harness for one DDP rank, without a command line: what the stage functions read."""
+    import argparse
+
+    from train.common.harness import Harness
+    from train.common.runtime import Precision
+
+    args = argparse.Namespace(data=Path(out), out=Path(out) / f"run{info.rank}", workers=0, device="cpu",
+                              seed=0, preset="test")  # fmt: skip
+    harness = Harness(args, "test", weight_decay)
+    harness.info, harness.precision = info, Precision(info.device)
+    harness.generator = torch.Generator().manual_seed(0)
+    return harness

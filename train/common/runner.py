@@ -1,4 +1,5 @@
-"""A resumable per-step runner: numbered step folders, the plan of what to skip, and the training loop.
+"""Resumable runs and batch streams: numbered step folders, the plan of what to skip, seeded index
+batches and the learning-rate schedules; the loop itself is :mod:`train.common.harness`.
 
 A run folder holds one checkpoint folder per finished step (``step1/``, ``step2/``, ...). Checkpoint
 saves are atomic, so a step folder with its config.json and weights is a finished step: a rerun skips
@@ -9,18 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
-from tqdm import tqdm
 
 from train.common.distributed import DistInfo
-from train.common.runtime import Precision
 
 logger = logging.getLogger(__name__)
 
@@ -90,23 +86,6 @@ def index_batches(
                 yield batch
 
 
-class LossModule(nn.Module):
-    """Holds the model and one step's loss function, so DDP sees the loss as ``forward``.
-
-    DDP synchronises gradients only for computations that go through the wrapper's forward; the
-    DCRRG losses are methods, hence this thin module.
-    """
-
-    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor]) -> None:
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-
-    def forward(self, batch: Any) -> torch.Tensor:
-        """The loss of one batch."""
-        return self.loss_fn(self.model, batch)
-
-
 SCHEDULES = ("constant", "cosine")
 
 
@@ -129,53 +108,3 @@ def learning_rate_schedule(
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@dataclass
-class LoopSpec:
-    """One step's loop: iterations, how many count as an epoch, examples per batch (for images/s)."""
-
-    name: str
-    iterations: int
-    epoch_iterations: int
-    examples_per_batch: int
-
-
-def train_loop(
-    module: nn.Module,
-    batches: Iterator[Any],
-    optimizer: torch.optim.Optimizer,
-    precision: Precision,
-    spec: LoopSpec,
-    info: DistInfo,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-) -> list[float]:
-    """Run ``spec.iterations`` optimizer steps; a tqdm bar and a one-line summary per epoch (rank 0).
-
-    ``scheduler``, if given, steps once after each optimizer step. Returns the mean loss of each
-    epoch (the last one may be partial).
-    """
-    epochs: list[float] = []
-    running, seen, started = 0.0, 0, time.perf_counter()
-    bar = tqdm(total=spec.iterations, desc=spec.name, unit="it", disable=not info.is_main, leave=False)
-    for iteration in range(1, spec.iterations + 1):
-        with precision.autocast():
-            loss = module(next(batches))
-        precision.step(loss, optimizer)
-        if scheduler is not None:
-            scheduler.step()
-        running, seen = running + float(loss.detach()), seen + 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{running / seen:.4f}")
-        if iteration % spec.epoch_iterations == 0 or iteration == spec.iterations:
-            seconds = time.perf_counter() - started
-            rate = seen * spec.examples_per_batch * info.world_size / max(seconds, 1e-9)
-            epochs.append(running / seen)
-            if info.is_main:
-                bar.write(
-                    f"{spec.name} epoch {len(epochs)}: loss {running / seen:.4f}, {rate:.1f} images/s, "
-                    f"{seconds:.1f}s"
-                )
-            running, seen, started = 0.0, 0, time.perf_counter()
-    bar.close()
-    return epochs

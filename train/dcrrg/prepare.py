@@ -14,18 +14,19 @@ from rrg_core.data.datasets import DatasetSpec, StudyRecord, read_annotation, re
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import ImagesMissingError
 from rrg_core.observations import OBSERVATIONS, Label
+from train.common.data import cache_images
 from train.common.distributed import DistInfo, barrier
 from train.common.splits import read_training_records
 from train.dcrrg.data import (
     StudyLabels,
     balance_weights,
-    cache_images,
     description,
     description_weights,
     label_studies,
     targets_and_keep,
     transform_config,
 )  # fmt: skip
+from train.dcrrg.presets import DCRRGPreset
 from train.dcrrg.steps import TrainData
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,9 @@ def _extra_chexpert(csv: Path, root: Path, size: int, views: int, workers: int, 
     return images, studies
 
 
-def prepare(args: Any, preset: dict, run_dir: Path, vocab: Vocabulary | None, info: DistInfo) -> Prepared:
+def prepare(
+    args: Any, preset: DCRRGPreset, run_dir: Path, vocab: Vocabulary | None, info: DistInfo
+) -> Prepared:
     """Read, label, build the vocabulary (unless resuming with one), encode and cache the images."""
     train, val, spec, paths = read_training_records(args.data, args.extra)
     labels = labels_for(train + val, run_dir / "labels.json", info)
@@ -96,10 +99,10 @@ def prepare(args: Any, preset: dict, run_dir: Path, vocab: Vocabulary | None, in
         vocab = Vocabulary.build((r.report for r in train), spec.min_count)
     logger.info("vocabulary: %d tokens (min count %d)", len(vocab), spec.min_count)
     studies = [labels[r.id] for r in train]
-    desc_length = int(preset["model"]["description_max_length"])
+    desc_length = preset.model.description_max_length
     descriptions = [[vocab.encode(description(s, k), desc_length) for k in OBSERVATIONS] for s in studies]
-    size, workers, show = int(preset["image_size"]), args.workers, info.is_main
-    backbone = preset["model"]["image_encoder"]
+    size, workers, show = preset.image_size, args.workers, info.is_main
+    backbone = preset.model.image_encoder
     images = cache_images([paths[r.id] for r in train], size, spec.views, workers, show)
     val_images = cache_images([paths[r.id] for r in val], size, spec.views, workers, show)
     targets, keep = targets_and_keep(studies)
@@ -120,7 +123,7 @@ def prepare(args: Any, preset: dict, run_dir: Path, vocab: Vocabulary | None, in
         report_ids=[vocab.encode(r.report, spec.max_length) for r in train], descriptions=descriptions,
         targets=targets, weights=weights, extra_images=extra_images, extra_targets=extra_targets,
         extra_weights=extra_weights, transform=transform_config(backbone, size), pad_id=vocab.pad_id,
-        description_weights=description_weights(studies, bool(preset["step3"].get("balance", True))),
+        description_weights=description_weights(studies, preset.step3.balance),
     )  # fmt: skip
     val_targets = nan_targets([labels[r.id] for r in val])
     return Prepared(data, val_images, val_targets, vocab, spec, train)

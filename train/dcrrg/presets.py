@@ -1,100 +1,154 @@
-"""DCRRG training presets: YAML files in ``train/configs/dcrrg_<name>.yaml``, overridable by ``--set``.
+"""DCRRG training presets: ``train/configs/dcrrg_<name>.yaml`` read into :class:`DCRRGPreset`.
 
-A preset is a nested mapping: ``image_size``, ``beam_size``, ``weight_decay``, ``model`` (the
-DCRRGConfig / DCCLIPConfig fields) and ``step1`` ... ``step4`` (``epochs``, ``batch_size``, ``lr``,
-optional ``max_iterations`` and ``schedule`` (constant or cosine); Step 1 also an optional
-``train_from_block``: the image encoder's layers before that EfficientNet block stay frozen, None or
-absent = all train; Steps 1-2 ``text_lr``, the text encoder's own learning rate, and
-``text_train_from_layer``, the text encoder's layers before it stay frozen; Step 3
-``balance``; Step 4 ``mode``, one of :data:`STEP4_MODES`, which ``--step4`` overrides, and
-``description_weight``, the weight of Step 3's loss rehearsed in Step 4 so that a retrained decoder
-keeps its descriptions (absent: 1 in ``decoder`` mode, else 0; always 0 in ``pt``; see
-:func:`train.dcrrg.steps.step4`)).
-``--set step1.lr=3e-4`` replaces one existing field; a key the preset does not have is refused, so
-a typo cannot be silently ignored.
+Layout: ``image_size``, ``beam_size``, ``weight_decay``, ``model`` (any DCCLIPConfig / DCRRGConfig
+field the data does not set, plus ``description_max_length``) and ``step1`` ... ``step4`` (the step
+dataclasses below). ``--set step1.lr=3e-4`` replaces or adds one field; a key the dataclasses do not
+have is refused with the valid keys listed. Why each preset has its values: docs/presets.md.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from rrg_core.errors import RRGError
+from rrg_core.models.dcrrg.config import DCCLIPConfig, DCRRGConfig
 from train.common import presets as common
-from train.common.runner import SCHEDULES
+from train.common.presets import LoopSettings, check
 
 PRESETS: tuple[str, ...] = ("demo", "cpu", "paper")
 STEPS: tuple[int, ...] = (1, 2, 3, 4)
 # Step 4's forms: prompt tuning (the paper's), full fine-tuning (Table 4), or the decoder side alone.
 STEP4_MODES: tuple[str, ...] = ("pt", "fft", "decoder")
-# Fields that may be absent from a preset but still set (None means "not given").
-_OPTIONAL = (
-    {f"step{k}.max_iterations" for k in STEPS}
-    | {f"step{k}.schedule" for k in STEPS}
-    | {
-        "step1.train_from_block",
-        "step2.train_from_block",
-        "step2.step1_weight",
-        "step1.text_lr",
-        "step2.text_lr",
-        "step1.text_train_from_layer",
-        "step2.text_train_from_layer",
-        "step3.balance",
-        "step3.text_view",
-        "step4.mode",
-        "step4.description_weight",
-    }
-)
+Step4Mode = Literal["pt", "fft", "decoder"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderStepSettings(LoopSettings):
+    """Steps 1-2, where the encoders train: ``train_from_block`` freezes the image encoder's layers
+    before that EfficientNet block (their output is cached), ``text_train_from_layer`` the text
+    encoder's layers before it; ``text_lr`` gives the text encoder its own learning rate."""
+
+    train_from_block: int | None = None
+    text_lr: float | None = None
+    text_train_from_layer: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("train_from_block", "text_train_from_layer"):
+            value = getattr(self, name)
+            check(value is None or value >= 0, f"{name} must be an integer >= 0, got {value!r}")
+        check(
+            self.text_lr is None or self.text_lr > 0,
+            f"text_lr must be a positive number, got {self.text_lr!r}",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step1Settings(EncoderStepSettings):
+    """Step 1: observation-level CE on images and report texts."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step2Settings(EncoderStepSettings):
+    """Step 2: CSM, plus ``step1_weight`` times the Step-1 loss (0: the paper's pure CSM)."""
+
+    step1_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.step1_weight >= 0, f"step1_weight must be >= 0, got {self.step1_weight!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step3Settings(LoopSettings):
+    """Step 3: descriptions; ``balance`` draws pairs of mentioned findings as often as the rest,
+    ``text_view`` adds the loss from the report text's features."""
+
+    balance: bool = True
+    text_view: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step4Settings(LoopSettings):
+    """Step 4: full reports in ``mode`` (``--step4`` overrides it; absent: pt), rehearsing Step 3 at
+    ``description_weight`` (absent: 1 in decoder mode, else 0; always 0 in pt)."""
+
+    mode: Step4Mode | None = None
+    description_weight: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        weight = self.description_weight
+        check(weight is None or weight >= 0, f"description_weight must be a number >= 0, got {weight!r}")
+
+
+# The model section: every DCCLIPConfig and decoder field that the data does not fix (DCCLIPConfig
+# and DCRRGConfig both have ``dropout``; the one setting sets both).
+ModelSettings = dataclasses.make_dataclass(
+    "ModelSettings",
+    [("description_max_length", int),
+     *common.model_fields(DCCLIPConfig, DCRRGConfig,
+                          exclude=("vocab_size", "max_length", "pad_id", "bos_id", "eos_id"))],
+    frozen=True, kw_only=True,
+)  # fmt: skip
+ModelSettings.__doc__ = "DCRRG's sizes: DCCLIPConfig and DCRRGConfig fields, their defaults where absent."
+
+
+@dataclass(frozen=True, kw_only=True)
+class DCRRGPreset:
+    """A whole DCRRG preset; ``name`` is the file's."""
+
+    name: str
+    image_size: int
+    beam_size: int
+    weight_decay: float
+    model: ModelSettings  # type: ignore[valid-type]
+    step1: Step1Settings
+    step2: Step2Settings
+    step3: Step3Settings
+    step4: Step4Settings
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "beam_size"):
+            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)!r}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    def step(self, k: int) -> LoopSettings:
+        """Step ``k``'s settings."""
+        return getattr(self, f"step{k}")
+
+    def clip_config(self) -> DCCLIPConfig:
+        """The DCCLIP part of the model section."""
+        return DCCLIPConfig(**_pick(self.model, DCCLIPConfig))
+
+    def decoder_fields(self) -> dict[str, Any]:
+        """The DCRRGConfig fields of the model section (the data sets vocabulary and lengths)."""
+        return _pick(self.model, DCRRGConfig)
+
+
+def _pick(section: Any, config: type) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(config)}
+    return {k: v for k, v in dataclasses.asdict(section).items() if k in names}
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    """``train/configs/dcrrg_<name>.yaml``; an unknown name raises :class:`RRGError` listing them all."""
+    """The raw mapping of ``train/configs/dcrrg_<name>.yaml``; an unknown name raises
+    :class:`RRGError` listing them all."""
     return common.load_yaml_preset("dcrrg", name, PRESETS)
 
 
-def apply_overrides(preset: dict[str, Any], items: list[str]) -> dict[str, Any]:
-    """A copy of ``preset`` with each ``key.path=value`` applied; bad items raise :class:`RRGError`."""
-    return common.apply_overrides(preset, items, _OPTIONAL)
+def apply_overrides(preset: dict[str, Any], items: list[str]) -> DCRRGPreset:
+    """The raw ``preset`` with each ``key.path=value`` applied, built and checked as a
+    :class:`DCRRGPreset`; bad items raise :class:`RRGError`."""
+    return common.build(DCRRGPreset, common.apply_overrides(preset, items))
 
 
-def step_settings(preset: dict[str, Any], step: int) -> dict[str, Any]:
-    """One step's settings, checked: positive epochs, batch size and learning rate."""
-    settings = dict(preset[f"step{step}"])
-    checks = {"epochs": float, "batch_size": int, "lr": float}
-    for field, kind in checks.items():
-        value = settings.get(field)
-        if not _is_number(value) or value <= 0:
-            raise RRGError(f"step{step}.{field} must be a positive number, got {value!r}")
-        settings[field] = kind(value)
-    limit = settings.get("max_iterations")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise RRGError(f"step{step}.max_iterations must be a positive integer, got {limit!r}")
-    schedule = settings.get("schedule")
-    if schedule is not None and schedule not in SCHEDULES:
-        raise RRGError(f"step{step}.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    for field in ("train_from_block", "text_train_from_layer"):  # the encoders train in Steps 1-2 only
-        value = settings.get(field)
-        if value is not None and (step not in (1, 2) or not _is_int(value) or value < 0):
-            raise RRGError(f"step{step}.{field} must be an integer >= 0 in step1 or step2, got {value!r}")
-    mode = settings.get("mode")
-    if mode is not None and (step != 4 or mode not in STEP4_MODES):
-        raise RRGError(f"step{step}.mode must be one of {', '.join(STEP4_MODES)} in step4, got {mode!r}")
-    weight = settings.get("description_weight")
-    if weight is not None and (step != 4 or not _is_number(weight) or weight < 0):
-        raise RRGError(f"step{step}.description_weight must be a number >= 0 in step4, got {weight!r}")
-    text_lr = settings.get("text_lr")
-    if text_lr is not None and not (_is_number(text_lr) and text_lr > 0):
-        raise RRGError(f"step{step}.text_lr must be a positive number, got {text_lr!r}")
-    return settings
+def build_preset(name: str, items: list[str]) -> DCRRGPreset:
+    """The named preset with ``--set`` overrides applied, checked."""
+    return apply_overrides(load_preset(name), items)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def step4_mode(preset: dict[str, Any], requested: str | None) -> str:
+def step4_mode(preset: DCRRGPreset, requested: str | None) -> str:
     """Step 4's form: ``--step4`` when given, else the preset's ``step4.mode``, else prompt tuning."""
-    return requested or preset["step4"].get("mode") or "pt"
+    return requested or preset.step4.mode or "pt"

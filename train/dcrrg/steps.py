@@ -1,13 +1,12 @@
 """The four DCRRG training steps (paper sec. 3.1-3.4) over the in-memory training data.
 
-Each step sets which parameters train, draws seeded batches, and runs the shared loop of
-:mod:`train.common.runner`; the model's own loss methods do the rest.
+Each step sets which parameters train and returns its :class:`~train.common.harness.Stage`: seeded
+batches and the loss of :mod:`rrg_core.models.dcrrg.losses`; the harness runs it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +20,12 @@ from rrg_core.models.dcrrg import losses as dcrrg_losses
 from rrg_core.models.dcrrg.losses import DescriptionBatch, Labelled
 from rrg_core.models.image_encoders import channels_last
 from rrg_core.observations import NUM_OBSERVATIONS
-from train.common.distributed import DistInfo, sync_buffers, wrap_ddp
-from train.common.runner import LoopSpec, LossModule, index_batches, learning_rate_schedule, train_loop
-from train.common.runtime import Precision
-from train.dcrrg.data import pad_ids, to_model_input
+from train.common.data import pad_ids
+from train.common.harness import Harness, Stage
+from train.common.runner import index_batches
+from train.dcrrg.data import to_model_input
 from train.dcrrg.frozen_layers import freeze_early_image_layers, freeze_early_text_layers
+from train.dcrrg.presets import LoopSettings, Step1Settings, Step2Settings, Step3Settings, Step4Settings
 
 logger = logging.getLogger(__name__)
 
@@ -73,66 +73,35 @@ class CachedFeatures:
         )
 
 
-@dataclass
-class StepContext:
-    """How to run: device, DDP state, precision, batch-order generator and optimiser settings."""
-
-    device: torch.device
-    info: DistInfo
-    precision: Precision
-    generator: torch.Generator
-    weight_decay: float
+def _stage(
+    model: DCRRG, loss_fn: Any, batches: Iterator[Any], settings: LoopSettings, examples: int, data: TrainData
+) -> Stage:
+    return Stage(settings, model, loss_fn, batches, examples, param_groups=_parameter_groups(model, settings),
+                 images_per_example=data.images.shape[1])  # fmt: skip
 
 
-def _iterations(settings: dict[str, Any], examples: int, info: DistInfo) -> tuple[int, int]:
-    """(iterations, iterations per epoch) from epochs, batch size, world size and max_iterations."""
-    per_epoch = max(1, math.ceil(examples / (settings["batch_size"] * info.world_size)))
-    total = max(1, math.ceil(settings["epochs"] * per_epoch))
-    if settings.get("max_iterations"):
-        total = min(total, settings["max_iterations"])
-    return total, per_epoch
-
-
-def _run(
-    model: DCRRG, loss_fn: Any, batches: Iterator[Any], settings: dict, examples: int, ctx: StepContext,
-    name: str, images_per_example: int,
-) -> dict[str, Any]:  # fmt: skip
-    iterations, per_epoch = _iterations(settings, examples, ctx.info)
-    optimizer = torch.optim.AdamW(_parameter_groups(model, settings), weight_decay=ctx.weight_decay)
-    module = wrap_ddp(LossModule(model, loss_fn), ctx.info)
-    if ctx.info.is_main:
-        logger.info(
-            "%s: %d iterations (%d per epoch), batch %d", name, iterations, per_epoch, settings["batch_size"]
-        )
-    spec = LoopSpec(name, iterations, per_epoch, settings["batch_size"] * images_per_example)
-    scheduler = learning_rate_schedule(optimizer, settings.get("schedule") or "constant", iterations)
-    losses = train_loop(module, batches, optimizer, ctx.precision, spec, ctx.info, scheduler)
-    sync_buffers(model, ctx.info)
-    return {"iterations": iterations, "final_loss": losses[-1], "epoch_losses": losses}
-
-
-def _parameter_groups(model: DCRRG, settings: dict[str, Any]) -> list[dict[str, Any]]:
+def _parameter_groups(model: DCRRG, settings: LoopSettings) -> list[dict[str, Any]]:
     """Trainable parameters at ``lr``; with ``text_lr`` set, the text encoder's at that rate instead.
 
     A pretrained language model (the packaged MiniLM) forgets at the rate that suits freshly
     initialised heads and the image encoder's last blocks, so the cpu preset gives it a smaller one.
     """
     text_ids = {id(p) for p in model.clip.text_encoder.parameters()}
-    text_lr = settings.get("text_lr")
+    text_lr = getattr(settings, "text_lr", None)
     rest = [p for p in model.parameters() if p.requires_grad and (text_lr is None or id(p) not in text_ids)]
-    groups = [{"params": rest, "lr": settings["lr"]}]
+    groups = [{"params": rest, "lr": settings.lr}]
     text = [p for p in model.clip.text_encoder.parameters() if p.requires_grad] if text_lr else []
     if text:
         groups.append({"params": text, "lr": float(text_lr)})
     return groups
 
 
-def _images(data: TrainData, cached: Tensor, ctx: StepContext) -> Tensor:
+def _images(data: TrainData, cached: Tensor, ctx: Harness) -> Tensor:
     return to_model_input(cached, data.transform, ctx.device)
 
 
 @torch.no_grad()
-def cached_features(model: DCRRG, data: TrainData, ctx: StepContext, batch: int = 32) -> CachedFeatures:
+def cached_features(model: DCRRG, data: TrainData, ctx: Harness, batch: int = 32) -> CachedFeatures:
     """The frozen encoders' image feature maps and report token states of every training study,
     computed once (encoders in eval mode, as Steps 3-4 run them) and kept in ``data.encoded``.
 
@@ -170,7 +139,7 @@ def functional_pad(tensor: Tensor, width: int, dim: int) -> Tensor:
     return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
 
 
-def paired_early_features(model: DCRRG, data: TrainData, train_from_block: int, ctx: StepContext) -> Tensor:
+def paired_early_features(model: DCRRG, data: TrainData, train_from_block: int, ctx: Harness) -> Tensor:
     """:func:`early_image_features` of the paired studies, computed once per block: the layers before
     it stay frozen in every step that names the same block, so Step 2 reuses Step 1's output."""
     if data.early is None or data.early[0] != train_from_block:
@@ -180,7 +149,7 @@ def paired_early_features(model: DCRRG, data: TrainData, train_from_block: int, 
 
 @torch.no_grad()
 def early_image_features(
-    model: DCRRG, data: TrainData, images: Tensor, train_from_block: int, ctx: StepContext, batch: int = 32
+    model: DCRRG, data: TrainData, images: Tensor, train_from_block: int, ctx: Harness, batch: int = 32
 ) -> Tensor:
     """The frozen early layers' output (N, V, C, h, w) for cached uint8 studies (N, V, S, S)."""
     early = model.clip.image_encoder.split_at(train_from_block)[0]
@@ -191,19 +160,19 @@ def early_image_features(
     return torch.cat(out)
 
 
-def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> dict[str, Any]:
+def step1(model: DCRRG, data: TrainData, settings: Step1Settings, ctx: Harness) -> Stage:
     """Step 1: observation-level CE on images and on report texts, all 14 labels per study, weighted
     by :func:`train.dcrrg.data.balance_weights`; extra image-only data joins the image side.
 
-    ``settings["train_from_block"]`` (optional) freezes the image encoder's early layers
+    ``settings.train_from_block`` (optional) freezes the image encoder's early layers
     (:func:`freeze_early_image_layers`)."""
     data.encoded = None
     model.requires_grad_(False)
     model.clip.requires_grad_(True)
     model.train()
-    start = settings.get("train_from_block")
+    start = settings.train_from_block
     frozen = freeze_early_image_layers(model, start)
-    frozen_text = freeze_early_text_layers(model, settings.get("text_train_from_layer"))
+    frozen_text = freeze_early_text_layers(model, settings.text_train_from_layer)
     images, targets, weights = data.images, data.targets, data.weights
     early = paired_early_features(model, data, start, ctx) if start else None
     if data.extra_images is not None:
@@ -216,8 +185,8 @@ def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
                     "output cached", start, frozen)  # fmt: skip
     if frozen_text and ctx.info.is_main:
         logger.info("step1: text encoder embeddings and layers before %d frozen (%d parameters)",
-                    settings["text_train_from_layer"], frozen_text)  # fmt: skip
-    size = settings["batch_size"]
+                    settings.text_train_from_layer, frozen_text)  # fmt: skip
+    size = settings.batch_size
     image_stream = index_batches(len(images), size, ctx.generator, ctx.info)
     text_stream = index_batches(len(data.reports), size, ctx.generator, ctx.info)
 
@@ -241,28 +210,28 @@ def step1(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
         )
         return dcrrg_losses.step1_loss(m.clip, images, texts)
 
-    return _run(model, loss, batches(), settings, len(images), ctx, "step1", data.images.shape[1])
+    return _stage(model, loss, batches(), settings, len(images), data)
 
 
-def step2(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> dict[str, Any]:
+def step2(model: DCRRG, data: TrainData, settings: Step2Settings, ctx: Harness) -> Stage:
     """Step 2: the CSM loss on image-report pairs; both sides carry the report's labels.
 
-    ``settings["step1_weight"]`` (optional, default 0: the paper's pure CSM) adds that times the
+    ``settings.step1_weight`` (optional, default 0: the paper's pure CSM) adds that times the
     Step-1 loss of both modalities. Step 2 moves the encoders under Step 1's classification heads,
     which Table 7's probabilities and the decoder's observation rows still read: on the 1,000-study
     phantom set 23 pure-CSM iterations took the Step-1 test mean AUROC from 0.90 to 0.81.
-    ``settings["train_from_block"]`` freezes the early image layers as in Step 1.
+    ``settings.train_from_block`` freezes the early image layers as in Step 1.
     """
     data.encoded = None
     model.requires_grad_(False)
     model.clip.requires_grad_(True)
     model.train()
-    start = settings.get("train_from_block")
+    start = settings.train_from_block
     freeze_early_image_layers(model, start)
-    freeze_early_text_layers(model, settings.get("text_train_from_layer"))
+    freeze_early_text_layers(model, settings.text_train_from_layer)
     early = paired_early_features(model, data, start, ctx) if start else None
-    step1_weight = float(settings.get("step1_weight") or 0.0)
-    stream = index_batches(len(data.reports), settings["batch_size"], ctx.generator, ctx.info)
+    step1_weight = settings.step1_weight
+    stream = index_batches(len(data.reports), settings.batch_size, ctx.generator, ctx.info)
 
     def batches() -> Iterator[dict[str, Any]]:
         for index in stream:
@@ -278,11 +247,11 @@ def step2(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
         text_uni = m.clip.encode_text(b["texts"])
         return dcrrg_losses.step2_loss(m.clip, image_uni, text_uni, b["labels"], b["weights"], step1_weight)
 
-    return _run(model, loss, batches(), settings, len(data.reports), ctx, "step2", data.images.shape[1])
+    return _stage(model, loss, batches(), settings, len(data.reports), data)
 
 
 def description_batches(
-    data: TrainData, cache: CachedFeatures | None, batch_size: int, ctx: StepContext
+    data: TrainData, cache: CachedFeatures | None, batch_size: int, ctx: Harness
 ) -> Iterator[dict[str, Any]]:
     """Endless batches of (study, observation) pairs for Step 3's loss, drawn by
     ``data.description_weights`` (:func:`train.dcrrg.data.description_weights`): the studies'
@@ -301,7 +270,7 @@ def description_batches(
         }
 
 
-def step3(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> dict[str, Any]:
+def step3(model: DCRRG, data: TrainData, settings: Step3Settings, ctx: Harness) -> Stage:
     """Step 3: one description per (study, observation), from the images and from the report text
     (the augmented view); DCCLIP frozen and in eval mode (its batch-norm statistics stay put).
     Pairs are drawn by :func:`description_batches`."""
@@ -310,7 +279,7 @@ def step3(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
     model.clip.eval()
     cache = cached_features(model, data, ctx)
     count = len(data.reports) * NUM_OBSERVATIONS
-    text_view = settings.get("text_view", True)
+    text_view = settings.text_view
 
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
         image = dcrrg_losses.step3_loss(m, b["images"], b["observations"], b["ids"])
@@ -318,11 +287,13 @@ def step3(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext) -> di
             return image
         return image + dcrrg_losses.step3_loss(m, b["texts"], b["observations"], b["ids"])
 
-    batches = description_batches(data, cache, settings["batch_size"], ctx)
-    return _run(model, loss, batches, settings, count, ctx, "step3", data.images.shape[1])
+    batches = description_batches(data, cache, settings.batch_size, ctx)
+    return _stage(model, loss, batches, settings, count, data)
 
 
-def step4(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext, mode: str) -> dict[str, Any]:
+def step4(
+    model: DCRRG, data: TrainData, settings: Step4Settings, ctx: Harness, mode: str
+) -> tuple[Stage, dict[str, Any]]:
     """Step 4: full reports by prompt tuning (``pt``), full fine-tuning (``fft``, Table 4), or
     fine-tuning of the decoder side with the encoders frozen (``decoder``).
 
@@ -330,7 +301,8 @@ def step4(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext, mode:
     column). Prompt tuning leaves it frozen; the other forms retrain it, and on the report loss alone
     it forgets how to describe (demo phantoms: descriptions asserted findings the study lacked in
     66% of rows, against 3% after Step 3). So each batch also rehearses Step 3's image loss on as
-    many (study, observation) pairs, weighted by :func:`description_weight`."""
+    many (study, observation) pairs, weighted by :func:`description_weight`. Returns the stage and
+    what it trains (for the metrics)."""
     trainable, total, share = model.enable_step4(mode)
     rehearse = description_weight(settings, mode)
     if ctx.info.is_main:
@@ -342,7 +314,7 @@ def step4(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext, mode:
     if mode in ("pt", "decoder"):  # encoders frozen: train on their cached outputs
         model.clip.eval()
         cache = cached_features(model, data, ctx)
-    size = settings["batch_size"]
+    size = settings.batch_size
     stream = index_batches(len(data.reports), size, ctx.generator, ctx.info)
     described = description_batches(data, cache, size, ctx) if rehearse else None
 
@@ -360,18 +332,16 @@ def step4(model: DCRRG, data: TrainData, settings: dict, ctx: StepContext, mode:
         rehearsal = None if d is None else DescriptionBatch(d["images"], d["observations"], d["ids"])
         return dcrrg_losses.step4_loss(m, b["images"], b["ids"], rehearsal, rehearse)
 
-    result = _run(model, loss, batches(), settings, len(data.reports), ctx, "step4", data.images.shape[1])
-    return {
-        **result, "mode": mode, "trainable": trainable, "total": total, "trainable_share": share,
-        "description_weight": rehearse,
-    }  # fmt: skip
+    summary = {"mode": mode, "trainable": trainable, "total": total, "trainable_share": share,
+               "description_weight": rehearse}  # fmt: skip
+    return _stage(model, loss, batches(), settings, len(data.reports), data), summary
 
 
-def description_weight(settings: dict[str, Any], mode: str) -> float:
+def description_weight(settings: Step4Settings, mode: str) -> float:
     """Step 4's ``description_weight``: 0 for ``pt``, whose decoder is frozen and so cannot forget;
     otherwise as set, else 1 for ``decoder`` (ours) and 0 for ``fft`` (Table 4's form, as the paper
     trains it)."""
     if mode == "pt":
         return 0.0
-    value = settings.get("description_weight")
+    value = settings.description_weight
     return float(value) if value is not None else (1.0 if mode == "decoder" else 0.0)

@@ -13,11 +13,9 @@ stage 2's folder, with stage 1's epochs added to stage 2's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import os
-import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +24,13 @@ from rrg_core.errors import RRGError
 from rrg_core.models.uar import UAR
 from rrg_core.models.uar.dvae import DVAE
 from rrg_core.models.uar.io import load_dvae, load_uar, save_dvae, save_uar
-from train.common.distributed import DistInfo, barrier, cleanup_distributed, setup_distributed
+from train.common.distributed import barrier
+from train.common.harness import Harness, StageSpec, publish
+from train.common.presets import as_dict
 from train.common.runner import StepPlan, plan_steps, step_folder
-from train.common.runtime import Precision, apply_thread_policy, choose_device, seed_everything
 from train.uar import dvae_steps, stages
 from train.uar.data import ImageSettings, UARData, prepare
-from train.uar.loop import Context
-from train.uar.presets import build_preset, dvae_config, parse_stages, uar_config
+from train.uar.presets import UARPreset, build_preset, dvae_config, parse_stages, uar_config
 
 logger = logging.getLogger(__name__)
 
@@ -47,60 +45,37 @@ def _run_args(args: argparse.Namespace) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run"}
 
 
-def _context(args: argparse.Namespace, preset: dict, info: DistInfo) -> Context:
-    # One seed on every rank: they draw the same batch order and take their own shares of it.
-    generator = seed_everything(args.seed)
-    return Context(info.device, info, Precision(info.device), generator, float(preset["weight_decay"]))
-
-
-def _distributed(args: argparse.Namespace, name: str, body: Callable[[DistInfo], None]) -> None:
-    """Device, DDP, threads and the run folder around ``body``; the process group is always left."""
-    if not args.data.is_dir():
-        raise RRGError(f"data folder {args.data} not found")
-    if args.workers < 0:
-        raise RRGError(f"--workers must be 0 or more, got {args.workers}")
-    info = setup_distributed(choose_device(args.device))
-    try:
-        threads = apply_thread_policy(info.enabled and info.device.type == "cpu")
-        logger.info("%s preset %s on %s (%d threads, world size %d)", name, args.preset, info.device, threads,
-                    info.world_size)  # fmt: skip
-        if info.is_main:
-            args.out.mkdir(parents=True, exist_ok=True)
-        barrier(info)
-        started = time.perf_counter()
-        body(info)
-        if info.is_main:
-            print(f"{name}: {args.out} ready ({time.perf_counter() - started:.0f}s)")
-    finally:
-        cleanup_distributed()
-
-
 # -- the dVAE -------------------------------------------------------------------------------------
 
 
 def train_and_save_dvae(
-    args: argparse.Namespace, preset: dict, data: UARData, ctx: Context, folder: Path
+    args: argparse.Namespace, preset: UARPreset, data: UARData, ctx: Harness, folder: Path
 ) -> DVAE:
     """Train the preset's dVAE on the training views, validate it, save it (rank 0) with its PNGs."""
-    settings = preset["dvae"]
+    settings = preset.dvae
     started = time.perf_counter()
     dvae = DVAE(dvae_config(preset)).to(ctx.device)
-    result = dvae_steps.train_dvae(dvae, data.train_views(), data.image, settings, ctx)
+    stage, final_temperature = dvae_steps.train_dvae(dvae, data.train_views(), data.image, settings, ctx)
+    result = ctx.train("dvae", stage)
+    result["final_temperature"] = final_temperature
+    dvae.eval()
     val_views = data.val_images.flatten(0, 1)
-    keep = int(settings.get("reconstructions", 8))
+    keep = settings.reconstructions
     metrics, originals, reconstructions = dvae_steps.evaluate_dvae(
         dvae, val_views, data.image, ctx.device, keep
     )
     result.update(metrics, seconds=round(time.perf_counter() - started, 1))
+    ctx.log_validation(result)
     if ctx.info.is_main:
-        probe = _findings_probe(dvae, data, int(settings.get("probe_epochs", 0)), ctx, args.seed)
+        probe = _findings_probe(dvae, data, settings.probe_epochs, ctx, args.seed)
         if probe:
             result["findings_probe"] = probe
-        training = {"preset": preset["name"], "seed": args.seed, "args": _run_args(args), "settings": preset}
-        save_dvae(
-            dvae, folder, preprocess=data.image.preprocess(None), extra_config={"training": training},
-            metrics={"training": result}, preset=preset["name"], data_fingerprint=data_fingerprint(args.data),
-        )  # fmt: skip
+        training = {"preset": preset.name, "seed": args.seed, "args": _run_args(args),
+                    "settings": as_dict(preset)}  # fmt: skip
+        publish(lambda target: save_dvae(
+            dvae, target, preprocess=data.image.preprocess(None), extra_config={"training": training},
+            metrics={"training": result}, preset=preset.name, data_fingerprint=data_fingerprint(args.data),
+        ), folder)  # fmt: skip
         if len(originals):
             dvae_steps.save_reconstructions(folder, originals, reconstructions)
         _print_dvae(metrics, dvae.config.codebook_size, result["seconds"], probe.get("val_findings_auroc"))
@@ -108,7 +83,7 @@ def train_and_save_dvae(
     return dvae
 
 
-def _findings_probe(dvae: DVAE, data: UARData, epochs: int, ctx: Context, seed: int) -> dict[str, Any]:
+def _findings_probe(dvae: DVAE, data: UARData, epochs: int, ctx: Harness, seed: int) -> dict[str, Any]:
     """The token probe's result with its time, or {} when it is off (0 epochs)."""
     if epochs <= 0:
         return {}
@@ -134,34 +109,32 @@ def run_dvae(args: argparse.Namespace) -> int:
     """``python -m train dvae``: RUN_DIR becomes a dvae checkpoint (with reconstructions/)."""
     preset = build_preset(args.preset, args.set)
 
-    def body(info: DistInfo) -> None:
+    with Harness(args, "dvae", preset.weight_decay) as harness:
         if _complete(args.out):
             load_dvae(args.out)  # a finished dVAE must also be a readable one
             logger.info("%s already holds a trained dVAE; delete it to train again", args.out)
-            return
-        ctx = _context(args, preset, info)
+            return 0
+        harness.seed()
         image = ImageSettings.of_preset(preset)
-        data = prepare(args.data, image, None, args.workers, info.is_main, args.extra)
-        train_and_save_dvae(args, preset, data, ctx, args.out)
-
-    _distributed(args, "dvae", body)
+        data = prepare(args.data, image, None, args.workers, harness.info.is_main, args.extra)
+        train_and_save_dvae(args, preset, data, harness, args.out)
     return 0
 
 
 # -- UAR --------------------------------------------------------------------------------------------
 
 
-def _stage_plan(preset: dict, requested: list[int], one_stage: bool) -> list[int]:
-    """The stages to train: a one-stage row trains stage 2 only, with stage 1's epochs added."""
+def _stage_plan(preset: UARPreset, requested: list[int], one_stage: bool) -> tuple[UARPreset, list[int]]:
+    """The preset and stages to train: a one-stage row trains stage 2 only, with stage 1's epochs added."""
     if not one_stage or 1 not in requested:
-        return requested
-    logger.info("ablation %r trains in one stage: stage 1's epochs go to stage 2", preset["ablation"])
-    preset["stage2"] = {**preset["stage2"], "epochs": preset["stage1"]["epochs"] + preset["stage2"]["epochs"]}
-    return [2]
+        return preset, requested
+    logger.info("ablation %r trains in one stage: stage 1's epochs go to stage 2", preset.ablation)
+    stage2 = dataclasses.replace(preset.stage2, epochs=preset.stage1.epochs + preset.stage2.epochs)
+    return dataclasses.replace(preset, stage2=stage2), [2]
 
 
 def _tokenizer(
-    args: argparse.Namespace, preset: dict, data: UARData, ctx: Context, train: bool
+    args: argparse.Namespace, preset: UARPreset, data: UARData, ctx: Harness, train: bool
 ) -> tuple[DVAE, str]:
     """The dVAE (trained now, or read from RUN_DIR/dvae or --dvae) and its checkpoint hash."""
     folder = args.out / DVAE_DIR
@@ -173,7 +146,8 @@ def _tokenizer(
         folder = args.dvae
     if not _complete(folder):
         raise RRGError(f"no trained dVAE in {folder}: run with --stages dvae,... first, or give --dvae DIR")
-    dvae, _ = load_dvae(folder, ctx.device)
+    dvae, checkpoint = load_dvae(folder, ctx.device)
+    ctx.resume_from({"dvae": checkpoint.metrics.get("training", {})})  # curves go on after the dVAE's
     if dvae.config.in_channels != data.image.channels:
         raise CheckpointError(
             f"the dVAE in {folder} reads {dvae.config.in_channels}-channel images but the preset gives "
@@ -182,33 +156,20 @@ def _tokenizer(
     return dvae, checkpoint_hash(folder)
 
 
-def _save_kwargs(args, preset: dict, data: UARData, done: list[int], metrics: dict, dvae_hash: str) -> dict:
-    training = {"preset": preset["name"], "stages_done": done, "seed": args.seed, "args": _run_args(args),
-                "settings": preset}  # fmt: skip
+def _save_kwargs(
+    args: argparse.Namespace, preset: UARPreset, data: UARData, done: list[int], metrics: dict, dvae_hash: str
+) -> dict:
+    training = {"preset": preset.name, "stages_done": done, "seed": args.seed, "args": _run_args(args),
+                "settings": as_dict(preset)}  # fmt: skip
     return dict(
-        vocab=data.vocab, metrics=metrics, preset=preset["name"],
+        vocab=data.vocab, metrics=metrics, preset=preset.name,
         data_fingerprint=data_fingerprint(args.data),
         preprocess=data.image.preprocess(data.spec.views),
         extra_config={"dvae_sha256": dvae_hash, "training": training},
     )  # fmt: skip
 
 
-def publish_final(model: UAR, run_dir: Path, save_kwargs: dict[str, Any]) -> None:
-    """Write the final checkpoint's files into RUN_DIR itself, config.json last.
-
-    save_uar replaces its target folder as a whole, which would delete the stage folders; so it saves
-    into a hidden sibling and the files are moved in (a folder without config.json is no checkpoint).
-    """
-    staging = run_dir / ".final-staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    save_uar(model, staging, **save_kwargs)
-    for name in sorted(os.listdir(staging), key=lambda name: name == "config.json"):
-        os.replace(staging / name, run_dir / name)
-    staging.rmdir()
-    logger.info("final checkpoint: %s", run_dir)
-
-
-def _resume(run_dir: Path, start: Path, ctx: Context, dvae_hash: str) -> tuple[UAR, dict, list[int]]:
+def _resume(run_dir: Path, start: Path, ctx: Harness, dvae_hash: str) -> tuple[UAR, dict, list[int]]:
     """The model, metrics and stages done of a finished stage's checkpoint, trained on this dVAE."""
     model, checkpoint = load_uar(start, ctx.device)
     if dvae_hash and checkpoint.config.get("dvae_sha256") not in (None, dvae_hash):
@@ -221,7 +182,7 @@ def _resume(run_dir: Path, start: Path, ctx: Context, dvae_hash: str) -> tuple[U
     return model, dict(checkpoint.metrics), done
 
 
-def _visual_input(model: UAR, data: UARData, ctx: Context) -> stages.VisualInput:
+def _visual_input(model: UAR, data: UARData, ctx: Harness) -> stages.VisualInput:
     """Token ids computed once (no random crop) or None (images tokenized per batch)."""
     if data.image.random_crop or model.tokenizer is None:
         return stages.VisualInput(None, None)
@@ -234,32 +195,35 @@ def _visual_input(model: UAR, data: UARData, ctx: Context) -> stages.VisualInput
     return stages.VisualInput(train, val)
 
 
-def _plan(args: argparse.Namespace, preset: dict, requested: list[str]) -> tuple[StepPlan | None, bool]:
-    """The UAR stages' plan (None when no stage is asked for) and whether the row uses the dVAE."""
+def _plan(
+    args: argparse.Namespace, preset: UARPreset, requested: list[str]
+) -> tuple[UARPreset, StepPlan | None, bool]:
+    """The preset as trained, the UAR stages' plan (None when no stage is asked for) and whether the
+    row uses the dVAE."""
     probe = uar_config(
         preset, vocab_size=10, max_length=2, views=1, dvae=dvae_config(preset), special=(0, 1, 2)
     )
-    wanted = _stage_plan(preset, [int(s) for s in requested if s != "dvae"], probe.first_stage() == 2)
+    preset, wanted = _stage_plan(preset, [int(s) for s in requested if s != "dvae"], probe.first_stage() == 2)
     plan = plan_steps(args.out, wanted) if wanted else None
     for k in plan.skipped if plan else ():
         logger.info("stage %d: %s is complete, skipped", k, step_folder(args.out, k))
-    return plan, probe.use_lsu
+    return preset, plan, probe.use_lsu
 
 
 def _log_stage(k: int, result: dict[str, Any], example: str) -> None:
     logger.info(
-        "stage %d done in %.1fs: loss %.4f (CE %.4f), val CE %s, val alignment score %s, val findings "
-        "AUROC %s", k, result["seconds"], result["final_loss"], result.get("ce", float("nan")),
+        "stage %d: loss %.4f (CE %.4f), val CE %s, val alignment score %s, val findings "
+        "AUROC %s", k, result["final_loss"], result.get("ce", float("nan")),
         result.get("val_ce"), result.get("val_alignment_score"), result.get("val_findings_auroc", "-"),
     )  # fmt: skip
     logger.info("stage %d example (first val study): %s", k, example)
 
 
 def _train_stages(
-    args: argparse.Namespace, preset: dict, ctx: Context, data: UARData, plan: StepPlan,
+    args: argparse.Namespace, preset: UARPreset, ctx: Harness, data: UARData, plan: StepPlan,
     dvae: DVAE | None, dvae_hash: str,
 ) -> None:  # fmt: skip
-    run_dir, info = args.out, ctx.info
+    run_dir = args.out
     if plan.start_from is not None:
         model, metrics, done = _resume(run_dir, plan.start_from, ctx, dvae_hash)
     else:
@@ -269,38 +233,47 @@ def _train_stages(
         model, metrics, done = UAR(config, dvae.encoder if dvae is not None else None), {}, []
     model.to(ctx.device)
     visual = _visual_input(model, data, ctx)
-    for k in plan.todo:
-        started = time.perf_counter()
-        result = stages.train_stage(model, k, data, visual, preset[f"stage{k}"], ctx)
-        result.update(stages.validate(model, data, visual, ctx.device))
-        result["seconds"] = round(time.perf_counter() - started, 1)
-        metrics[f"stage{k}"], done = result, sorted(set(done) | {k})
-        if info.is_main:
-            _log_stage(k, result, stages.example_report(model, data, visual, ctx.device, preset["beam_size"]))
-            save_uar(
-                model, step_folder(run_dir, k), **_save_kwargs(args, preset, data, done, metrics, dvae_hash)
-            )
-        barrier(info)
-    if info.is_main:
-        publish_final(model, run_dir, _save_kwargs(args, preset, data, done, metrics, dvae_hash))
-    barrier(info)
+
+    def finish(k: int) -> Any:
+        def validated(result: dict[str, Any]) -> dict[str, Any]:
+            extra = {
+                "lambdas": list(model.loss_weights()),
+                **stages.validate(model, data, visual, ctx.device),
+            }
+            if ctx.info.is_main:
+                example = stages.example_report(model, data, visual, ctx.device, preset.beam_size)
+                _log_stage(k, {**result, **extra}, example)
+            return extra
+
+        return validated
+
+    def save(folder: Path, done: list[int], metrics: dict[str, Any]) -> None:
+        save_uar(model, folder, **_save_kwargs(args, preset, data, done, metrics, dvae_hash))
+
+    specs = [
+        StageSpec(k, f"stage{k}", lambda k=k: stages.train_stage(model, k, data, visual, preset.stage(k), ctx),
+                  finish(k))
+        for k in plan.todo
+    ]  # fmt: skip
+    ctx.run_stages(model, specs, metrics, done, save)
 
 
-def _train_uar(args: argparse.Namespace, preset: dict, info: DistInfo, requested: list[str]) -> None:
-    plan, use_lsu = _plan(args, preset, requested)
+def _train_uar(args: argparse.Namespace, preset: UARPreset, ctx: Harness, requested: list[str]) -> None:
+    preset, plan, use_lsu = _plan(args, preset, requested)
     stages_left = plan is not None and (plan.todo or not (args.out / "config.json").is_file())
     dvae_left = "dvae" in requested and use_lsu and not _complete(args.out / DVAE_DIR)
     if not stages_left and not dvae_left:
         logger.info("nothing to do: every requested stage is complete in %s", args.out)
         return
-    ctx = _context(args, preset, info)
+    ctx.seed()
+    info = ctx.info
     vocab = None  # resuming keeps the vocabulary the finished stages were trained with
     if plan is not None and plan.start_from is not None:
         vocab = load_checkpoint(plan.start_from, expected_kind="uar").vocab
     data = prepare(args.data, ImageSettings.of_preset(preset), vocab, args.workers, info.is_main, args.extra)
     dvae, dvae_hash = None, ""
     if not use_lsu and "dvae" in requested:
-        logger.info("ablation %r takes CNN features, not dVAE tokens: no dVAE is trained", preset["ablation"])
+        logger.info("ablation %r takes CNN features, not dVAE tokens: no dVAE is trained", preset.ablation)
     if use_lsu:
         dvae, dvae_hash = _tokenizer(args, preset, data, ctx, "dvae" in requested)
     if stages_left:
@@ -313,5 +286,6 @@ def run_uar(args: argparse.Namespace) -> int:
     preset = build_preset(args.preset, args.set)
     if args.dvae is not None and not _complete(args.dvae):
         raise RRGError(f"--dvae {args.dvae} is not a dVAE checkpoint folder (no config.json and weights)")
-    _distributed(args, "uar", lambda info: _train_uar(args, preset, info, requested))
+    with Harness(args, "uar", preset.weight_decay) as harness:
+        _train_uar(args, preset, harness, requested)
     return 0

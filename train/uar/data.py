@@ -1,7 +1,7 @@
 """UAR training data: the records, the vocabulary, uint8 image caches and the model's input form.
 
 Every study's views are decoded once and kept in memory as uint8 (the DCRRG image cache of
-:func:`train.dcrrg.data.cache_images`): training views at ``train_resize`` (random crops of
+:func:`train.common.data.cache_images`): training views at ``train_resize`` (random crops of
 ``image_size`` are cut from them when the preset asks for crops), validation views at ``image_size``
 (evaluation resizes straight to the input size, paper sec. 4.1).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -21,8 +21,11 @@ from rrg_core.data.vocab import Vocabulary
 from rrg_core.labeler import label_report
 from rrg_core.models.preprocess import Preprocess
 from rrg_core.observations import OBSERVATIONS, positive_flags
+from train.common.data import cache_images, pad_ids
 from train.common.splits import read_training_records
-from train.dcrrg.data import cache_images, pad_ids
+
+if TYPE_CHECKING:
+    from train.uar.presets import UARPreset
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +43,11 @@ class ImageSettings:
     channels: int
 
     @classmethod
-    def of_preset(cls, preset: dict[str, Any]) -> ImageSettings:
+    def of_preset(cls, preset: UARPreset) -> ImageSettings:
         """The preset's settings; Table 2's "base" row feeds an ImageNet CNN, which takes 3 channels
         (its EfficientNet-Lite0 weights expect mean = std = 0.5, the normalisation used here)."""
-        channels = 3 if preset.get("ablation") == "base" else int(preset["channels"])
-        return cls(int(preset["image_size"]), int(preset["train_resize"]), channels)
+        channels = 3 if preset.ablation == "base" else preset.channels
+        return cls(preset.image_size, preset.train_resize, channels)
 
     @property
     def random_crop(self) -> bool:

@@ -22,9 +22,10 @@ from torch.nn import functional
 from torchvision.utils import save_image
 
 from rrg_core.models.uar.dvae import DVAE, DVAEEncoder, code_perplexity, gumbel_temperature
+from train.common.harness import Harness, Stage, Terms, iterations
 from train.common.runner import index_batches
 from train.uar.data import MEAN, STD, ImageSettings, UARData
-from train.uar.loop import Context, Terms, iterations, run_loop
+from train.uar.presets import DVAETraining
 from train.uar.token_probe import probe_tokens
 
 logger = logging.getLogger(__name__)
@@ -34,25 +35,26 @@ MIN_PNG_SIDE = 128  # reconstructions of smaller inputs are enlarged (nearest ne
 
 
 def train_dvae(
-    dvae: DVAE, views: Tensor, image: ImageSettings, settings: dict[str, Any], ctx: Context
-) -> dict[str, Any]:
-    """Train on single views, uint8 (K, S, S) (random crops of ``image.size`` when S is larger)."""
+    dvae: DVAE, views: Tensor, image: ImageSettings, settings: DVAETraining, ctx: Harness
+) -> tuple[Stage, float]:
+    """The dVAE's stage on single views, uint8 (K, S, S) (random crops of ``image.size`` when S is
+    larger), and the temperature it ends at."""
     dvae.train()
     total, _ = iterations(settings, len(views), ctx.info)
-    anneal_steps = round(settings["anneal"] * total)
-    warmup_steps = round(settings["kl_warmup"] * total)
+    anneal_steps = round(settings.anneal * total)
+    warmup_steps = round(settings.kl_warmup * total)
     terms = Terms()
     crops = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=ctx.generator)))
 
     def batches():
-        for index in index_batches(len(views), settings["batch_size"], ctx.generator, ctx.info):
+        for index in index_batches(len(views), settings.batch_size, ctx.generator, ctx.info):
             yield image.to_input(views[index].unsqueeze(1), ctx.device, crops).squeeze(1)
 
     def loss_fn(model: nn.Module, batch: Tensor) -> Tensor:
         step = terms.calls
         terms.calls += 1
         temperature = gumbel_temperature(
-            step, anneal_steps, settings["temperature_start"], settings["temperature_end"]
+            step, anneal_steps, settings.temperature_start, settings.temperature_end
         )
         beta = (
             dvae.config.kl_weight * min(1.0, step / warmup_steps) if warmup_steps else dvae.config.kl_weight
@@ -61,12 +63,8 @@ def train_dvae(
         terms.add(reconstruction=out.losses.reconstruction.detach(), kl=out.losses.kl.detach())
         return out.losses.total
 
-    result = run_loop(dvae, loss_fn, batches(), settings, len(views), ctx, "dvae", terms)
-    result["final_temperature"] = gumbel_temperature(
-        total, anneal_steps, settings["temperature_start"], settings["temperature_end"]
-    )
-    dvae.eval()
-    return result
+    final = gumbel_temperature(total, anneal_steps, settings.temperature_start, settings.temperature_end)
+    return Stage(settings, dvae, loss_fn, batches(), len(views), terms=terms), final
 
 
 @torch.no_grad()

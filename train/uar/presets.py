@@ -24,130 +24,142 @@ Layout of a preset:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from dataclasses import dataclass
 
 from rrg_core.errors import RRGError
 from rrg_core.models.uar.config import ABLATIONS, UARConfig
 from rrg_core.models.uar.dvae import DVAEConfig
-from train.common.presets import apply_overrides, load_yaml_preset
-from train.common.runner import SCHEDULES
+from train.common import presets as common
+from train.common.presets import LoopSettings, check
 
 PRESETS: tuple[str, ...] = ("demo", "cpu", "paper")
 STAGE_NAMES: tuple[str, ...] = ("dvae", "1", "2")
-TRAIN_SECTIONS: tuple[str, ...] = ("dvae", "stage1", "stage2")
 
-DVAE_FIELDS = frozenset(f.name for f in dataclasses.fields(DVAEConfig)) - {"in_channels", "image_size"}
-DVAE_TRAINING = frozenset(
-    {"epochs", "batch_size", "lr", "temperature_start", "temperature_end", "anneal", "kl_warmup",
-     "max_iterations", "reconstructions", "probe_epochs"}
+
+def _share(value: float | None, name: str) -> None:
+    check(value is None or 0 <= value <= 1, f"{name} must be a share between 0 and 1, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DVAETraining(LoopSettings):
+    """The dVAE's training: Gumbel temperature from ``temperature_start`` to ``temperature_end`` over
+    the first ``anneal`` share of the iterations, KL weight ramped up over the first ``kl_warmup``
+    share; ``reconstructions`` validation views saved as PNGs; ``probe_epochs`` of the token probe
+    (0: none)."""
+
+    temperature_start: float
+    temperature_end: float
+    anneal: float
+    kl_warmup: float
+    reconstructions: int = 8
+    probe_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("temperature_start", "temperature_end"):
+            check(getattr(self, name) > 0, f"{name} must be a positive number, got {getattr(self, name)!r}")
+        _share(self.anneal, "anneal")
+        _share(self.kl_warmup, "kl_warmup")
+        check(self.reconstructions >= 0, f"reconstructions must be >= 0, got {self.reconstructions!r}")
+        check(
+            self.probe_epochs >= 0,
+            f"probe_epochs must be a whole number >= 0 (0: no token probe), got {self.probe_epochs!r}",
+        )
+
+
+# The dVAE section: its training plus every DVAEConfig field but those the preset's top level sets.
+DVAESettings = dataclasses.make_dataclass(
+    "DVAESettings", common.model_fields(DVAEConfig, exclude=("in_channels", "image_size")),
+    bases=(DVAETraining,), frozen=True, kw_only=True,
 )  # fmt: skip
+DVAESettings.__doc__ = "The dVAE: DVAEConfig fields (their defaults where absent) and its training."
+
 # Set from the data, the dVAE or the ablation row, never from the preset's model section.
 _DERIVED = frozenset(
     {"vocab_size", "max_length", "pad_id", "bos_id", "eos_id", "views", "image_size", "codebook_size",
      "downsample", *ABLATIONS["uar"]}
 )  # fmt: skip
-MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(UARConfig)) - _DERIVED
-# Keys --set may add although a preset file leaves them out (every model field: Table 3/4 variants,
-# the lambdas of eq 13, ...); anything else must already be in the file.
-_OPTIONAL = frozenset(
-    {f"{s}.{k}" for s in TRAIN_SECTIONS for k in ("max_iterations", "schedule")}
-    | {f"stage{k}.triplet_warmup" for k in (1, 2)}
-    | {f"model.{k}" for k in MODEL_FIELDS}
-    | {f"dvae.{k}" for k in DVAE_FIELDS | DVAE_TRAINING}
+ModelSettings = dataclasses.make_dataclass(
+    "ModelSettings", common.model_fields(UARConfig, exclude=_DERIVED), frozen=True, kw_only=True
 )
+ModelSettings.__doc__ = "UAR's sizes, CRA and TIR: UARConfig fields, their defaults where absent."
 
 
-def build_preset(name: str, overrides: list[str]) -> dict[str, Any]:
-    """The named preset with ``--set`` overrides applied and every section checked."""
-    preset = apply_overrides(load_yaml_preset("uar", name, PRESETS), overrides, _OPTIONAL)
-    check_preset(preset)
-    return preset
+@dataclass(frozen=True, kw_only=True)
+class StageSettings(LoopSettings):
+    """A UAR stage; ``triplet_warmup`` (ours) is the share of its first iterations in which eq 10
+    averages over all negatives before it takes the hardest (see rrg_core.models.uar.cra)."""
+
+    triplet_warmup: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _share(self.triplet_warmup, "triplet_warmup")
 
 
-def check_preset(preset: dict[str, Any]) -> None:
-    """Refuse unknown fields and impossible values with a message naming the field."""
-    for key in ("image_size", "train_resize", "channels", "beam_size"):
-        _positive(preset, key, int)
-    if preset["train_resize"] < preset["image_size"]:
-        raise RRGError(
-            f"train_resize {preset['train_resize']} is smaller than image_size {preset['image_size']}"
+@dataclass(frozen=True, kw_only=True)
+class UARPreset:
+    """A whole UAR preset (``train dvae`` reads its top level and ``dvae`` section only)."""
+
+    name: str
+    image_size: int
+    train_resize: int
+    channels: int
+    beam_size: int
+    weight_decay: float
+    ablation: str
+    dvae: DVAESettings  # type: ignore[valid-type]
+    model: ModelSettings  # type: ignore[valid-type]
+    stage1: StageSettings
+    stage2: StageSettings
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "train_resize", "beam_size"):
+            check(getattr(self, name) > 0, f"{name} must be a positive number, got {getattr(self, name)!r}")
+        check(
+            self.train_resize >= self.image_size,
+            f"train_resize {self.train_resize} is smaller than image_size {self.image_size}",
         )
-    if preset["channels"] not in (1, 3):
-        raise RRGError(f"channels must be 1 or 3, got {preset['channels']!r}")
-    if preset.get("ablation") not in ABLATIONS:
-        raise RRGError(f"ablation must be one of {', '.join(ABLATIONS)}, got {preset.get('ablation')!r}")
-    dvae = preset["dvae"]
-    _unknown(dvae, DVAE_FIELDS | DVAE_TRAINING, "dvae")
-    for key in ("temperature_start", "temperature_end"):
-        _positive(dvae, key, float, "dvae.")
-    for key in ("anneal", "kl_warmup"):
-        if not _is_share(dvae.get(key)):
-            raise RRGError(f"dvae.{key} must be a share between 0 and 1, got {dvae.get(key)!r}")
-    probe = dvae.get("probe_epochs", 0)
-    if not isinstance(probe, int) or isinstance(probe, bool) or probe < 0:
-        raise RRGError(f"dvae.probe_epochs must be a whole number >= 0 (0: no token probe), got {probe!r}")
-    _unknown(preset["model"], MODEL_FIELDS, "model")
-    for section in TRAIN_SECTIONS:
-        _check_loop(preset[section], section)
-
-
-def _check_loop(settings: dict[str, Any], section: str) -> None:
-    for key, kind in (("epochs", float), ("batch_size", int), ("lr", float)):
-        _positive(settings, key, kind, f"{section}.")
-    limit = settings.get("max_iterations")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise RRGError(f"{section}.max_iterations must be a positive integer, got {limit!r}")
-    schedule = settings.get("schedule")
-    if schedule is not None and schedule not in SCHEDULES:
-        raise RRGError(f"{section}.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    warmup = settings.get("triplet_warmup")
-    if warmup is not None and not _is_share(warmup):
-        raise RRGError(f"{section}.triplet_warmup must be a share between 0 and 1, got {warmup!r}")
-
-
-def _is_share(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
-
-
-def _positive(section: dict[str, Any], key: str, kind: type, prefix: str = "") -> None:
-    value = section.get(key)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise RRGError(f"{prefix}{key} must be a positive number, got {value!r}")
-    if kind is int and value != int(value):
-        raise RRGError(f"{prefix}{key} must be a whole number, got {value!r}")
-    section[key] = kind(value)
-
-
-def _unknown(section: dict[str, Any], known: frozenset[str], name: str) -> None:
-    unknown = set(section) - known
-    if unknown:
-        raise RRGError(
-            f"unknown field(s) in the preset's {name} section: {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(known))})"
+        check(self.channels in (1, 3), f"channels must be 1 or 3, got {self.channels!r}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        check(
+            self.ablation in ABLATIONS,
+            f"ablation must be one of {', '.join(ABLATIONS)}, got {self.ablation!r}",
         )
 
+    def stage(self, k: int) -> StageSettings:
+        """Stage ``k``'s settings."""
+        return getattr(self, f"stage{k}")
 
-def dvae_config(preset: dict[str, Any]) -> DVAEConfig:
+
+def build_preset(name: str, overrides: list[str]) -> UARPreset:
+    """The named preset with ``--set`` overrides applied, built and checked."""
+    raw = common.load_yaml_preset("uar", name, PRESETS)
+    return common.build(UARPreset, common.apply_overrides(raw, overrides))
+
+
+def dvae_config(preset: UARPreset) -> DVAEConfig:
     """The dVAE of the preset: its ``dvae`` model fields at the preset's input size and channels."""
-    fields = {k: v for k, v in preset["dvae"].items() if k in DVAE_FIELDS}
+    names = {f.name for f in dataclasses.fields(DVAEConfig)}
+    fields = {k: v for k, v in dataclasses.asdict(preset.dvae).items() if k in names}
     try:
-        return DVAEConfig(in_channels=preset["channels"], image_size=preset["image_size"], **fields)
+        return DVAEConfig(in_channels=preset.channels, image_size=preset.image_size, **fields)
     except (RRGError, TypeError) as error:
         raise RRGError(f"the preset's dvae section does not make a dVAE: {error}") from None
 
 
 def uar_config(
-    preset: dict[str, Any], *, vocab_size: int, max_length: int, views: int, dvae: DVAEConfig,
+    preset: UARPreset, *, vocab_size: int, max_length: int, views: int, dvae: DVAEConfig,
     special: tuple[int, int, int],
 ) -> UARConfig:  # fmt: skip
     """The UAR model of the preset for a vocabulary, a report length limit, a view count and a dVAE;
     ``special`` = (pad, bos, eos) ids. The ablation row sets the LSU/CRA/TIR switches."""
     pad, bos, eos = special
     fields = {
-        **preset["model"], "vocab_size": vocab_size, "max_length": max_length, "views": views,
-        "image_size": preset["image_size"], "codebook_size": dvae.codebook_size,
+        **dataclasses.asdict(preset.model), "vocab_size": vocab_size, "max_length": max_length,
+        "views": views, "image_size": preset.image_size, "codebook_size": dvae.codebook_size,
         "downsample": dvae.downsample, "pad_id": pad, "bos_id": bos, "eos_id": eos,
-        **ABLATIONS[preset["ablation"]],
+        **ABLATIONS[preset.ablation],
     }  # fmt: skip
     try:
         return UARConfig(**fields)

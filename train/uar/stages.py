@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,9 +17,10 @@ from torch import Tensor, nn
 from rrg_core.metrics import alignment_score
 from rrg_core.metrics.ranking import auroc_per_observation
 from rrg_core.models.uar import UAR
+from train.common.harness import Harness, Stage, Terms, iterations
 from train.common.runner import index_batches
 from train.uar.data import UARData
-from train.uar.loop import Context, Terms, iterations, run_loop
+from train.uar.presets import StageSettings
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class VisualInput:
     train_tokens: Tensor | None
     val_tokens: Tensor | None
 
-    def train_batch(self, data: UARData, index: Tensor, ctx: Context, crops: torch.Generator) -> Tensor:
+    def train_batch(self, data: UARData, index: Tensor, ctx: Harness, crops: torch.Generator) -> Tensor:
         if self.train_tokens is not None:
             return self.train_tokens[index].to(ctx.device)
         return data.image.to_input(
@@ -46,20 +46,20 @@ class VisualInput:
 
 
 def train_stage(
-    model: UAR, stage: int, data: UARData, visual: VisualInput, settings: dict[str, Any], ctx: Context
-) -> dict[str, Any]:
-    """Train one stage; returns the loop's metrics (eq 13's total and its terms, last epoch)."""
+    model: UAR, stage: int, data: UARData, visual: VisualInput, settings: StageSettings, ctx: Harness
+) -> Stage:
+    """One stage for the harness; its terms are eq 13's parts (the metrics average the last epoch)."""
     model.set_stage(stage)  # before the optimizer and DDP wrapper: the mask trains in stage 2 only
     model.train()
     terms = Terms()
     crops = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=ctx.generator)))
 
     def batches():
-        for index in index_batches(len(data.report_ids), settings["batch_size"], ctx.generator, ctx.info):
+        for index in index_batches(len(data.report_ids), settings.batch_size, ctx.generator, ctx.info):
             yield visual.train_batch(data, index, ctx, crops), data.reports(index).to(ctx.device), index
 
     total, _ = iterations(settings, len(data.report_ids), ctx.info)
-    warmup = round(float(settings.get("triplet_warmup") or 0.0) * total)
+    warmup = round((settings.triplet_warmup or 0.0) * total)
     findings = data.findings() if model.findings_head is not None else None
 
     def loss_fn(module: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -78,9 +78,7 @@ def train_stage(
             terms.add(findings_loss=out.findings_loss.detach())
         return out.loss
 
-    result = run_loop(model, loss_fn, batches(), settings, len(data.report_ids), ctx, f"stage{stage}", terms)
-    result["lambdas"] = list(model.loss_weights())
-    return result
+    return Stage(settings, model, loss_fn, batches(), len(data.report_ids), terms=terms)
 
 
 @torch.no_grad()

@@ -49,8 +49,10 @@ def build_settings(args: argparse.Namespace) -> DCRRGPreset:
     preset = common.build(DCRRGPreset, raw)
     if args.epochs_scale <= 0:
         raise RRGError(f"--epochs-scale must be positive, got {args.epochs_scale}")
-    scaled = {f"step{k}": dataclasses.replace(preset.step(k), epochs=preset.step(k).epochs * args.epochs_scale)
-              for k in STEPS}  # fmt: skip
+    scaled = {
+        f"step{k}": dataclasses.replace(preset.step(k), epochs=preset.step(k).epochs * args.epochs_scale)
+        for k in STEPS
+    }
     if (args.extra_chexpert is None) != (args.extra_root is None):
         raise RRGError("--extra-chexpert and --extra-root go together")
     return dataclasses.replace(preset, **scaled)

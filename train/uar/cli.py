@@ -250,11 +250,10 @@ def _train_stages(
     def save(folder: Path, done: list[int], metrics: dict[str, Any]) -> None:
         save_uar(model, folder, **_save_kwargs(args, preset, data, done, metrics, dvae_hash))
 
-    specs = [
-        StageSpec(k, f"stage{k}", lambda k=k: stages.train_stage(model, k, data, visual, preset.stage(k), ctx),
-                  finish(k))
-        for k in plan.todo
-    ]  # fmt: skip
+    def build(k: int) -> Any:
+        return stages.train_stage(model, k, data, visual, preset.stage(k), ctx)
+
+    specs = [StageSpec(k, f"stage{k}", lambda k=k: build(k), finish(k)) for k in plan.todo]
     ctx.run_stages(model, specs, metrics, done, save)
 
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -62,6 +63,8 @@ class LoadedModel:
     data_fingerprint: str | None
     vocabulary: tuple[str, ...]
     index: NeighbourIndex | None = None
+    #: The checkpoint (run) folder it was loaded from; None for models built in memory.
+    folder: Path | None = None
 
 
 @dataclass
@@ -253,6 +256,7 @@ def load_model(
         data_fingerprint=checkpoint.data_fingerprint,
         vocabulary=tuple(checkpoint.vocab.tokens) if checkpoint.vocab is not None else (),
         index=load_index(checkpoint, "image", missing_ok=True),
+        folder=checkpoint.folder,
     )
 
 

@@ -28,3 +28,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+#: The stages of a fake DCRRG run (steps per stage) and the loss each starts and ends at.
+FAKE_STAGES = {"step1": (4.0, 1.2), "step2": (3.0, 0.9), "step3": (6.0, 2.4), "step4": (2.8, 1.5)}
+
+
+def write_training_events(folder: Path, steps_per_stage: int = 60, stages: dict | None = None) -> Path:
+    """TensorBoard events as training writes them into ``folder/tensorboard``: ``<stage>/loss`` and
+    ``<stage>/lr`` per step on one global step, ``val/bleu4`` and ``val/ce_f1`` after each stage."""
+    import math
+    import random
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    noise = random.Random(0)
+    writer = SummaryWriter(str(folder / "tensorboard"))
+    step = 0
+    for k, (stage, (start, end)) in enumerate((stages or FAKE_STAGES).items()):
+        for i in range(steps_per_stage):
+            trend = end + (start - end) * math.exp(-4 * i / steps_per_stage)
+            writer.add_scalar(f"{stage}/loss", trend * (1 + 0.15 * noise.uniform(-1, 1)), step)
+            writer.add_scalar(f"{stage}/lr", 1e-3 * (1 - i / steps_per_stage), step)
+            step += 1
+        writer.add_scalar("val/bleu4", 0.05 + 0.04 * k, step - 1)
+        writer.add_scalar("val/ce_f1", 0.2 + 0.1 * k, step - 1)
+    writer.close()
+    return folder / "tensorboard"

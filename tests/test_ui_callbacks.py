@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from app_helpers import app_checkpoints
 
 from rrg_core.observations import OBSERVATIONS
+from rrg_core.pipeline import ReviewPipeline
 from ui import editor, review, worklist
 from ui.context import StoreHandle
 from ui.images import MAX_UPLOAD_BYTES
@@ -104,6 +106,24 @@ def test_attribution_of_an_observation(drafted, context):
     moved = review.heat_image(state)
     assert moved[0] is None and "computed on view 1" in moved[1]
     assert "choose an observation" in review.attribute(context, state, "Heart", "gradcam")["alert"]
+
+
+def test_attribution_without_dcrrg_says_why_in_the_page(drafted, context):
+    state, _ = drafted
+    reason = "DCRRG checkpoint x could not be loaded: broken"
+    only_uar = ReviewPipeline([context.pipeline.models["uar"]], missing={"dcrrg": reason})
+    out = review.attribute(replace(context, pipeline=only_uar), state, "Cardiomegaly", "gradcam")
+    assert "attributions need DCRRG, which is not loaded" in out["alert"] and reason in out["alert"]
+    assert "heatmap" not in out
+
+
+def test_attributions_share_the_pipelines_attributor(drafted, context):
+    state, _ = drafted
+    review.attribute(context, state, "Cardiomegaly", "gradcam")
+    built = context.pipeline._attributor
+    review.attribute(context, state, "Edema", "gradcam")
+    assert built is not None and context.pipeline._attributor is built
+    assert not hasattr(context, "attributor")
 
 
 def test_clicking_a_label_cycles_it_and_marks_it_edited(drafted):

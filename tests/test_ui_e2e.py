@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from app_helpers import app_checkpoints, free_port
+from app_helpers import app_checkpoints, free_port, write_training_events
 
 CHROMIUM = Path("/usr/bin/chromium")
 EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples"
@@ -33,6 +33,7 @@ def context(phantoms, tmp_path_factory):
 
     torch.set_num_threads(1)
     root = app_checkpoints(phantoms, tmp_path_factory.mktemp("app_checkpoints"))
+    write_training_events(root / "dcrrg", steps_per_stage=150)  # UAR keeps none: the card says so
     database = tmp_path_factory.mktemp("db") / "reviews.sqlite"
     return make_context(root, f"sqlite:///{database}", device="cpu")
 
@@ -142,6 +143,13 @@ def test_draft_look_edit_save_and_find_it_in_the_worklist(server, page, shots):
     page.get_by_role("tab", name="Model card").click()
     expect(page.get_by_text("Not for clinical use without review.", exact=False).first).to_be_visible()
     shots(page, "06-model-card")
+
+    # Training curves: a figure for DCRRG, whose run left TensorBoard events; a sentence for UAR.
+    curves = page.locator("#rrg-curves-dcrrg")
+    curves.scroll_into_view_if_needed()
+    expect(curves.locator("[data-testid=matplotlib] img")).to_be_visible()
+    expect(page.get_by_text("This checkpoint has no training curves", exact=False).first).to_be_visible()
+    shots(page, "06b-training-curves")
 
 
 def test_with_logins_the_page_asks_for_them_and_signs_the_reviewer(context, page, shots, tmp_path):

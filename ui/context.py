@@ -1,8 +1,7 @@
 """What every page of the app shares: the models, the review database, checkpoint facts, examples.
 
-One :class:`AppContext` per server process. The models run one request at a time (``model_lock``):
-two CPU cores gain nothing from two forward passes at once, and captum's hooks on DCRRG must never
-fire during another request's forward pass.
+One :class:`AppContext` per server process. The models run one request at a time behind the
+pipeline's own lock (drafts and attributions alike), so the page needs none of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from PIL import Image
 
 from rrg_core.checkpoints import CONFIG_FILE, METRICS_FILE
 from rrg_core.data.images import load_image
-from rrg_core.errors import RRGError
 from rrg_core.pipeline import ReviewPipeline
 from rrg_core.retrieval import index_data_root
 from rrg_core.store import Store, StoreError, StoreUnavailableError, open_store
@@ -108,8 +106,6 @@ class AppContext:
     checkpoints: dict[str, CheckpointInfo] = field(default_factory=dict)
     trained_on: str | None = None
     examples_dir: Path = EXAMPLES_DIR
-    model_lock: threading.Lock = field(default_factory=threading.Lock)
-    _attributor: Any = None
     _thumbs: OrderedDict = field(default_factory=OrderedDict)
 
     def examples(self) -> list[list[str]]:
@@ -120,19 +116,6 @@ class AppContext:
         for path in sorted(self.examples_dir.glob("*.png")):
             studies.setdefault(path.stem.split("_")[0], []).append(str(path))
         return list(studies.values())
-
-    def attributor(self) -> Any:
-        """The captum attributor of DCRRG's Step-1 head (built once); RRGError without DCRRG."""
-        if "dcrrg" not in self.pipeline.models:
-            raise RRGError(
-                "attributions need the DCRRG model, which is not loaded: "
-                + self.pipeline.missing.get("dcrrg", "")
-            )
-        if self._attributor is None:
-            from rrg_core.explain import ObservationAttributor
-
-            self._attributor = ObservationAttributor.from_generator(self.pipeline.models["dcrrg"].generator)
-        return self._attributor
 
     def neighbour_image(self, key: str, image_path: str | None) -> np.ndarray | None:
         """A retrieved study's image as a small grey array, or None when its data folder is unknown."""

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from rrg_core.observations import OBSERVATIONS
-from ui import editor, model_card, review, worklist
+from ui import editor, model_card, review, training_plot, worklist
 from ui import formatting as fmt
 from ui.context import AppContext
 from ui.session import ReviewState
@@ -266,6 +266,11 @@ def _worklist_tab(c: dict[str, Any]) -> None:
 def _model_card_tab(context: AppContext) -> None:
     gr.Markdown(model_card.NOT_CLINICAL, elem_classes=["rrg-warnbox"])
     gr.Markdown("### Loaded checkpoints\n\n" + model_card.checkpoints_markdown(context))
+    gr.Markdown("### Training curves")
+    for found in training_plot.training_curves(context):
+        gr.Markdown(f"#### {found.title}\n\n{found.note}", elem_classes=["rrg-curves-note"])
+        if found.figure is not None:
+            gr.Plot(found.figure, show_label=False, elem_id=f"rrg-curves-{found.key}")
     gr.Markdown("### Evaluation\n\n" + model_card.evaluation_markdown(context))
     figure, note = model_card.roc_figure(context)
     gr.Markdown("### ROC curves per observation\n\n" + note)

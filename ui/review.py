@@ -160,10 +160,9 @@ def neighbours_value(context: AppContext, result: ReviewResult) -> str:
 
 
 def run_models(context: AppContext, views: Sequence[LoadedView], progress: Progress) -> ReviewResult:
-    """Both models on the views (one request at a time)."""
+    """Both models on the views (the pipeline runs one request at a time)."""
     progress(0.3, desc="Running DCRRG and UAR")
-    with context.model_lock:
-        return context.pipeline.review([v.radiograph for v in views])
+    return context.pipeline.review([v.radiograph for v in views])
 
 
 def start_state(state: ReviewState, result: ReviewResult) -> None:
@@ -283,9 +282,9 @@ def attribute(
     if observation not in OBSERVATIONS:
         raise RRGError("choose an observation for the attribution")
     progress(0.1, desc=f"{METHOD_NAMES.get(method, method)} of {observation}")
-    attributor = context.attributor()
-    with context.model_lock:
-        found = attributor.attribute(view.radiograph.tensor(), observation, method)
+    # The pipeline builds captum's attributor once and runs it behind the lock its drafts take:
+    # the hooks on DCRRG must never fire during another request's forward pass.
+    found = context.pipeline.attribute(view.radiograph, observation, method)
     caption = (
         f"{METHOD_NAMES.get(found.method, found.method)} attribution of {observation} by DCRRG's Step-1 "
         f"classifier on view {state.current + 1} (probability on this view {found.probability:.2f}; "

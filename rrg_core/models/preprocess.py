@@ -8,9 +8,11 @@ images at another size or normalisation than it was trained on.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rrg_core.checkpoints import Checkpoint, CheckpointError
 from rrg_core.data.transforms import RadiographTransform, TransformConfig, build_transform
 from rrg_core.errors import RRGError
 
@@ -63,3 +65,17 @@ class Preprocess:
         if unknown:
             raise RRGError(f"unknown preprocess key(s) {unknown}; valid: {sorted(known)}")
         return cls(**data)
+
+
+def read_preprocess(checkpoint: Checkpoint, legacy: Callable[[dict[str, Any]], Preprocess]) -> Preprocess:
+    """The checkpoint's ``preprocess`` block; for a checkpoint written before the block existed (the
+    app's demo cache of earlier versions), ``legacy`` translates what its config.json recorded then.
+    Anything unreadable is a :class:`CheckpointError` naming the folder."""
+    try:
+        if "preprocess" in checkpoint.config:
+            return Preprocess.from_dict(dict(checkpoint.config["preprocess"]))
+        return legacy(checkpoint.config)
+    except (RRGError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{checkpoint.folder}: config.json has no valid 'preprocess' ({error})"
+        ) from None

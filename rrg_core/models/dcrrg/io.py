@@ -16,10 +16,10 @@ import torch
 
 from rrg_core.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from rrg_core.data.vocab import Vocabulary
-from rrg_core.errors import RRGError
 from rrg_core.models.dcrrg.config import DCCLIPConfig, DCRRGConfig, default_preprocess
 from rrg_core.models.dcrrg.model import DCRRG
 from rrg_core.models.preprocess import Preprocess
+from rrg_core.models.preprocess import read_preprocess as preprocess_of
 
 KIND = "dcrrg"
 
@@ -92,14 +92,7 @@ def load_dcrrg(
 
 
 def read_preprocess(checkpoint: Checkpoint, config: DCRRGConfig) -> Preprocess:
-    """The checkpoint's ``preprocess`` block. Checkpoints written before it existed (the app's demo
-    cache of earlier versions) recorded only a top-level ``image_size``: their preprocessing is the
-    backbone's at that size, exactly what they were trained with."""
-    try:
-        if "preprocess" in checkpoint.config:
-            return Preprocess.from_dict(dict(checkpoint.config["preprocess"]))
-        return default_preprocess(config, checkpoint.config.get("image_size"))
-    except (RRGError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"{checkpoint.folder}: config.json has no valid 'preprocess' ({error})"
-        ) from None
+    """The checkpoint's ``preprocess`` block. Checkpoints written before it existed recorded only a
+    top-level ``image_size``: their preprocessing is the backbone's at that size, exactly what they
+    were trained with."""
+    return preprocess_of(checkpoint, lambda old: default_preprocess(config, old.get("image_size")))

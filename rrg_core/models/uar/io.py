@@ -25,6 +25,7 @@ from rrg_core.checkpoints import Checkpoint, CheckpointError, load_checkpoint, s
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.models.preprocess import Preprocess
+from rrg_core.models.preprocess import read_preprocess as preprocess_of
 from rrg_core.models.uar.config import UARConfig, check_tokenizer, default_preprocess
 from rrg_core.models.uar.dvae import DVAE, DVAEConfig, DVAEEncoder
 from rrg_core.models.uar.model import UAR
@@ -175,23 +176,19 @@ def _load_weights(model: nn.Module, checkpoint: Checkpoint, what: str) -> None:
 
 
 def read_preprocess(checkpoint: Checkpoint, config: UARConfig) -> Preprocess:
-    """The checkpoint's ``preprocess`` block. Checkpoints written before it existed (the app's demo
-    cache of earlier versions) recorded an ``image`` entry (size, channels, mean, std), or nothing:
-    those translate one to one."""
-    try:
-        if "preprocess" in checkpoint.config:
-            preprocess = Preprocess.from_dict(dict(checkpoint.config["preprocess"]))
-        else:
-            image = checkpoint.config.get("image") or {}
-            base = default_preprocess(config, int(image.get("channels", 1 if config.use_lsu else 3)))
-            preprocess = dataclasses.replace(
-                base, image_size=int(image.get("size", base.image_size)),
-                mean=tuple(image.get("mean", base.mean)), std=tuple(image.get("std", base.std)),
-            )  # fmt: skip
-    except (RRGError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"{checkpoint.folder}: config.json has no valid 'preprocess' ({error})"
-        ) from None
+    """The checkpoint's ``preprocess`` block. Checkpoints written before it existed recorded an
+    ``image`` entry (size, channels, mean, std), or nothing: those translate one to one. A size other
+    than the model's is refused."""
+
+    def legacy(old: dict[str, Any]) -> Preprocess:
+        image = old.get("image") or {}
+        base = default_preprocess(config, int(image.get("channels", 1 if config.use_lsu else 3)))
+        return dataclasses.replace(
+            base, image_size=int(image.get("size", base.image_size)),
+            mean=tuple(image.get("mean", base.mean)), std=tuple(image.get("std", base.std)),
+        )  # fmt: skip
+
+    preprocess = preprocess_of(checkpoint, legacy)
     if preprocess.image_size != config.image_size:
         raise CheckpointError(
             f"{checkpoint.folder}: preprocess.image_size {preprocess.image_size} differs from the model's "

@@ -16,7 +16,7 @@ Choices the paper leaves open, made here:
   the row's identity. The paper calls the decoder's input the "uni-modal representations" that the
   prompts produce; these rows are exactly what Step 1's classifiers read, so the decoder need not
   re-learn from the raw map what Step 1 already separated. On the 300-study phantom set they are
-  what makes the generated findings follow the image (see docs/presets.md for figures).
+  what makes the generated findings follow the image.
 - **Observation prompt**: a learned d_model vector per observation, plus a 15th for "full report",
   is *added to every decoder input embedding* (the decoder's ``input_offset``), *prepended to the
   memory* as one extra row *and added to every memory row*. Added rather than inserted as a token,

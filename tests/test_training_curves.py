@@ -82,10 +82,10 @@ def test_a_truncated_events_file_gives_the_points_before_the_damage(run):
     assert len(curves.get("val/ce_f1", ([], []))[0]) < len(FAKE_STAGES)
 
 
-def test_the_figure_has_a_smoothed_and_a_faint_line_per_stage_and_the_validation_panel(run):
+def test_the_figure_has_a_smoothed_and_a_faint_line_per_stage_and_a_panel_per_validation_metric(run):
     shown = model_curves("dcrrg", run)
     assert shown.figure is not None and "step1, step2, step3, step4" in shown.note
-    loss_axis, validation_axis = shown.figure.axes
+    loss_axis, *metric_axes = shown.figure.axes
     lines = loss_axis.get_lines()
     assert len(lines) == 2 * len(FAKE_STAGES)
     faint, smoothed = lines[0::2], lines[1::2]
@@ -95,7 +95,9 @@ def test_the_figure_has_a_smoothed_and_a_faint_line_per_stage_and_the_validation
     assert [line.get_label() for line in smoothed] == list(FAKE_STAGES)
     assert [t.get_text() for t in loss_axis.get_legend().get_texts()] == list(FAKE_STAGES)
     assert list(smoothed[1].get_xdata()) == list(range(STEPS, 2 * STEPS))
-    assert [line.get_label() for line in validation_axis.get_lines()] == ["bleu4", "ce_f1"]
+    # Each metric on its own scale: one panel each, titled by the metric.
+    assert [axis.get_title() for axis in metric_axes] == ["bleu4", "ce_f1"]
+    assert all(len(axis.get_lines()) == 1 for axis in metric_axes)
 
 
 def test_without_validation_metrics_the_figure_has_one_panel():

@@ -68,19 +68,34 @@ def smooth(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
 
 
 def curves_figure(curves: Mapping[str, Curve]) -> Figure | None:
-    """The loss per stage (smoothed, raw values faint behind) on the global step, beside the
-    validation metrics when there are any; None when there is no loss or metric to draw."""
+    """The loss per stage (smoothed, raw values faint behind) on the global step, beside one small
+    panel per validation metric when there are any; None when there is no loss or metric to draw.
+
+    One panel per metric, each on its own scale: a run's metrics differ by orders of magnitude (UAR's
+    dVAE records codes used, ~60, beside a reconstruction error of ~0.02), and on one axis the small
+    ones flatten into the zero line."""
     losses = stage_losses(dict(curves))
     metrics = validation_metrics(dict(curves))
     if not losses and not metrics:
         return None
-    panels = int(bool(losses)) + int(bool(metrics))
-    figure = Figure(figsize=(11, 3.4), layout="constrained")
-    axes = figure.subplots(1, panels, sharex=True, width_ratios=[3, 2][:panels], squeeze=False)[0]
+    rows = math.ceil(len(metrics) / 2)
+    figure = Figure(figsize=(11, max(3.4, 1.7 * rows)), layout="constrained")
+    if losses and metrics:
+        loss_part, metric_part = figure.subfigures(1, 2, width_ratios=[3, 2])
+    else:
+        loss_part = metric_part = figure
     if losses:
-        _draw_losses(axes[0], losses)
+        _draw_losses(loss_part.subplots(), losses)
     if metrics:
-        _draw_metrics(axes[-1], metrics)
+        columns = min(2, len(metrics))
+        axes = metric_part.subplots(rows, columns, sharex=True, squeeze=False).flatten()
+        last = max(step for steps, _ in [*losses.values(), *metrics.values()] for step in steps)
+        for k, (axis, (name, curve)) in enumerate(zip(axes, metrics.items(), strict=False)):
+            _draw_metric(axis, name, curve, COLOURS[k % len(COLOURS)])
+            axis.set_xlim(-0.02 * last, 1.02 * last)  # the loss panel's steps: one point is not a range
+        for axis in axes[len(metrics) :]:
+            axis.set_visible(False)
+        metric_part.suptitle("Validation", fontsize=10)
     return figure
 
 
@@ -105,16 +120,14 @@ def _draw_losses(axis, losses: Mapping[str, Curve]) -> None:
     axis.legend(fontsize=8, title="stage", title_fontsize=8)
 
 
-def _draw_metrics(axis, metrics: Mapping[str, Curve]) -> None:
-    for k, (name, (steps, values)) in enumerate(metrics.items()):
-        # Markers: validation runs once per epoch or stage, often only a handful of points.
-        axis.plot(steps, values, marker="o", markersize=3.5, linewidth=1.3, label=name,
-                  color=COLOURS[k % len(COLOURS)])  # fmt: skip
-    axis.set_title("Validation", fontsize=10)
-    axis.set_xlabel("optimiser step", fontsize=9)
-    axis.tick_params(labelsize=9)
+def _draw_metric(axis, name: str, curve: Curve, colour: str) -> None:
+    steps, values = curve
+    # Markers: validation runs once per epoch or stage, often only a handful of points.
+    axis.plot(steps, values, marker="o", markersize=3.5, linewidth=1.3, label=name, color=colour)
+    axis.set_title(name, fontsize=9)
+    axis.set_xlabel("optimiser step", fontsize=8)
+    axis.tick_params(labelsize=8)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
 
 
 def model_curves(key: str, folder: Path | None) -> ModelCurves:

@@ -331,14 +331,14 @@ def evaluate_model(
     all for a generator with ``needs_images = False``. studies/s counts only the time spent in
     ``generate``: image loading and report embedding are excluded.
     """
-    from tqdm import tqdm
+    from rrg_core.progress import progress_bar
 
     if batch_size < 1:
         raise RRGError(f"batch size must be at least 1, got {batch_size}")
     stacks = iter(images) if images is not None and getattr(generator, "needs_images", True) else None
     generated: list[GeneratedReport] = []
     seconds = 0.0
-    with tqdm(total=len(records), unit="study", desc=generator.name, disable=not progress) as bar:
+    with progress_bar(total=len(records), unit="study", desc=generator.name, show=progress) as bar:
         for start in range(0, len(records), batch_size):
             batch = list(records[start : start + batch_size])
             batch_images = None if stacks is None else list(itertools.islice(stacks, len(batch)))

@@ -88,7 +88,7 @@ def test_no_import_circles() -> None:
 
 #: rrg_core's layers, lowest first: a module imports from its own layer or the ones below, never above.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "observations", "atomic_files", "review_result"),
+    ("errors", "observations", "atomic_files", "review_result", "progress"),
     ("data",),
     ("labeler", "metrics", "checkpoints", "store"),
     ("phantoms", "models"),

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from rrg_core import load_generator
 from rrg_core.baselines import MostFrequentReport, NearestNeighbourReport
@@ -33,6 +32,7 @@ from rrg_core.evaluation import (
     format_table,
 )
 from rrg_core.metrics import JAVA_METRICS, NLG_METRICS, java_available
+from rrg_core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _baselines(args: argparse.Namespace, splits: dict[str, list[StudyRecord]]) -
     if not train:
         raise DatasetError(f"{args.data}: the baselines need a non-empty 'train' split")
     dataset = _dataset(args, "train", train, splits)
-    images = tqdm(
+    images = progress_bar(
         image_stacks(dataset, args.workers), total=len(dataset), unit="study", desc="neighbour bank"
     )
     return [MostFrequentReport.fit(train), NearestNeighbourReport.fit(train, images, views=dataset.views)]

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from rrg_core.data.datasets import R2GenDataset
 from rrg_core.errors import DatasetError, RRGError
@@ -40,6 +39,7 @@ from rrg_core.explain.tir import sentence_spans
 from rrg_core.generators.uar import UARExplanation, UARGenerator
 from rrg_core.observations import OBSERVATIONS
 from rrg_core.phantoms.anatomy import FRONTAL, LATERAL
+from rrg_core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def dcrrg_pointing(
     dataset = _dataset(data, split, limit)
     trials: list[PointingTrial] = []
     started = time.perf_counter()
-    for index in tqdm(range(len(dataset)), unit="study", desc=f"DCRRG {method}", disable=not progress):
+    for index in progress_bar(range(len(dataset)), unit="study", desc=f"DCRRG {method}", show=progress):
         item = dataset[index]
         masks = study_masks(data, item["id"])
         for position, view in enumerate(item["images"]):
@@ -227,7 +227,7 @@ def uar_pointing(
     trials: list[PointingTrial] = []
     skipped: Counter = Counter()
     started = time.perf_counter()
-    bar = tqdm(total=len(dataset), unit="study", desc=f"UAR {text}", disable=not progress)
+    bar = progress_bar(total=len(dataset), unit="study", desc=f"UAR {text}", show=progress)
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         if text == "generated":

@@ -28,6 +28,7 @@ from rrg_core.observations import OBSERVATIONS, Label, labels_to_json
 from rrg_core.phantoms.anatomy import FRONTAL, LATERAL, sample_body
 from rrg_core.phantoms.generate import RenderedStudy, StudySpec, make_study, render_study
 from rrg_core.phantoms.reports import findings_from_labels
+from rrg_core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +103,12 @@ def _phantom_entry(
 
 def _run(fn: Callable[[int], dict[str, Any]], count: int, workers: int) -> Iterator[dict[str, Any]]:
     """Map ``fn`` over 0..count-1 in order, in ``workers`` processes when > 1, with a progress bar."""
-    from tqdm import tqdm
-
     if workers <= 1:
-        yield from tqdm((fn(i) for i in range(count)), total=count, unit="study", mininterval=1)
+        yield from progress_bar((fn(i) for i in range(count)), total=count, unit="study", mininterval=1)
         return
     with get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
-        yield from tqdm(pool.imap(fn, range(count), chunksize=8), total=count, unit="study", mininterval=1)
+        studies = pool.imap(fn, range(count), chunksize=8)
+        yield from progress_bar(studies, total=count, unit="study", mininterval=1)
 
 
 def _finish(out: Path, splits: dict[str, list[dict[str, Any]]], started: float) -> dict[str, Any]:

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from rrg_core.data.datasets import IMAGES_DIR, StudyRecord
 from rrg_core.data.reports import clean_report
+from rrg_core.progress import progress_bar
 from rrg_core.retrieval.index import IndexSource, RetrievalError, RetrievalIndex
 
 #: Model kind -> embedding kind -> what its vectors are (saved in each index's metadata).
@@ -89,8 +89,8 @@ def build_indexes(
         raise RetrievalError("no studies to index")
     stacks = iter(images)
     parts: list[Tensor] = []
-    with tqdm(
-        total=len(records), unit="study", desc=f"{model_kind} image embeddings", disable=not progress
+    with progress_bar(
+        total=len(records), unit="study", desc=f"{model_kind} image embeddings", show=progress
     ) as bar:
         for start in range(0, len(records), model.batch_size):
             wanted = min(model.batch_size, len(records) - start)
@@ -102,11 +102,11 @@ def build_indexes(
             bar.update(len(batch))
     texts = [clean_report(r.report) for r in records]
     report_parts: list[Tensor] = []
-    for start in tqdm(
+    for start in progress_bar(
         range(0, len(texts), model.batch_size),
         unit="batch",
         desc=f"{model_kind} report embeddings",
-        disable=not progress,
+        show=progress,
     ):
         with torch.inference_mode():
             report_parts.append(model.embed_reports(texts[start : start + model.batch_size]).float().cpu())

@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as tvf
-from tqdm import tqdm
 
 from rrg_core.data.images import load_image
+from rrg_core.progress import progress_bar
 
 
 class _Decode(Dataset[torch.Tensor]):
@@ -42,7 +42,7 @@ def cache_images(paths: list[list[Path]], size: int, views: int, workers: int, s
     """All studies' views as one uint8 tensor (N, V, S, S), decoded by ``workers`` processes."""
     loader = DataLoader(_Decode(paths, size, views), batch_size=None, num_workers=workers)
     out = torch.empty((len(paths), views, size, size), dtype=torch.uint8)
-    for index, images in enumerate(tqdm(loader, total=len(paths), desc="image cache", disable=not show)):
+    for index, images in enumerate(progress_bar(loader, total=len(paths), desc="image cache", show=show)):
         out[index] = images
     return out
 

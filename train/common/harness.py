@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -25,9 +24,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from rrg_core.errors import RRGError
+from rrg_core.progress import progress_bar
 from train.common.distributed import (
     DistInfo,
     barrier,
@@ -254,8 +253,7 @@ class Harness:
         info, writer = self.info, self.writer
         epochs: list[float] = []
         running, seen, started = 0.0, 0, time.perf_counter()
-        bar = tqdm(total=total, desc=name, unit="it", leave=False,
-                   disable=not (info.is_main and sys.stderr.isatty()))  # fmt: skip
+        bar = progress_bar(total=total, desc=name, unit="it", leave=False, show=info.is_main)
         for iteration in range(1, total + 1):
             rate = optimizer.param_groups[0]["lr"]
             with self.precision.autocast():

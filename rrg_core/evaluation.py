@@ -314,22 +314,20 @@ def _unit_rows(values: Any, what: str) -> np.ndarray:
     return array / np.where(norms == 0, 1.0, norms)
 
 
-def evaluate_model(
+def generate_reports(
     generator: ReportGenerator,
     records: Sequence[StudyRecord],
     images: Iterable[torch.Tensor] | None = None,
     *,
     batch_size: int = 16,
-    metrics: Iterable[str] = NLG_METRICS,
-    labeler: Labeler = label_report,
     progress: bool = True,
-) -> EvaluationResult:
-    """Generate a report for every record (in batches, timed) and score them with :func:`evaluate_reports`.
+    desc: str | None = None,
+) -> tuple[list[GeneratedReport], float]:
+    """One report per record (in batches) and the seconds spent in ``generate`` alone.
 
     ``images`` yields one stack per record, in record order; it is read batch by batch, so a lazy
     iterable (a DataLoader with ``batch_size=None``) keeps a split out of memory. It is not read at
-    all for a generator with ``needs_images = False``. studies/s counts only the time spent in
-    ``generate``: image loading and report embedding are excluded.
+    all for a generator with ``needs_images = False``.
     """
     from rrg_core.progress import progress_bar
 
@@ -338,7 +336,7 @@ def evaluate_model(
     stacks = iter(images) if images is not None and getattr(generator, "needs_images", True) else None
     generated: list[GeneratedReport] = []
     seconds = 0.0
-    with progress_bar(total=len(records), unit="study", desc=generator.name, show=progress) as bar:
+    with progress_bar(total=len(records), unit="study", desc=desc or generator.name, show=progress) as bar:
         for start in range(0, len(records), batch_size):
             batch = list(records[start : start + batch_size])
             batch_images = None if stacks is None else list(itertools.islice(stacks, len(batch)))
@@ -352,6 +350,23 @@ def evaluate_model(
                 raise RRGError(f"{generator.name} returned {len(out)} reports for {len(batch)} studies")
             generated.extend(out)
             bar.update(len(batch))
+    return generated, seconds
+
+
+def evaluate_model(
+    generator: ReportGenerator,
+    records: Sequence[StudyRecord],
+    images: Iterable[torch.Tensor] | None = None,
+    *,
+    batch_size: int = 16,
+    metrics: Iterable[str] = NLG_METRICS,
+    labeler: Labeler = label_report,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Generate a report for every record (:func:`generate_reports`, timed) and score them with
+    :func:`evaluate_reports`. studies/s counts only the time spent in ``generate``: image loading
+    and report embedding are excluded."""
+    generated, seconds = generate_reports(generator, records, images, batch_size=batch_size, progress=progress)
     report_embeddings = None
     embed = getattr(generator, "embed_reports", None)
     if callable(embed) and all(g.image_embedding is not None for g in generated):

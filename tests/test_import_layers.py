@@ -92,7 +92,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data",),
     ("labeler", "metrics", "checkpoints", "store"),
     ("phantoms", "models"),
-    ("evaluation", "baselines", "retrieval", "study_input", "disagreements"),
+    ("evaluation", "image_dependence", "baselines", "retrieval", "study_input", "disagreements"),
     ("generators",),
     ("explain",),
     ("pipeline", "training_curves"),

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from rrg_core import load_generator
 from rrg_core.baselines import MostFrequentReport, NearestNeighbourReport
@@ -30,6 +30,12 @@ from rrg_core.evaluation import (
     evaluate_model,
     format_alignment_table,
     format_table,
+)
+from rrg_core.image_dependence import (
+    ImageDependence,
+    derangement,
+    format_image_dependence_table,
+    measure_image_dependence,
 )
 from rrg_core.metrics import JAVA_METRICS, NLG_METRICS, java_available
 from rrg_core.progress import progress_bar
@@ -66,12 +72,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="METRIC",
         help=f"NLG metrics (default all: {' '.join(NLG_METRICS)}); METEOR needs Java",
     )
+    parser.add_argument(
+        "--image-dependence",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also count distinct drafts and score CE with every study given another study's images "
+        "(one more generation pass per model; default: on)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="image loading processes (default 2; 0: none)")
     parser.add_argument("--device", help="model's torch device (default: cuda if available, else cpu)")
     return parser
 
 
-def image_stacks(dataset: R2GenDataset, workers: int) -> DataLoader:
+def image_stacks(dataset: R2GenDataset | Subset, workers: int) -> DataLoader:
     """The split's image stacks in order, read by ``workers`` processes (one study at a time).
 
     Worker processes also keep image loading off the main process's torch threads: there, stacking
@@ -134,9 +147,11 @@ def _baselines(args: argparse.Namespace, splits: dict[str, list[StudyRecord]]) -
     return [MostFrequentReport.fit(train), NearestNeighbourReport.fit(train, images, views=dataset.views)]
 
 
-def _write_outputs(out: Path, results: dict[str, EvaluationResult]) -> None:
+def _write_outputs(
+    out: Path, results: dict[str, EvaluationResult], dependence: dict[str, ImageDependence]
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {name: result.to_dict() for name, result in results.items()}
+    metrics = {name: _result_dict(result, dependence.get(name)) for name, result in results.items()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     with open(out / "generated.jsonl", "w", encoding="utf-8") as handle:
         for name, result in results.items():
@@ -150,6 +165,10 @@ def _write_outputs(out: Path, results: dict[str, EvaluationResult]) -> None:
                     "generated_labels": study.generated_labels,
                 }
                 handle.write(json.dumps(line) + "\n")
+
+
+def _result_dict(result: EvaluationResult, dependence: ImageDependence | None) -> dict:
+    return {**result.to_dict(), "image_dependence": None if dependence is None else dependence.to_dict()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,21 +188,29 @@ def run(args: argparse.Namespace) -> int:
     if args.baselines:
         generators.extend(_baselines(args, splits))
     results: dict[str, EvaluationResult] = {}
+    dependence: dict[str, ImageDependence] = {}
     for generator in generators:
         if generator.name in results:
             raise RRGError(f"two models are named {generator.name!r}")
         images = image_stacks(dataset, args.workers)
-        results[generator.name] = evaluate_model(
-            generator, records, images, batch_size=args.batch_size, metrics=args.metrics
-        )
-    _write_outputs(args.out, results)
+        result = evaluate_model(generator, records, images, batch_size=args.batch_size, metrics=args.metrics)
+        results[generator.name] = result
+        if args.image_dependence:
+            swapped = image_stacks(Subset(dataset, derangement(len(dataset))), args.workers)
+            dependence[generator.name] = measure_image_dependence(
+                generator, records, result, swapped, batch_size=args.batch_size
+            )
+    _write_outputs(args.out, results, dependence)
     print(f"{args.data} split {args.split!r}, {len(records)} studies\n")
     print(format_table(results))
+    if dependence:
+        print(f"\n{format_image_dependence_table(dependence)}")
     alignment = format_alignment_table(results)
     if alignment:  # models with a joint image-report space (DCCLIP, UAR's CRA)
         print(f"\n{alignment}")
     print(f"\nwrote {args.out / 'metrics.json'} and {args.out / 'generated.jsonl'}")
     if checkpoint is not None:
-        update_metrics(checkpoint.folder, {args.split: results[generators[0].name].to_dict()})
+        name = generators[0].name
+        update_metrics(checkpoint.folder, {args.split: _result_dict(results[name], dependence.get(name))})
         print(f"merged the {generators[0].name} result into {checkpoint.folder / 'metrics.json'}")
     return 0

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "rrg-checkpoint"
 FORMAT_VERSION = 1
 #: Model kinds a checkpoint may hold; :func:`register_kind` adds one (a typo in ``kind`` is refused).
-KNOWN_KINDS: set[str] = {"dcrrg", "uar", "dvae"}
+KNOWN_KINDS: set[str] = {"dcrrg", "uar", "dvae", "feature_tokenizer"}
 ENV_VAR = "RRG_CHECKPOINTS"
 
 CONFIG_FILE = "config.json"

@@ -65,7 +65,20 @@ RETRIEVAL_RELEVANCE = "same_positive_label_set"
 """The name of the P@K relevance rule (see the module docstring); it is written into every result."""
 
 TABLE_COLUMNS: tuple[str, ...] = (
-    "B1", "B2", "B3", "B4", "MTR", "RL", "CIDEr", "P", "R", "F1", "AUROC", "P@1", "P@5", "studies/s",
+    "B1",
+    "B2",
+    "B3",
+    "B4",
+    "MTR",
+    "RL",
+    "CIDEr",
+    "P",
+    "R",
+    "F1",
+    "AUROC",
+    "P@1",
+    "P@5",
+    "studies/s",
 )
 
 
@@ -366,7 +379,9 @@ def evaluate_model(
     """Generate a report for every record (:func:`generate_reports`, timed) and score them with
     :func:`evaluate_reports`. studies/s counts only the time spent in ``generate``: image loading
     and report embedding are excluded."""
-    generated, seconds = generate_reports(generator, records, images, batch_size=batch_size, progress=progress)
+    generated, seconds = generate_reports(
+        generator, records, images, batch_size=batch_size, progress=progress
+    )
     report_embeddings = None
     embed = getattr(generator, "embed_reports", None)
     if callable(embed) and all(g.image_embedding is not None for g in generated):

@@ -83,7 +83,7 @@ def test_stage_2_resumes_from_step1(
     micro_run: Path, phantoms: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     run = tmp_path / "resumed"
-    for name in ("dvae", "step1"):
+    for name in ("tokenizer", "step1"):
         shutil.copytree(micro_run / name, run / name)
     with caplog.at_level(logging.INFO):
         assert main(["uar", "--data", str(phantoms), "--out", str(run), "--stages", "2", *MICRO]) == 0
@@ -95,14 +95,14 @@ def test_a_stage_trained_on_another_dvae_is_refused(
     micro_run: Path, phantoms: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run = tmp_path / "mixed"
-    for name in ("dvae", "step1"):
+    for name in ("tokenizer", "step1"):
         shutil.copytree(micro_run / name, run / name)
     config = run / "step1" / "config.json"
     document = json.loads(config.read_text())
-    document["config"]["dvae_sha256"] = "0" * 64
+    document["config"]["tokenizer_sha256"] = "0" * 64
     config.write_text(json.dumps(document))
     assert main(["uar", "--data", str(phantoms), "--out", str(run), "--stages", "2", *MICRO]) == 2
-    assert "another dVAE" in capsys.readouterr().err
+    assert "another tokenizer" in capsys.readouterr().err
 
 
 def test_stages_without_a_dvae_are_refused(
@@ -111,7 +111,7 @@ def test_stages_without_a_dvae_are_refused(
     assert (
         main(["uar", "--data", str(phantoms), "--out", str(tmp_path / "run"), "--stages", "1", *MICRO]) == 2
     )
-    assert "no trained dVAE" in capsys.readouterr().err
+    assert "no LSU tokenizer" in capsys.readouterr().err
 
 
 def test_dvae_command_and_its_reuse_by_uar(
@@ -132,7 +132,7 @@ def test_dvae_command_and_its_reuse_by_uar(
     run = tmp_path / "uar"
     args = ["uar", "--data", str(phantoms), "--out", str(run), "--stages", "1", "--dvae", str(folder), *MICRO]
     assert main(args) == 0
-    assert (run / "step1" / "config.json").is_file() and not (run / "dvae").exists()
+    assert (run / "step1" / "config.json").is_file() and not (run / "tokenizer").exists()
 
 
 def test_one_stage_ablation_row_trains_stage_2_only(phantoms: Path, tmp_path: Path) -> None:
@@ -169,8 +169,11 @@ def test_findings_head_trains_and_reports_its_val_auroc(phantoms: Path, tmp_path
         ("uar", {"--set": "model.colour=red"}, "colour"),
         ("uar", {"--set": "ablation=lsu+tir"}, "ablation must be one of"),
         ("uar", {"--set": "nonsense"}, "--set expects key=value"),
-        ("uar", {"--stages": "2,1"}, "--stages must list some of dvae,1,2"),
-        ("uar", {"--dvae": "/nonexistent/dvae"}, "not a dVAE checkpoint folder"),
+        ("uar", {"--stages": "2,1"}, "--stages must list some of tokenizer,1,2"),
+        ("uar", {"--dvae": "/nonexistent/dvae"}, "not a checkpoint folder"),
+        ("uar", {"--tokenizer": "/nonexistent/tok"}, "not a checkpoint folder"),
+        ("uar", {"--set": "tokenizer=vqgan"}, "tokenizer must be one of"),
+        ("uar", {"--set": "features.block=0"}, "block must be in"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(

@@ -120,8 +120,10 @@ def throughput(run: Path, stages: tuple[str, ...]) -> dict[str, float | None]:
     rates: dict[str, float | None] = {}
     for stage in stages:
         # UAR's tokenizer is its own checkpoint inside the run folder; its figures sit under "training".
-        if stage == "dvae":
-            result = _read(run / "dvae" / "metrics.json").get("training")
+        if stage == "dvae":  # a feature tokenizer is fit, not trained: it has no throughput
+            folder = run / "tokenizer" if (run / "tokenizer").is_dir() else run / "dvae"
+            kind = _read(folder / "config.json").get("kind")
+            result = _read(folder / "metrics.json").get("training") if kind == "dvae" else None
         else:
             result = metrics.get(stage)
         if not result or not result.get("seconds"):

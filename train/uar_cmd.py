@@ -28,14 +28,19 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command."""
     p = subparsers.add_parser(
-        "uar", help="train UAR (dVAE, stage 1, stage 2) into a resumable run folder",
+        "uar", help="train UAR (LSU tokenizer, stage 1, stage 2) into a resumable run folder",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     add_common(p)
-    p.add_argument("--stages", default="dvae,1,2", help="stages to run: some of dvae,1,2 (default all)")
     p.add_argument(
-        "--dvae", type=Path, help="a dVAE checkpoint (python -m train dvae) instead of RUN_DIR/dvae"
-    )
+        "--stages", default="tokenizer,1,2",
+        help="stages to run: some of tokenizer,1,2 (default all; 'dvae' is read as 'tokenizer')",
+    )  # fmt: skip
+    p.add_argument(
+        "--tokenizer", "--dvae", dest="tokenizer", type=Path,
+        help="an LSU tokenizer checkpoint (a dVAE from `python -m train dvae`, or another run's "
+        "tokenizer/) instead of RUN_DIR/tokenizer",
+    )  # fmt: skip
     return p
 
 

@@ -1,1 +1,1 @@
-"""UAR training: dVAE, two stages, presets (python -m train uar / dvae)."""
+"""UAR training: LSU tokenizer (dVAE or feature k-means), two stages, presets (python -m train uar / dvae)."""

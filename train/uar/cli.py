@@ -1,10 +1,12 @@
-"""``python -m train dvae`` and ``python -m train uar``: the dVAE alone, or dVAE + UAR stages 1 and 2.
+"""``python -m train dvae`` and ``python -m train uar``: the dVAE alone, or LSU's tokenizer + UAR's stages.
 
-A UAR run folder holds ``dvae/`` (the dVAE checkpoint and its reconstruction PNGs), ``step1/`` and
-``step2/`` (the UAR checkpoint after stage 1 and stage 2) and, in RUN_DIR itself, the final UAR
-checkpoint (what ``train evaluate`` and the app load; the dVAE encoder is inside it). A rerun skips
-finished stages; ``--stages 2`` starts from ``step1/``. Each UAR stage records the hash of the dVAE
-it was trained on, and a stage trained on another dVAE is refused rather than mixed in.
+A UAR run folder holds ``tokenizer/`` (the preset's LSU tokenizer: a trained dVAE with its
+reconstruction PNGs, or the feature tokenizer with its fitted codebook), ``step1/`` and ``step2/``
+(the UAR checkpoint after stage 1 and stage 2) and, in RUN_DIR itself, the final UAR checkpoint
+(what ``train evaluate`` and the app load; the tokenizer is inside it). A rerun skips finished
+stages; ``--stages 2`` starts from ``step1/``. Each UAR stage records the hash of the tokenizer it
+was trained on, and a stage trained on another tokenizer is refused rather than mixed in. Run
+folders written before the feature tokenizer existed hold their dVAE in ``dvae/``; it is still read.
 
 Rows of Table 2 without two-stage training (``ablation`` other than ``uar``) train in one stage:
 stage 2's folder, with stage 1's epochs added to stage 2's.
@@ -23,18 +25,36 @@ from rrg_core.checkpoints import CheckpointError, checkpoint_hash, data_fingerpr
 from rrg_core.errors import RRGError
 from rrg_core.models.uar import UAR
 from rrg_core.models.uar.dvae import DVAE
-from rrg_core.models.uar.io import load_dvae, load_uar, save_dvae, save_uar
+from rrg_core.models.uar.feature_tokenizer import FeatureTokenizer
+from rrg_core.models.uar.io import (
+    DVAE_KIND,
+    load_dvae,
+    load_lsu_tokenizer,
+    load_uar,
+    save_dvae,
+    save_feature_tokenizer,
+    save_uar,
+)
 from train.common.distributed import barrier
 from train.common.harness import Harness, StageSpec, publish
 from train.common.presets import as_dict
 from train.common.runner import StepPlan, plan_steps, step_folder
-from train.uar import dvae_steps, stages
+from train.uar import dvae_steps, stages, tokenizers
 from train.uar.data import ImageSettings, UARData, prepare
-from train.uar.presets import UARPreset, build_preset, dvae_config, parse_stages, uar_config
+from train.uar.presets import (
+    UARPreset,
+    build_preset,
+    dvae_config,
+    feature_tokenizer_config,
+    parse_stages,
+    tokenizer_config,
+    uar_config,
+)
 
 logger = logging.getLogger(__name__)
 
-DVAE_DIR = "dvae"
+TOKENIZER_DIR = "tokenizer"
+LEGACY_DVAE_DIR = "dvae"
 
 
 def _complete(folder: Path) -> bool:
@@ -67,7 +87,7 @@ def train_and_save_dvae(
     result.update(metrics, seconds=round(time.perf_counter() - started, 1))
     ctx.log_validation(result)
     if ctx.info.is_main:
-        probe = _findings_probe(dvae, data, settings.probe_epochs, ctx, args.seed)
+        probe = tokenizers.probe_findings(dvae, data, settings.probe_epochs, ctx.device, args.seed)
         if probe:
             result["findings_probe"] = probe
         training = {"preset": preset.name, "seed": args.seed, "args": _run_args(args),
@@ -81,15 +101,6 @@ def train_and_save_dvae(
         _print_dvae(metrics, dvae.config.codebook_size, result["seconds"], probe.get("val_findings_auroc"))
     barrier(ctx.info)
     return dvae
-
-
-def _findings_probe(dvae: DVAE, data: UARData, epochs: int, ctx: Harness, seed: int) -> dict[str, Any]:
-    """The token probe's result with its time, or {} when it is off (0 epochs)."""
-    if epochs <= 0:
-        return {}
-    started = time.perf_counter()
-    probe = dvae_steps.probe_findings(dvae, data, epochs, ctx.device, seed)
-    return {**probe, "seconds": round(time.perf_counter() - started, 1)} if probe else {}
 
 
 def _print_dvae(metrics: dict[str, Any], codebook: int, seconds: float, probe_auroc: float | None) -> None:
@@ -133,31 +144,89 @@ def _stage_plan(preset: UARPreset, requested: list[int], one_stage: bool) -> tup
     return dataclasses.replace(preset, stage2=stage2), [2]
 
 
-def _tokenizer(
-    args: argparse.Namespace, preset: UARPreset, data: UARData, ctx: Harness, train: bool
-) -> tuple[DVAE, str]:
-    """The dVAE (trained now, or read from RUN_DIR/dvae or --dvae) and its checkpoint hash."""
-    folder = args.out / DVAE_DIR
-    if train and not _complete(folder):
-        train_and_save_dvae(args, preset, data, ctx, folder)
-    elif train:
-        logger.info("dvae: %s is complete, skipped", folder)
-    if not _complete(folder) and args.dvae is not None:
-        folder = args.dvae
-    if not _complete(folder):
-        raise RRGError(f"no trained dVAE in {folder}: run with --stages dvae,... first, or give --dvae DIR")
-    dvae, checkpoint = load_dvae(folder, ctx.device)
-    ctx.resume_from({"dvae": checkpoint.metrics.get("training", {})})  # curves go on after the dVAE's
-    if dvae.config.in_channels != data.image.channels:
-        raise CheckpointError(
-            f"the dVAE in {folder} reads {dvae.config.in_channels}-channel images but the preset gives "
-            f"{data.image.channels}"
+def fit_and_save_features(
+    args: argparse.Namespace, preset: UARPreset, data: UARData, ctx: Harness, folder: Path
+) -> None:
+    """Fit the feature tokenizer's codebook on the training views and save it (rank 0; the others wait)."""
+    if ctx.info.is_main:
+        settings = preset.features
+        tokenizer, result = tokenizers.fit_feature_tokenizer(
+            feature_tokenizer_config(preset), data, ctx.device, settings.iterations, args.seed
         )
-    return dvae, checkpoint_hash(folder)
+        probe = tokenizers.probe_findings(tokenizer, data, settings.probe_epochs, ctx.device, args.seed)
+        if probe:
+            result["findings_probe"] = probe
+        training = {"preset": preset.name, "seed": args.seed, "args": _run_args(args),
+                    "settings": as_dict(preset)}  # fmt: skip
+        publish(lambda target: save_feature_tokenizer(
+            tokenizer, target, preprocess=data.image.preprocess(None), extra_config={"training": training},
+            metrics={"training": result}, preset=preset.name, data_fingerprint=data_fingerprint(args.data),
+        ), folder)  # fmt: skip
+        _print_features(result, tokenizer)
+    barrier(ctx.info)
+
+
+def _print_features(result: dict[str, Any], tokenizer: FeatureTokenizer) -> None:
+    config = tokenizer.config
+    print(
+        f"feature tokenizer: {int(result['codes_used'])} of {config.codebook_size} codes used over "
+        f"{int(result['vectors'])} cell vectors ({config.encoder} before block {config.block}, "
+        f"{config.grid_size}x{config.grid_size} grid), fit in {result['seconds']:.0f}s"
+    )
+    probe = result.get("findings_probe", {}).get("val_findings_auroc")
+    if probe is not None:
+        print(f"feature tokenizer: findings kept in the tokens, probe val mean AUROC {probe:.3f}")
+
+
+def tokenizer_folder(run_dir: Path) -> Path:
+    """RUN_DIR/tokenizer, or RUN_DIR/dvae of a run folder written before it (when that one is complete)."""
+    legacy = run_dir / LEGACY_DVAE_DIR
+    current = run_dir / TOKENIZER_DIR
+    return legacy if _complete(legacy) and not _complete(current) else current
+
+
+def _tokenizer(
+    args: argparse.Namespace, preset: UARPreset, data: UARData, ctx: Harness, make: bool
+) -> tuple[DVAE | FeatureTokenizer, str]:
+    """The preset's LSU tokenizer (made now, or read from RUN_DIR/tokenizer or --tokenizer) and its
+    checkpoint hash; a tokenizer of another kind than the preset's is refused."""
+    folder = tokenizer_folder(args.out)
+    if make and not _complete(folder):
+        if preset.tokenizer == "features":
+            fit_and_save_features(args, preset, data, ctx, folder)
+        else:
+            train_and_save_dvae(args, preset, data, ctx, folder)
+    elif make:
+        logger.info("tokenizer: %s is complete, skipped", folder)
+    if not _complete(folder) and args.tokenizer is not None:
+        folder = args.tokenizer
+    if not _complete(folder):
+        raise RRGError(
+            f"no LSU tokenizer in {folder}: run with --stages tokenizer,... first, or give --tokenizer DIR"
+        )
+    tokenizer, checkpoint = load_lsu_tokenizer(folder, ctx.device)
+    kind = "dvae" if checkpoint.kind == DVAE_KIND else "features"
+    if kind != preset.tokenizer:
+        raise CheckpointError(
+            f"{folder} holds a {kind!r} tokenizer but the preset asks for {preset.tokenizer!r}"
+        )
+    if kind == "dvae":
+        ctx.resume_from({"dvae": checkpoint.metrics.get("training", {})})  # curves go on after the dVAE's
+    if tokenizer.config.in_channels != data.image.channels:
+        raise CheckpointError(
+            f"the tokenizer in {folder} reads {tokenizer.config.in_channels}-channel images but the preset "
+            f"gives {data.image.channels}"
+        )
+    return tokenizer, checkpoint_hash(folder)
 
 
 def _save_kwargs(
-    args: argparse.Namespace, preset: UARPreset, data: UARData, done: list[int], metrics: dict, dvae_hash: str
+    args: argparse.Namespace,
+    preset: UARPreset,
+    data: UARData,
+    done: list[int],
+    metrics: dict,
+    tokenizer_hash: str,
 ) -> dict:
     training = {"preset": preset.name, "stages_done": done, "seed": args.seed, "args": _run_args(args),
                 "settings": as_dict(preset)}  # fmt: skip
@@ -165,17 +234,18 @@ def _save_kwargs(
         vocab=data.vocab, metrics=metrics, preset=preset.name,
         data_fingerprint=data_fingerprint(args.data),
         preprocess=data.image.preprocess(data.spec.views),
-        extra_config={"dvae_sha256": dvae_hash, "training": training},
+        extra_config={"tokenizer_sha256": tokenizer_hash, "training": training},
     )  # fmt: skip
 
 
-def _resume(run_dir: Path, start: Path, ctx: Harness, dvae_hash: str) -> tuple[UAR, dict, list[int]]:
-    """The model, metrics and stages done of a finished stage's checkpoint, trained on this dVAE."""
+def _resume(run_dir: Path, start: Path, ctx: Harness, tokenizer_hash: str) -> tuple[UAR, dict, list[int]]:
+    """The model, metrics and stages done of a finished stage's checkpoint, trained on this tokenizer."""
     model, checkpoint = load_uar(start, ctx.device)
-    if dvae_hash and checkpoint.config.get("dvae_sha256") not in (None, dvae_hash):
+    trained_on = checkpoint.config.get("tokenizer_sha256", checkpoint.config.get("dvae_sha256"))  # older runs
+    if tokenizer_hash and trained_on not in (None, tokenizer_hash):
         raise CheckpointError(
-            f"{start} was trained on another dVAE than {run_dir / DVAE_DIR}; delete the stage folders "
-            "to train them again on this one"
+            f"{start} was trained on another tokenizer than {tokenizer_folder(run_dir)}; delete the stage "
+            "folders to train them again on this one"
         )
     done = list(checkpoint.config.get("training", {}).get("stages_done", []))
     logger.info("starting from %s (stages done: %s)", start, done)
@@ -187,11 +257,11 @@ def _visual_input(model: UAR, data: UARData, ctx: Harness) -> stages.VisualInput
     if data.image.random_crop or model.tokenizer is None:
         return stages.VisualInput(None, None)
     started = time.perf_counter()
-    train = dvae_steps.tokenize(model.tokenizer, data.train_images, data.image, ctx.device)
-    val = dvae_steps.tokenize(model.tokenizer, data.val_images, data.image, ctx.device)
+    train = tokenizers.tokenize(model.tokenizer, data.train_images, data.image, ctx.device)
+    val = tokenizers.tokenize(model.tokenizer, data.val_images, data.image, ctx.device)
     if ctx.info.is_main:
         seconds = time.perf_counter() - started
-        logger.info("dVAE tokens of %d studies computed once (%.1fs)", len(train) + len(val), seconds)
+        logger.info("LSU tokens of %d studies computed once (%.1fs)", len(train) + len(val), seconds)
     return stages.VisualInput(train, val)
 
 
@@ -201,9 +271,11 @@ def _plan(
     """The preset as trained, the UAR stages' plan (None when no stage is asked for) and whether the
     row uses the dVAE."""
     probe = uar_config(
-        preset, vocab_size=10, max_length=2, views=1, dvae=dvae_config(preset), special=(0, 1, 2)
+        preset, vocab_size=10, max_length=2, views=1, tokenizer=tokenizer_config(preset), special=(0, 1, 2)
     )
-    preset, wanted = _stage_plan(preset, [int(s) for s in requested if s != "dvae"], probe.first_stage() == 2)
+    preset, wanted = _stage_plan(
+        preset, [int(s) for s in requested if s != "tokenizer"], probe.first_stage() == 2
+    )
     plan = plan_steps(args.out, wanted) if wanted else None
     for k in plan.skipped if plan else ():
         logger.info("stage %d: %s is complete, skipped", k, step_folder(args.out, k))
@@ -221,16 +293,17 @@ def _log_stage(k: int, result: dict[str, Any], example: str) -> None:
 
 def _train_stages(
     args: argparse.Namespace, preset: UARPreset, ctx: Harness, data: UARData, plan: StepPlan,
-    dvae: DVAE | None, dvae_hash: str,
+    tokenizer: DVAE | FeatureTokenizer | None, tokenizer_hash: str,
 ) -> None:  # fmt: skip
     run_dir = args.out
     if plan.start_from is not None:
-        model, metrics, done = _resume(run_dir, plan.start_from, ctx, dvae_hash)
+        model, metrics, done = _resume(run_dir, plan.start_from, ctx, tokenizer_hash)
     else:
         config = uar_config(preset, vocab_size=len(data.vocab), max_length=data.spec.max_length,
-                            views=data.spec.views, dvae=dvae.config if dvae else dvae_config(preset),
+                            views=data.spec.views, tokenizer=tokenizer_config(preset),
                             special=(data.vocab.pad_id, data.vocab.bos_id, data.vocab.eos_id))  # fmt: skip
-        model, metrics, done = UAR(config, dvae.encoder if dvae is not None else None), {}, []
+        attached = None if tokenizer is None else tokenizers.encoder_of(tokenizer)
+        model, metrics, done = UAR(config, attached), {}, []
     model.to(ctx.device)
     visual = _visual_input(model, data, ctx)
 
@@ -248,7 +321,7 @@ def _train_stages(
         return validated
 
     def save(folder: Path, done: list[int], metrics: dict[str, Any]) -> None:
-        save_uar(model, folder, **_save_kwargs(args, preset, data, done, metrics, dvae_hash))
+        save_uar(model, folder, **_save_kwargs(args, preset, data, done, metrics, tokenizer_hash))
 
     def build(k: int) -> Any:
         return stages.train_stage(model, k, data, visual, preset.stage(k), ctx)
@@ -260,8 +333,8 @@ def _train_stages(
 def _train_uar(args: argparse.Namespace, preset: UARPreset, ctx: Harness, requested: list[str]) -> None:
     preset, plan, use_lsu = _plan(args, preset, requested)
     stages_left = plan is not None and (plan.todo or not (args.out / "config.json").is_file())
-    dvae_left = "dvae" in requested and use_lsu and not _complete(args.out / DVAE_DIR)
-    if not stages_left and not dvae_left:
+    tokenizer_left = "tokenizer" in requested and use_lsu and not _complete(tokenizer_folder(args.out))
+    if not stages_left and not tokenizer_left:
         logger.info("nothing to do: every requested stage is complete in %s", args.out)
         return
     ctx.seed()
@@ -270,21 +343,23 @@ def _train_uar(args: argparse.Namespace, preset: UARPreset, ctx: Harness, reques
     if plan is not None and plan.start_from is not None:
         vocab = load_checkpoint(plan.start_from, expected_kind="uar").vocab
     data = prepare(args.data, ImageSettings.of_preset(preset), vocab, args.workers, info.is_main, args.extra)
-    dvae, dvae_hash = None, ""
-    if not use_lsu and "dvae" in requested:
-        logger.info("ablation %r takes CNN features, not dVAE tokens: no dVAE is trained", preset.ablation)
+    tokenizer, tokenizer_hash = None, ""
+    if not use_lsu and "tokenizer" in requested:
+        logger.info("ablation %r takes CNN features, not LSU tokens: no tokenizer is made", preset.ablation)
     if use_lsu:
-        dvae, dvae_hash = _tokenizer(args, preset, data, ctx, "dvae" in requested)
+        tokenizer, tokenizer_hash = _tokenizer(args, preset, data, ctx, "tokenizer" in requested)
     if stages_left:
-        _train_stages(args, preset, ctx, data, plan, dvae, dvae_hash)
+        _train_stages(args, preset, ctx, data, plan, tokenizer, tokenizer_hash)
 
 
 def run_uar(args: argparse.Namespace) -> int:
     """``python -m train uar``; user errors raise RRGError (exit 2 from train.__main__)."""
     requested = parse_stages(args.stages)
     preset = build_preset(args.preset, args.set)
-    if args.dvae is not None and not _complete(args.dvae):
-        raise RRGError(f"--dvae {args.dvae} is not a dVAE checkpoint folder (no config.json and weights)")
+    if args.tokenizer is not None and not _complete(args.tokenizer):
+        raise RRGError(
+            f"--tokenizer {args.tokenizer} is not a checkpoint folder (no config.json and weights)"
+        )
     with Harness(args, "uar", preset.weight_decay) as harness:
         _train_uar(args, preset, harness, requested)
     return 0

@@ -21,12 +21,11 @@ from torch import Tensor, nn
 from torch.nn import functional
 from torchvision.utils import save_image
 
-from rrg_core.models.uar.dvae import DVAE, DVAEEncoder, code_perplexity, gumbel_temperature
+from rrg_core.models.uar.dvae import DVAE, code_perplexity, gumbel_temperature
 from train.common.harness import Harness, Stage, Terms, iterations
 from train.common.runner import index_batches
-from train.uar.data import MEAN, STD, ImageSettings, UARData
+from train.uar.data import MEAN, STD, ImageSettings
 from train.uar.presets import DVAETraining
-from train.uar.token_probe import probe_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -108,32 +107,3 @@ def save_reconstructions(folder: Path, originals: Tensor, reconstructions: Tenso
         save_image(pair.clamp(0, 1), path)
         written.append(path)
     return written
-
-
-@torch.no_grad()
-def tokenize(
-    encoder: DVAEEncoder, studies: Tensor, image: ImageSettings, device: torch.device, batch: int = 64
-) -> Tensor:
-    """The frozen dVAE's code ids of cached studies uint8 (N, V, size, size): (N, V, h, w) on the CPU,
-    computed once, since training without crops sees the same tokens on every epoch."""
-    parts = [
-        encoder.tokens(image.to_input(studies[start : start + batch], device)).cpu()
-        for start in range(0, len(studies), batch)
-    ]
-    if not parts:
-        grid = image.size // encoder.config.downsample
-        return torch.empty((0, studies.shape[1], grid, grid), dtype=torch.long)
-    return torch.cat(parts)
-
-
-def probe_findings(dvae: DVAE, data: UARData, epochs: int, device: torch.device, seed: int) -> dict[str, Any]:
-    """:func:`~train.uar.token_probe.probe_tokens` on the training and validation studies' tokens
-    (centre crops); an empty dict without validation studies."""
-    if not data.val_records:
-        return {}
-    train = tokenize(dvae.encoder, data.train_images, data.image, device)
-    val = tokenize(dvae.encoder, data.val_images, data.image, device)
-    return probe_tokens(
-        train, data.findings(), val, data.findings(val=True),
-        dvae.config.codebook_size, {"epochs": epochs}, seed,
-    )  # fmt: skip

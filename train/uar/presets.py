@@ -6,8 +6,13 @@ Layout of a preset:
   resizes to this and crops ``image_size`` at random; equal to ``image_size`` for no crop, which
   lets the frozen dVAE's tokens be computed once per image), ``channels`` (1: grey, as radiographs
   are), ``weight_decay``, ``beam_size``, ``ablation`` (a row of Table 2: base, lsu, lsu_cra,
-  lsu_cra_tir, uar);
-- ``dvae``: :class:`~rrg_core.models.uar.dvae.DVAEConfig` fields (``downsample``, ``codebook_size``,
+  lsu_cra_tir, uar), ``tokenizer`` (LSU's tokenizer: ``features``, frozen ImageNet EfficientNet-Lite0
+  features and a k-means codebook, or ``dvae``, the paper's kind trained here);
+- ``features`` (read when ``tokenizer: features``):
+  :class:`~rrg_core.models.uar.feature_tokenizer.FeatureTokenizerConfig` fields (``block``,
+  ``codebook_size``, ``normalize``), ``iterations`` of k-means and ``probe_epochs`` of the token probe;
+- ``dvae`` (read when ``tokenizer: dvae``, and by ``train dvae``):
+  :class:`~rrg_core.models.uar.dvae.DVAEConfig` fields (``downsample``, ``codebook_size``,
   ``embed_dim``, ``hidden``, ``kl_weight``) and its training: ``epochs``, ``batch_size`` (images),
   ``lr``, ``temperature_start``/``temperature_end`` with ``anneal`` (share of the iterations over
   which tau decays), ``kl_warmup`` (share over which beta ramps up from 0), ``max_iterations``,
@@ -27,13 +32,16 @@ import dataclasses
 from dataclasses import dataclass
 
 from rrg_core.errors import RRGError
-from rrg_core.models.uar.config import ABLATIONS, UARConfig
+from rrg_core.models.uar.config import ABLATIONS, TOKENIZERS, UARConfig
 from rrg_core.models.uar.dvae import DVAEConfig
+from rrg_core.models.uar.feature_tokenizer import FeatureTokenizerConfig
 from train.common import presets as common
 from train.common.presets import LoopSettings, check
 
 PRESETS: tuple[str, ...] = ("demo", "cpu", "paper")
-STAGE_NAMES: tuple[str, ...] = ("dvae", "1", "2")
+STAGE_NAMES: tuple[str, ...] = ("tokenizer", "1", "2")
+#: Older names of stages, still accepted by ``--stages``.
+STAGE_ALIASES = {"dvae": "tokenizer"}
 
 
 def _share(value: float | None, name: str) -> None:
@@ -74,7 +82,29 @@ DVAESettings = dataclasses.make_dataclass(
 )  # fmt: skip
 DVAESettings.__doc__ = "The dVAE: DVAEConfig fields (their defaults where absent) and its training."
 
-# Set from the data, the dVAE or the ablation row, never from the preset's model section.
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureFit:
+    """The feature tokenizer's fit: ``iterations`` of k-means, ``probe_epochs`` of the token probe."""
+
+    iterations: int = 20
+    probe_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.iterations >= 1, f"iterations must be a whole number >= 1, got {self.iterations!r}")
+        check(
+            self.probe_epochs >= 0,
+            f"probe_epochs must be >= 0 (0: no token probe), got {self.probe_epochs!r}",
+        )
+
+
+FeatureSettings = dataclasses.make_dataclass(
+    "FeatureSettings", common.model_fields(FeatureTokenizerConfig, exclude=("in_channels", "image_size")),
+    bases=(FeatureFit,), frozen=True, kw_only=True,
+)  # fmt: skip
+FeatureSettings.__doc__ = "The feature tokenizer: FeatureTokenizerConfig fields and its fit."
+
+# Set from the data, the tokenizer or the ablation row, never from the preset's model section.
 _DERIVED = frozenset(
     {"vocab_size", "max_length", "pad_id", "bos_id", "eos_id", "views", "image_size", "codebook_size",
      "downsample", *ABLATIONS["uar"]}
@@ -108,6 +138,8 @@ class UARPreset:
     beam_size: int
     weight_decay: float
     ablation: str
+    tokenizer: str = "dvae"
+    features: FeatureSettings = dataclasses.field(default_factory=FeatureSettings)  # type: ignore[valid-type]
     dvae: DVAESettings  # type: ignore[valid-type]
     model: ModelSettings  # type: ignore[valid-type]
     stage1: StageSettings
@@ -122,6 +154,10 @@ class UARPreset:
         )
         check(self.channels in (1, 3), f"channels must be 1 or 3, got {self.channels!r}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        check(
+            self.tokenizer in TOKENIZERS,
+            f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}",
+        )
         check(
             self.ablation in ABLATIONS,
             f"ablation must be one of {', '.join(ABLATIONS)}, got {self.ablation!r}",
@@ -148,17 +184,32 @@ def dvae_config(preset: UARPreset) -> DVAEConfig:
         raise RRGError(f"the preset's dvae section does not make a dVAE: {error}") from None
 
 
+def feature_tokenizer_config(preset: UARPreset) -> FeatureTokenizerConfig:
+    """The feature tokenizer of the preset: its ``features`` fields at the preset's size and channels."""
+    names = {f.name for f in dataclasses.fields(FeatureTokenizerConfig)}
+    fields = {k: v for k, v in dataclasses.asdict(preset.features).items() if k in names}
+    try:
+        return FeatureTokenizerConfig(in_channels=preset.channels, image_size=preset.image_size, **fields)
+    except (RRGError, TypeError) as error:
+        raise RRGError(f"the preset's features section does not make a feature tokenizer: {error}") from None
+
+
+def tokenizer_config(preset: UARPreset) -> DVAEConfig | FeatureTokenizerConfig:
+    """The config of the preset's LSU tokenizer (its ``tokenizer`` kind)."""
+    return feature_tokenizer_config(preset) if preset.tokenizer == "features" else dvae_config(preset)
+
+
 def uar_config(
-    preset: UARPreset, *, vocab_size: int, max_length: int, views: int, dvae: DVAEConfig,
-    special: tuple[int, int, int],
+    preset: UARPreset, *, vocab_size: int, max_length: int, views: int,
+    tokenizer: DVAEConfig | FeatureTokenizerConfig, special: tuple[int, int, int],
 ) -> UARConfig:  # fmt: skip
-    """The UAR model of the preset for a vocabulary, a report length limit, a view count and a dVAE;
-    ``special`` = (pad, bos, eos) ids. The ablation row sets the LSU/CRA/TIR switches."""
+    """The UAR model of the preset for a vocabulary, a report length limit, a view count and an LSU
+    tokenizer; ``special`` = (pad, bos, eos) ids. The ablation row sets the LSU/CRA/TIR switches."""
     pad, bos, eos = special
     fields = {
         **dataclasses.asdict(preset.model), "vocab_size": vocab_size, "max_length": max_length,
-        "views": views, "image_size": preset.image_size, "codebook_size": dvae.codebook_size,
-        "downsample": dvae.downsample, "pad_id": pad, "bos_id": bos, "eos_id": eos,
+        "views": views, "image_size": preset.image_size, "codebook_size": tokenizer.codebook_size,
+        "downsample": tokenizer.downsample, "pad_id": pad, "bos_id": bos, "eos_id": eos,
         **ABLATIONS[preset.ablation],
     }  # fmt: skip
     try:
@@ -168,9 +219,10 @@ def uar_config(
 
 
 def parse_stages(text: str) -> list[str]:
-    """``"dvae,1,2"`` -> ["dvae", "1", "2"]: a subset of those, each once, in that order."""
-    stages = [part.strip() for part in text.split(",") if part.strip()]
+    """``"tokenizer,1,2"`` -> ["tokenizer", "1", "2"]: a subset of those, each once, in that order
+    (``dvae`` is read as ``tokenizer``)."""
+    stages = [STAGE_ALIASES.get(part.strip(), part.strip()) for part in text.split(",") if part.strip()]
     ordered = [s for s in STAGE_NAMES if s in stages]
     if not stages or any(s not in STAGE_NAMES for s in stages) or stages != ordered:
-        raise RRGError(f"--stages must list some of dvae,1,2 once each in that order, got {text!r}")
+        raise RRGError(f"--stages must list some of tokenizer,1,2 once each in that order, got {text!r}")
     return stages

@@ -14,6 +14,7 @@ from rrg_core.models.decoder import DecoderConfig
 from rrg_core.models.preprocess import Preprocess
 from rrg_core.models.uar.cra import CRAConfig
 from rrg_core.models.uar.dvae import DVAEConfig
+from rrg_core.models.uar.feature_tokenizer import FeatureTokenizerConfig
 
 CNN_STRIDE = 32  # ResNet-50 and EfficientNet-Lite0 both downsample 32x, rounding up
 MASK_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
@@ -140,18 +141,23 @@ def ablation_config(row: str, vocab_size: int, **overrides: object) -> UARConfig
     return UARConfig(vocab_size=vocab_size, **{**overrides, **ABLATIONS[row]})
 
 
-def check_tokenizer(dvae: DVAEConfig, config: UARConfig) -> None:
-    """Refuse a dVAE whose codebook or token grid does not match the UAR config."""
+#: LSU's tokenizers: "dvae" (the paper's kind, trained here) or "features" (frozen ImageNet CNN
+#: features and a k-means codebook, :mod:`rrg_core.models.uar.feature_tokenizer`).
+TOKENIZERS: tuple[str, ...] = ("dvae", "features")
+
+
+def check_tokenizer(tokenizer: DVAEConfig | FeatureTokenizerConfig, config: UARConfig) -> None:
+    """Refuse a tokenizer whose codebook or token grid does not match the UAR config."""
     if not config.use_lsu:
-        raise RRGError("this UAR config does not use LSU (the 'base' row); it takes images, not dVAE tokens")
-    if dvae.codebook_size != config.codebook_size:
+        raise RRGError("this UAR config does not use LSU (the 'base' row); it takes images, not LSU tokens")
+    if tokenizer.codebook_size != config.codebook_size:
         raise RRGError(
-            f"the dVAE has a codebook of {dvae.codebook_size} codes but the UAR config expects "
-            f"{config.codebook_size}; use the dVAE this model was trained with"
+            f"the tokenizer has a codebook of {tokenizer.codebook_size} codes but the UAR config expects "
+            f"{config.codebook_size}; use the tokenizer this model was trained with"
         )
-    if dvae.image_size // dvae.downsample != config.grid_size or dvae.downsample != config.downsample:
+    if tokenizer.grid_size != config.grid_size or tokenizer.downsample != config.downsample:
         raise RRGError(
-            f"the dVAE makes a {dvae.image_size // dvae.downsample}-cell grid (M={dvae.downsample}) but the "
+            f"the tokenizer makes a {tokenizer.grid_size}-cell grid (M={tokenizer.downsample}) but the "
             f"UAR config expects {config.grid_size} (M={config.downsample})"
         )
 

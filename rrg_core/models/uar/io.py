@@ -2,9 +2,13 @@
 
 - A ``dvae`` checkpoint: config.json ``{"model": DVAEConfig, "preprocess": Preprocess, ...training
   settings}``, no vocab.
-- A ``uar`` checkpoint: ``{"model": UARConfig, "tokenizer": DVAEConfig or null, "preprocess":
-  Preprocess, ...}`` plus the vocab. When the model has its dVAE encoder attached, the encoder's
-  weights are part of the UAR checkpoint (under ``tokenizer.``), so the app can serve images from one folder.
+- A ``feature_tokenizer`` checkpoint: ``{"model": FeatureTokenizerConfig, "preprocess": ...}``, the
+  frozen CNN layers and the k-means codebook.
+- A ``uar`` checkpoint: ``{"model": UARConfig, "tokenizer": {"kind": "dvae" | "features", ...its
+  config} or null, "preprocess": Preprocess, ...}`` plus the vocab. When the model has its tokenizer
+  attached, the tokenizer's weights are part of the UAR checkpoint (under ``tokenizer.``), so the app
+  can serve images from one folder. A ``tokenizer`` entry without ``kind`` (written before the
+  feature tokenizer existed) is a dVAE.
 
 Loading refuses, with the folder named: a config with unknown or missing fields, weights that do not
 fit the config, a vocabulary whose size differs from the model's, and a dVAE whose codebook or grid
@@ -28,10 +32,14 @@ from rrg_core.models.preprocess import Preprocess
 from rrg_core.models.preprocess import read_preprocess as preprocess_of
 from rrg_core.models.uar.config import UARConfig, check_tokenizer, default_preprocess
 from rrg_core.models.uar.dvae import DVAE, DVAEConfig, DVAEEncoder
+from rrg_core.models.uar.feature_tokenizer import FeatureTokenizer, FeatureTokenizerConfig
 from rrg_core.models.uar.model import UAR
 
 DVAE_KIND = "dvae"
+FEATURE_TOKENIZER_KIND = "feature_tokenizer"
 UAR_KIND = "uar"
+#: A tokenizer entry's ``kind`` -> its config class and module.
+_TOKENIZER_KINDS = {"dvae": (DVAEConfig, DVAEEncoder), "features": (FeatureTokenizerConfig, FeatureTokenizer)}
 
 
 def uar_config_from_dict(data: dict[str, Any]) -> UARConfig:
@@ -77,18 +85,67 @@ def load_dvae(
     return model.to(device).eval(), checkpoint
 
 
+def save_feature_tokenizer(
+    tokenizer: FeatureTokenizer,
+    folder: str | os.PathLike,
+    *,
+    preprocess: Preprocess,
+    extra_config: dict[str, Any] | None = None,
+    metrics: dict | None = None,
+    preset: str | None = None,
+    data_fingerprint: str | None = None,
+) -> Path:
+    """Save a fitted feature tokenizer (frozen CNN layers and codebook) as a ``feature_tokenizer``
+    checkpoint; ``extra_config`` records how it was fit."""
+    config = {"model": dataclasses.asdict(tokenizer.config), "preprocess": preprocess.to_dict()}
+    return save_checkpoint(
+        folder, kind=FEATURE_TOKENIZER_KIND, config={**config, **(extra_config or {})},
+        state_dict=tokenizer.state_dict(), metrics=metrics, preset=preset, data_fingerprint=data_fingerprint,
+    )  # fmt: skip
+
+
+def load_lsu_tokenizer(
+    source: str | os.PathLike | Checkpoint, device: str | torch.device = "cpu"
+) -> tuple[DVAE | FeatureTokenizer, Checkpoint]:
+    """A ``dvae`` or ``feature_tokenizer`` checkpoint's tokenizer, in eval mode on ``device``."""
+    checkpoint = source if isinstance(source, Checkpoint) else load_checkpoint(source)
+    if checkpoint.kind == DVAE_KIND:
+        return load_dvae(checkpoint, device)
+    checkpoint = _checkpoint(checkpoint, FEATURE_TOKENIZER_KIND)
+    config = _parse(checkpoint, "model", lambda d: FeatureTokenizerConfig(**d), "feature tokenizer")
+    tokenizer = FeatureTokenizer(config)
+    _load_weights(tokenizer, checkpoint, "feature tokenizer")
+    return tokenizer.to(device).eval(), checkpoint
+
+
 def load_tokenizer_for(
     config: UARConfig, source: str | os.PathLike | Checkpoint, device: str | torch.device = "cpu"
-) -> DVAE:
-    """The dVAE of ``source`` if its codebook and grid fit ``config``; otherwise CheckpointError."""
-    dvae, checkpoint = load_dvae(source, device)
+) -> DVAE | FeatureTokenizer:
+    """The tokenizer of ``source`` if its codebook and grid fit ``config``; otherwise CheckpointError."""
+    tokenizer, checkpoint = load_lsu_tokenizer(source, device)
     try:
-        check_tokenizer(dvae.config, config)
+        check_tokenizer(tokenizer.config, config)
     except RRGError as error:
         raise CheckpointError(
-            f"dVAE checkpoint {checkpoint.folder} does not fit this UAR model: {error}"
+            f"tokenizer checkpoint {checkpoint.folder} does not fit this UAR model: {error}"
         ) from None
-    return dvae
+    return tokenizer
+
+
+def tokenizer_entry(tokenizer: DVAEEncoder | FeatureTokenizer) -> dict[str, Any]:
+    """What a UAR checkpoint's config records of its attached tokenizer: kind and config."""
+    kind = "features" if isinstance(tokenizer, FeatureTokenizer) else "dvae"
+    return {"kind": kind, **dataclasses.asdict(tokenizer.config)}
+
+
+def _tokenizer_from_entry(entry: dict[str, Any]) -> DVAEEncoder | FeatureTokenizer:
+    """The (untrained) tokenizer module of a UAR checkpoint's ``tokenizer`` entry."""
+    fields = dict(entry)
+    kind = fields.pop("kind", "dvae")
+    if kind not in _TOKENIZER_KINDS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(_TOKENIZER_KINDS)}")
+    config_class, module_class = _TOKENIZER_KINDS[kind]
+    return module_class(config_class(**fields))
 
 
 def save_uar(
@@ -102,10 +159,10 @@ def save_uar(
     preset: str | None = None,
     data_fingerprint: str | None = None,
 ) -> Path:
-    """Save a UAR model (with its dVAE encoder, when attached) as a ``uar`` checkpoint."""
+    """Save a UAR model (with its tokenizer, when attached) as a ``uar`` checkpoint."""
     if len(vocab) != model.config.vocab_size:
         raise RRGError(f"the vocabulary has {len(vocab)} tokens but the model {model.config.vocab_size}")
-    tokenizer = None if model.tokenizer is None else dataclasses.asdict(model.tokenizer.config)
+    tokenizer = None if model.tokenizer is None else tokenizer_entry(model.tokenizer)
     config = {
         "model": dataclasses.asdict(model.config), "tokenizer": tokenizer, "preprocess": preprocess.to_dict(),
         **(extra_config or {}),
@@ -129,8 +186,7 @@ def load_uar(
     config = dataclasses.replace(config, base_pretrained=None)
     tokenizer = None
     if checkpoint.config.get("tokenizer") is not None:
-        dvae_config = _parse(checkpoint, "tokenizer", dvae_config_from_dict, "dVAE tokenizer")
-        tokenizer = DVAEEncoder(dvae_config)
+        tokenizer = _parse(checkpoint, "tokenizer", _tokenizer_from_entry, "LSU tokenizer")
     try:
         model = UAR(config, tokenizer)
     except RRGError as error:
@@ -158,7 +214,7 @@ def _parse(checkpoint: Checkpoint, key: str, parse: Any, what: str) -> Any:
     """``parse(config[key])`` with every fault reported as a CheckpointError naming the folder."""
     try:
         return parse(dict(checkpoint.config[key]))
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, RRGError) as error:
         raise CheckpointError(
             f"{checkpoint.folder}: config.json has no valid {what} {key!r} entry ({error})"
         ) from None

@@ -40,7 +40,6 @@ def kl_to_uniform(logits: Tensor) -> Tensor:
     return (log_q.exp() * log_q).sum(dim=1).mean() + math.log(logits.shape[1])
 
 
-
 def dvae_loss(images: Tensor, reconstruction: Tensor, logits: Tensor, beta: float) -> DVAELosses:
     """The dVAE's objective: reconstruction MSE + ``beta`` * KL of the code distribution to uniform."""
     reconstruction_error = functional.mse_loss(reconstruction, images)

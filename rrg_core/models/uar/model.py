@@ -2,10 +2,11 @@
 
 Data flow (eqs 1-4), for a study of ``views`` radiographs (IU X-ray: frontal + lateral):
 
-1. **LSU** (eq 1): each view is a grid of h x w dVAE code ids (:mod:`rrg_core.models.uar.dvae`; 112 px
-   and M = 8 give 14 x 14). The views' grids are concatenated along the sequence, L = V * h * w
-   tokens, and embedded by the trainable look-up W_I (``visual_embedding``). The report is
-   embedded by W_R, the decoder's token embedding.
+1. **LSU** (eq 1): each view is a grid of h x w code ids of a frozen tokenizer (the paper's kind, a
+   dVAE, :mod:`rrg_core.models.uar.dvae`, or frozen ImageNet features and a k-means codebook,
+   :mod:`rrg_core.models.uar.feature_tokenizer`; 112 px and M = 8 give 14 x 14). The views' grids
+   are concatenated along the sequence, L = V * h * w tokens, and embedded by the trainable look-up
+   W_I (``visual_embedding``). The report is embedded by W_R, the decoder's token embedding.
 2. **CRA** (eq 2, :mod:`rrg_core.models.uar.cra`): one aligner for both modalities turns E^(I), E^(R)
    into F^(I), F^(R). The report side runs inside the decoder (``decoder.token_transform``), token
    by token, so generation sees exactly what training saw.
@@ -33,8 +34,8 @@ LSU, CRA, triplet loss or TIR), "lsu" (+LSU), "lsu_cra" (+LSU+CRA with its tripl
 "lsu_cra_tir" (+TIR, trained in one stage: stage 2 from the start) and "uar" (two stages).
 ``two_stage`` is read by the trainer to choose the first stage (:meth:`UARConfig.first_stage`).
 
-The model takes tensors only: dVAE code ids (B, V, h, w), or images (B, V, C, H, W) when a dVAE
-encoder is attached (:meth:`UAR.attach_tokenizer`) or for the "base" row; it knows nothing of files.
+The model takes tensors only: LSU code ids (B, V, h, w), or images (B, V, C, H, W) when a tokenizer
+is attached (:meth:`UAR.attach_tokenizer`) or for the "base" row; it knows nothing of files.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from rrg_core.models.decoder import TransformerDecoder, eq11_bias
 from rrg_core.models.uar.config import UARConfig, check_tokenizer
 from rrg_core.models.uar.cra import CRA, masked_mean
 from rrg_core.models.uar.dvae import DVAE, DVAEEncoder
+from rrg_core.models.uar.feature_tokenizer import FeatureTokenizer
 from rrg_core.models.uar.losses import UAROutput, stage_loss
 from rrg_core.observations import NUM_OBSERVATIONS
 
@@ -82,7 +84,9 @@ class UARGeneration:
 class UAR(nn.Module):
     """The UAR model and its ablations (module docstring); inputs are tensors."""
 
-    def __init__(self, config: UARConfig, tokenizer: DVAE | DVAEEncoder | None = None) -> None:
+    def __init__(
+        self, config: UARConfig, tokenizer: DVAE | DVAEEncoder | FeatureTokenizer | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         d = config.d_model
@@ -114,14 +118,15 @@ class UAR(nn.Module):
         self.set_stage(config.first_stage())
         # A loaded state brings its stage; the mask's requires_grad must follow it.
         self.register_load_state_dict_post_hook(_follow_loaded_stage)
-        self.tokenizer: DVAEEncoder | None = None
+        self.tokenizer: DVAEEncoder | FeatureTokenizer | None = None
         if tokenizer is not None:
             self.attach_tokenizer(tokenizer)
 
     # -- configuration switches -------------------------------------------------------------------
 
-    def attach_tokenizer(self, tokenizer: DVAE | DVAEEncoder) -> None:
-        """Use a (frozen) dVAE encoder so the model also takes images; a mismatched codebook is refused."""
+    def attach_tokenizer(self, tokenizer: DVAE | DVAEEncoder | FeatureTokenizer) -> None:
+        """Use a frozen LSU tokenizer (a dVAE's encoder or a :class:`FeatureTokenizer`) so the model
+        also takes images; a mismatched codebook or grid is refused."""
         encoder = tokenizer.encoder if isinstance(tokenizer, DVAE) else tokenizer
         check_tokenizer(encoder.config, self.config)
         self.tokenizer = encoder.requires_grad_(False)
@@ -155,7 +160,7 @@ class UAR(nn.Module):
     # -- encoding ---------------------------------------------------------------------------------
 
     def embed_visual(self, visual: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
-        """E^(I) (B, L, d) and the grid (V, h, w): W_I of dVAE code ids, or projected CNN features."""
+        """E^(I) (B, L, d) and the grid (V, h, w): W_I of LSU code ids, or projected CNN features."""
         if self.config.use_lsu:
             ids = self._visual_ids(visual)
             return self.visual_embedding(ids).flatten(1, 3), tuple(ids.shape[1:])
@@ -299,25 +304,25 @@ class UAR(nn.Module):
     # -- input checks -----------------------------------------------------------------------------
 
     def _visual_ids(self, visual: Tensor) -> Tensor:
-        """dVAE code ids (B, V, h, w) from ids or, with a tokenizer attached, images (B, V, C, H, W)."""
+        """LSU code ids (B, V, h, w) from ids or, with a tokenizer attached, images (B, V, C, H, W)."""
         c = self.config
         if visual.is_floating_point():
             if self.tokenizer is None:
                 raise RRGError(
-                    "this UAR model takes dVAE token ids (batch, views, h, w); attach the dVAE "
+                    "this UAR model takes LSU token ids (batch, views, h, w); attach its tokenizer "
                     "(attach_tokenizer) to pass images"
                 )
             visual = self.tokenizer.tokens(self._check_images(visual, self.tokenizer.config.in_channels))
         expected = (c.views, c.grid_size, c.grid_size)
         if visual.dim() != 4 or tuple(visual.shape[1:]) != expected:
             raise RRGError(
-                f"dVAE token ids must be shaped (batch, {', '.join(map(str, expected))}), "
+                f"LSU token ids must be shaped (batch, {', '.join(map(str, expected))}), "
                 f"got {tuple(visual.shape)}"
             )
         if int(visual.min()) < 0 or int(visual.max()) >= c.codebook_size:
             raise RRGError(
-                f"dVAE token ids must lie in [0, {c.codebook_size}), got "
-                f"{int(visual.min())}..{int(visual.max())}; was the dVAE's codebook a different size?"
+                f"LSU token ids must lie in [0, {c.codebook_size}), got "
+                f"{int(visual.min())}..{int(visual.max())}; was the tokenizer's codebook a different size?"
             )
         return visual.long().to(self.visual_embedding.weight.device)
 

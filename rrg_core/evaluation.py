@@ -11,7 +11,8 @@ What is scored, and how:
   :func:`~rrg_core.metrics.nlg_scores` call (METEOR starts one JVM per call).
 - Clinical efficacy: the labeler labels the cleaned reference and the cleaned hypothesis (the same
   form on both sides, so a difference in labels is a difference in content, not in punctuation);
-  P/R/F1 macro (the papers' tables) and micro.
+  micro, macro (the papers' tables) and example-based P/R/F1 over the 14 observations and over the
+  CheXbert five; uncertain labels counted as ``uncertain_as`` says (negative by default), recorded.
 - AUROC (DCRRG Table 6's form), when every generated report carries per-observation
   probabilities: target = the reference label is positive (uncertain and unmentioned are not);
   observations with one class only among the studies are skipped; the mean is over the rest.
@@ -45,6 +46,7 @@ from rrg_core.data.reports import clean_report
 from rrg_core.errors import RRGError
 from rrg_core.labeler import label_report
 from rrg_core.metrics import (
+    CHEXBERT_FIVE,
     NLG_METRICS,
     AurocSummary,
     ClinicalEfficacy,
@@ -133,6 +135,7 @@ class EvaluationResult:
     report_to_image_precision_at_k: dict[int, float] | None = None
     alignment: float | None = None
     chance_precision: float | None = None
+    clinical_5: ClinicalEfficacy | None = None  # the same over the CheXbert five
 
     @property
     def studies_per_second(self) -> float | None:
@@ -170,6 +173,8 @@ class EvaluationResult:
             "num_studies": self.num_studies,
             "nlg": dict(self.nlg),
             "clinical_efficacy": self.clinical.to_dict(),
+            "clinical_efficacy_5": None if self.clinical_5 is None else self.clinical_5.to_dict(),
+            "uncertain_as": self.clinical.uncertain_as,
             "auroc": auroc,
             "retrieval": retrieval,
             "alignment_score": None if self.alignment is None else _finite_or_none(self.alignment),
@@ -191,6 +196,7 @@ def evaluate_reports(
     report_embeddings: Any = None,
     generation_seconds: float | None = None,
     model: str = "model",
+    uncertain_as: str = "negative",
 ) -> EvaluationResult:
     """Score generated reports against the records' reference reports.
 
@@ -203,6 +209,7 @@ def evaluate_reports(
             every generated report's ``image_embedding`` they give image-to-report P@K.
         generation_seconds: how long generating took (for studies/s), measured by the caller.
         model: the model's name in the result.
+        uncertain_as: how CE counts uncertain labels, ``"negative"`` (default) or ``"positive"``.
 
     Raises:
         RRGError: no records, missing/duplicate/extra ids, an empty reference, probabilities or
@@ -231,7 +238,10 @@ def evaluate_reports(
         model=model,
         num_studies=len(records),
         nlg=nlg,
-        clinical=clinical_efficacy(ref_labels, hyp_labels),
+        clinical=clinical_efficacy(ref_labels, hyp_labels, uncertain_as=uncertain_as),
+        clinical_5=clinical_efficacy(
+            ref_labels, hyp_labels, observations=CHEXBERT_FIVE, uncertain_as=uncertain_as
+        ),
         auroc=_auroc(ordered, ref_labels),
         generation_seconds=generation_seconds,
         studies=outcomes,
@@ -323,6 +333,7 @@ def evaluate_model(
     metrics: Iterable[str] = NLG_METRICS,
     labeler: Labeler = label_report,
     progress: bool = True,
+    uncertain_as: str = "negative",
 ) -> EvaluationResult:
     """Generate a report for every record (in batches, timed) and score them with :func:`evaluate_reports`.
 
@@ -365,6 +376,7 @@ def evaluate_model(
         report_embeddings=report_embeddings,
         generation_seconds=seconds,
         model=generator.name,
+        uncertain_as=uncertain_as,
     )
 
 
@@ -428,6 +440,7 @@ def format_table(results: Mapping[str, EvaluationResult]) -> str:
     lines.append("")
     lines.append(
         f"Studies: {', '.join(map(str, counts))}. P/R/F1: clinical efficacy, macro average over the "
-        f"{len(OBSERVATIONS)} observations (the papers' form). P@K relevance: {RETRIEVAL_RELEVANCE}."
+        f"{len(OBSERVATIONS)} observations (the papers' form; micro, example-based and the CheXbert five are "
+        f"in metrics.json). P@K relevance: {RETRIEVAL_RELEVANCE}."
     )
     return "\n".join(lines)

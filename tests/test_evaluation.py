@@ -56,6 +56,21 @@ def test_perfect_reports_score_full_marks():
     assert result.auroc is None and result.precision_at_k is None and result.studies_per_second is None
 
 
+def test_ce_three_ways_over_14_and_the_chexbert_five_in_the_json():
+    records = _records()
+    # Report 0 hedged: "possible" effusion (uncertain) instead of a definite one.
+    generated = [GeneratedReport(r.id, r.report.replace("There is a small", "Possible")) for r in records]
+    default = evaluate_reports(records, generated, metrics=("BLEU_1",)).to_dict()
+    assert default["uncertain_as"] == "negative"
+    for block, count in (("clinical_efficacy", 14), ("clinical_efficacy_5", 5)):
+        assert set(default[block]) >= {"micro", "macro", "example_based", "per_observation", "uncertain_as"}
+        assert len(default[block]["per_observation"]) == count
+    assert default["clinical_efficacy_5"]["per_observation"]["Pleural Effusion"]["recall"] == 0.0
+    positive = evaluate_reports(records, generated, metrics=("BLEU_1",), uncertain_as="positive").to_dict()
+    assert positive["clinical_efficacy_5"]["per_observation"]["Pleural Effusion"]["recall"] == 1.0
+    assert positive["clinical_efficacy"]["uncertain_as"] == "positive"
+
+
 def test_near_empty_reports_score_low_and_order_does_not_matter():
     records = _records()
     empty = [GeneratedReport(r.id, "the.") for r in reversed(records)]  # any order: matched by id
@@ -212,8 +227,10 @@ def test_cli_scores_the_baselines(phantoms, tmp_path, capsys):
 def test_cli_limit_and_image_loading_workers(phantoms, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["evaluate", "--data", str(phantoms), "--out", str(out), "--limit", "3",
-                 "--metrics", "BLEU_1"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["NearestNeighbourReport"]["num_studies"] == 3
+                 "--metrics", "BLEU_1", "--uncertain-as", "positive"]) == 0
+    result = json.loads((out / "metrics.json").read_text())["NearestNeighbourReport"]
+    assert result["num_studies"] == 3
+    assert result["uncertain_as"] == result["clinical_efficacy_5"]["uncertain_as"] == "positive"
 
 
 def test_cli_refuses_an_unregistered_checkpoint_kind(phantoms, tmp_path, capsys):

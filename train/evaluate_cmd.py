@@ -31,7 +31,7 @@ from rrg_core.evaluation import (
     format_alignment_table,
     format_table,
 )
-from rrg_core.metrics import JAVA_METRICS, NLG_METRICS, java_available
+from rrg_core.metrics import JAVA_METRICS, NLG_METRICS, UNCERTAIN_AS, java_available
 from rrg_core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--workers", type=int, default=2, help="image loading processes (default 2; 0: none)")
     parser.add_argument("--device", help="model's torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--uncertain-as",
+        choices=UNCERTAIN_AS,
+        default=UNCERTAIN_AS[0],
+        help="how CE counts uncertain (-1) labels, both sides (default negative; recorded in metrics.json)",
+    )
     return parser
 
 
@@ -174,7 +180,12 @@ def run(args: argparse.Namespace) -> int:
             raise RRGError(f"two models are named {generator.name!r}")
         images = image_stacks(dataset, args.workers)
         results[generator.name] = evaluate_model(
-            generator, records, images, batch_size=args.batch_size, metrics=args.metrics
+            generator,
+            records,
+            images,
+            batch_size=args.batch_size,
+            metrics=args.metrics,
+            uncertain_as=args.uncertain_as,
         )
     _write_outputs(args.out, results)
     print(f"{args.data} split {args.split!r}, {len(records)} studies\n")

@@ -11,7 +11,8 @@ What is scored, and how:
   :func:`~rrg_core.metrics.nlg_scores` call (METEOR starts one JVM per call).
 - Clinical efficacy: the labeler labels the cleaned reference and the cleaned hypothesis (the same
   form on both sides, so a difference in labels is a difference in content, not in punctuation);
-  P/R/F1 macro (the papers' tables) and micro.
+  micro, macro (the papers' tables) and example-based P/R/F1 over the 14 observations and over the
+  CheXbert five; uncertain labels counted as ``uncertain_as`` says (negative by default), recorded.
 - AUROC (DCRRG Table 6's form), when every generated report carries per-observation
   probabilities: target = the reference label is positive (uncertain and unmentioned are not);
   observations with one class only among the studies are skipped; the mean is over the rest.
@@ -33,7 +34,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -45,6 +46,7 @@ from rrg_core.data.reports import clean_report
 from rrg_core.errors import RRGError
 from rrg_core.labeler import label_report
 from rrg_core.metrics import (
+    CHEXBERT_FIVE,
     NLG_METRICS,
     AurocSummary,
     ClinicalEfficacy,
@@ -63,23 +65,6 @@ logger = logging.getLogger(__name__)
 PRECISION_KS: tuple[int, ...] = (1, 2, 5, 10)
 RETRIEVAL_RELEVANCE = "same_positive_label_set"
 """The name of the P@K relevance rule (see the module docstring); it is written into every result."""
-
-TABLE_COLUMNS: tuple[str, ...] = (
-    "B1",
-    "B2",
-    "B3",
-    "B4",
-    "MTR",
-    "RL",
-    "CIDEr",
-    "P",
-    "R",
-    "F1",
-    "AUROC",
-    "P@1",
-    "P@5",
-    "studies/s",
-)
 
 
 @dataclass(frozen=True)
@@ -146,6 +131,7 @@ class EvaluationResult:
     report_to_image_precision_at_k: dict[int, float] | None = None
     alignment: float | None = None
     chance_precision: float | None = None
+    clinical_5: ClinicalEfficacy | None = None  # the same over the CheXbert five
 
     @property
     def studies_per_second(self) -> float | None:
@@ -159,7 +145,7 @@ class EvaluationResult:
         auroc = None
         if self.auroc is not None:
             auroc = {
-                "mean": _finite_or_none(self.auroc.mean),
+                "mean": finite_or_none(self.auroc.mean),
                 "num_defined": self.auroc.num_defined,
                 # Observations with one class only are skipped (their AUROC is undefined).
                 "per_observation": {
@@ -183,15 +169,17 @@ class EvaluationResult:
             "num_studies": self.num_studies,
             "nlg": dict(self.nlg),
             "clinical_efficacy": self.clinical.to_dict(),
+            "clinical_efficacy_5": None if self.clinical_5 is None else self.clinical_5.to_dict(),
+            "uncertain_as": self.clinical.uncertain_as,
             "auroc": auroc,
             "retrieval": retrieval,
-            "alignment_score": None if self.alignment is None else _finite_or_none(self.alignment),
+            "alignment_score": None if self.alignment is None else finite_or_none(self.alignment),
             "generation_seconds": self.generation_seconds,
             "studies_per_second": self.studies_per_second,
         }
 
 
-def _finite_or_none(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
@@ -204,6 +192,7 @@ def evaluate_reports(
     report_embeddings: Any = None,
     generation_seconds: float | None = None,
     model: str = "model",
+    uncertain_as: str = "negative",
 ) -> EvaluationResult:
     """Score generated reports against the records' reference reports.
 
@@ -216,6 +205,7 @@ def evaluate_reports(
             every generated report's ``image_embedding`` they give image-to-report P@K.
         generation_seconds: how long generating took (for studies/s), measured by the caller.
         model: the model's name in the result.
+        uncertain_as: how CE counts uncertain labels, ``"negative"`` (default) or ``"positive"``.
 
     Raises:
         RRGError: no records, missing/duplicate/extra ids, an empty reference, probabilities or
@@ -244,7 +234,10 @@ def evaluate_reports(
         model=model,
         num_studies=len(records),
         nlg=nlg,
-        clinical=clinical_efficacy(ref_labels, hyp_labels),
+        clinical=clinical_efficacy(ref_labels, hyp_labels, uncertain_as=uncertain_as),
+        clinical_5=clinical_efficacy(
+            ref_labels, hyp_labels, observations=CHEXBERT_FIVE, uncertain_as=uncertain_as
+        ),
         auroc=_auroc(ordered, ref_labels),
         generation_seconds=generation_seconds,
         studies=outcomes,
@@ -375,6 +368,7 @@ def evaluate_model(
     metrics: Iterable[str] = NLG_METRICS,
     labeler: Labeler = label_report,
     progress: bool = True,
+    uncertain_as: str = "negative",
 ) -> EvaluationResult:
     """Generate a report for every record (:func:`generate_reports`, timed) and score them with
     :func:`evaluate_reports`. studies/s counts only the time spent in ``generate``: image loading
@@ -395,69 +389,5 @@ def evaluate_model(
         report_embeddings=report_embeddings,
         generation_seconds=seconds,
         model=generator.name,
+        uncertain_as=uncertain_as,
     )
-
-
-def table_row(result: EvaluationResult) -> dict[str, float | None]:
-    """The values of :data:`TABLE_COLUMNS` for one result (None where not computed); CE is macro."""
-    macro, p_at_k = result.clinical.macro, result.precision_at_k or {}
-    auroc = None if result.auroc is None else _finite_or_none(result.auroc.mean)
-    values = [result.nlg.get(key) for key in NLG_METRICS]  # B1..B4, MTR, RL, CIDEr: the same order
-    values += [macro.precision, macro.recall, macro.f1, auroc, p_at_k.get(1), p_at_k.get(5)]
-    return dict(zip(TABLE_COLUMNS, [*values, result.studies_per_second], strict=True))
-
-
-def format_alignment_table(results: Mapping[str, EvaluationResult]) -> str:
-    """A Markdown table of the global-alignment figures (UAR sec. 5.1-5.2): the alignment score and
-    P@K in both retrieval directions, one row per model that has them; "" when none has."""
-    rows = {name: r for name, r in results.items() if r.precision_at_k is not None}
-    if not rows:
-        return ""
-    ks = [k for k in PRECISION_KS if k != 2]
-    lines = [
-        "| Model | Alignment | " + " | ".join(f"I->R P@{k}" for k in ks) + " | "
-        + " | ".join(f"R->I P@{k}" for k in ks) + " | chance P@K |",
-        "|---|" + "---:|" * (2 + 2 * len(ks)),
-    ]  # fmt: skip
-    for name, result in rows.items():
-        reverse = result.report_to_image_precision_at_k or {}
-        values = [
-            result.alignment,
-            *(result.precision_at_k.get(k) for k in ks),
-            *(reverse.get(k) for k in ks),
-            result.chance_precision,
-        ]
-        cells = ["-" if v is None or not math.isfinite(v) else f"{v:.3f}" for v in values]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(
-        "Alignment: UAR footnote 3, the share of matched image-report pairs whose cosine similarity, min-max "
-        f"normalised over all pairs, exceeds 0.5. P@K relevance: {RETRIEVAL_RELEVANCE}; chance P@K: what "
-        "a random ranking scores."
-    )
-    return "\n".join(lines)
-
-
-def format_table(results: Mapping[str, EvaluationResult]) -> str:
-    """A Markdown table, one row per model, in :data:`TABLE_COLUMNS`; "-" where a value is absent."""
-    lines = [
-        "| Model | " + " | ".join(TABLE_COLUMNS) + " |",
-        "|---|" + "---:|" * len(TABLE_COLUMNS),
-    ]
-    for name, result in results.items():
-        cells = []
-        for column, value in table_row(result).items():
-            if value is None:
-                cells.append("-")
-            elif column == "studies/s":
-                cells.append(f"{value:.1f}")
-            else:
-                cells.append(f"{value:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    counts = sorted({result.num_studies for result in results.values()})
-    lines.append("")
-    lines.append(
-        f"Studies: {', '.join(map(str, counts))}. P/R/F1: clinical efficacy, macro average over the "
-        f"{len(OBSERVATIONS)} observations (the papers' form). P@K relevance: {RETRIEVAL_RELEVANCE}."
-    )
-    return "\n".join(lines)

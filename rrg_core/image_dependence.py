@@ -15,7 +15,7 @@ Nothing here reads files: records and images come in as arguments, as in :mod:`r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -93,34 +93,13 @@ def measure_image_dependence(
         desc=f"{generator.name} (swapped images)",
     )  # fmt: skip
     by_id = {g.id: g.text for g in generated}
+    uncertain_as = result.clinical.uncertain_as  # the same rule as the own-image figure
     references = [dict(labeler(s.reference).labels) for s in result.studies]
     swapped = [dict(labeler(clean_report(by_id[r.id])).labels) for r in records]
     return ImageDependence(
         num_studies=len(records),
         distinct_drafts=distinct_drafts(s.generated for s in result.studies),
         ce_micro_f1=result.clinical.micro.f1,
-        swapped_ce_micro_f1=clinical_efficacy(references, swapped).micro.f1,
+        swapped_ce_micro_f1=clinical_efficacy(references, swapped, uncertain_as=uncertain_as).micro.f1,
         seed=seed,
     )
-
-
-def format_image_dependence_table(figures: Mapping[str, ImageDependence]) -> str:
-    """A Markdown table, one row per model; "" when there is none."""
-    if not figures:
-        return ""
-    lines = [
-        "| Model | distinct drafts | CE F1 micro | swapped-image CE F1 micro | kept |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, figure in figures.items():
-        kept = "-" if figure.ce_kept is None else f"{figure.ce_kept:.2f}"
-        lines.append(
-            f"| {name} | {figure.distinct_drafts}/{figure.num_studies} | {figure.ce_micro_f1:.3f} | "
-            f"{figure.swapped_ce_micro_f1:.3f} | {kept} |"
-        )
-    lines.append("")
-    lines.append(
-        "Image dependence: each study paired with another study's images (a seeded derangement); a model "
-        "that reads the image keeps little of its CE F1 there, one that ignores it keeps all of it."
-    )
-    return "\n".join(lines)

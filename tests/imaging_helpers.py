@@ -84,4 +84,3 @@ def check_invariants(r: Radiograph) -> None:
 
 NOISE = np.random.default_rng(0).integers(0, 256, size=(96, 128), dtype=np.uint8)
 GRADIENT = np.tile(np.linspace(0, 255, 128, dtype=np.float32), (96, 1)).round().astype(np.uint8)
-

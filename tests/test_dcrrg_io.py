@@ -37,8 +37,9 @@ def test_save_and_load_give_the_same_outputs(tmp_path):
     assert loaded.config.clip.pretrained is None
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(model.clip.observation_probabilities(images),
-                              loaded.clip.observation_probabilities(images))
+        assert torch.allclose(
+            model.clip.observation_probabilities(images), loaded.clip.observation_probabilities(images)
+        )
     assert torch.equal(loaded.thresholds, torch.full((14,), 0.3))
 
 

@@ -92,8 +92,8 @@ def test_every_step_loss_is_a_finite_scalar(model: DCRRG) -> None:
 
 
 def test_step1_drops_uncertain_labels(model: DCRRG) -> None:
-    loss = step1(model.clip,
-        images(2), torch.tensor([1, 2]), torch.tensor([1, 0]), torch.tensor([False, False])
+    loss = step1(
+        model.clip, images(2), torch.tensor([1, 2]), torch.tensor([1, 0]), torch.tensor([False, False])
     )
     assert loss.item() == 0.0
 

@@ -228,5 +228,3 @@ def test_undecodable_transfer_syntax_is_refused() -> None:
     ds["PixelData"].VR = "OB"
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG-2 video
     refused(dicom_bytes(ds), "transfer syntax", "MPEG2", "export")
-
-

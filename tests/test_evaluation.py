@@ -16,8 +16,8 @@ from rrg_core.evaluation import (
     GeneratedReport,
     evaluate_model,
     evaluate_reports,
-    format_table,
 )
+from rrg_core.evaluation_tables import format_table
 from rrg_core.metrics import java_available
 from rrg_core.phantoms import write_phantoms
 from train.__main__ import main
@@ -54,6 +54,21 @@ def test_perfect_reports_score_full_marks():
     assert present and all(prf.f1 == 1.0 for prf in present)
     assert result.num_studies == len(records)
     assert result.auroc is None and result.precision_at_k is None and result.studies_per_second is None
+
+
+def test_ce_three_ways_over_14_and_the_chexbert_five_in_the_json():
+    records = _records()
+    # Report 0 hedged: "possible" effusion (uncertain) instead of a definite one.
+    generated = [GeneratedReport(r.id, r.report.replace("There is a small", "Possible")) for r in records]
+    default = evaluate_reports(records, generated, metrics=("BLEU_1",)).to_dict()
+    assert default["uncertain_as"] == "negative"
+    for block, count in (("clinical_efficacy", 14), ("clinical_efficacy_5", 5)):
+        assert set(default[block]) >= {"micro", "macro", "example_based", "per_observation", "uncertain_as"}
+        assert len(default[block]["per_observation"]) == count
+    assert default["clinical_efficacy_5"]["per_observation"]["Pleural Effusion"]["recall"] == 0.0
+    positive = evaluate_reports(records, generated, metrics=("BLEU_1",), uncertain_as="positive").to_dict()
+    assert positive["clinical_efficacy_5"]["per_observation"]["Pleural Effusion"]["recall"] == 1.0
+    assert positive["clinical_efficacy"]["uncertain_as"] == "positive"
 
 
 def test_near_empty_reports_score_low_and_order_does_not_matter():
@@ -190,8 +205,9 @@ def phantoms(tmp_path_factory):
 
 
 def _cli(data, out, *extra):
-    return main(["evaluate", "--data", str(data), "--out", str(out), "--workers", "0",
-                 "--metrics", *FAST, *extra])
+    return main(
+        ["evaluate", "--data", str(data), "--out", str(out), "--workers", "0", "--metrics", *FAST, *extra]
+    )
 
 
 def test_cli_scores_the_baselines(phantoms, tmp_path, capsys):
@@ -211,9 +227,27 @@ def test_cli_scores_the_baselines(phantoms, tmp_path, capsys):
 
 def test_cli_limit_and_image_loading_workers(phantoms, tmp_path, capsys):
     out = tmp_path / "eval"
-    assert main(["evaluate", "--data", str(phantoms), "--out", str(out), "--limit", "3",
-                 "--metrics", "BLEU_1"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["NearestNeighbourReport"]["num_studies"] == 3
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(phantoms),
+                "--out",
+                str(out),
+                "--limit",
+                "3",
+                "--metrics",
+                "BLEU_1",
+                "--uncertain-as",
+                "positive",
+            ]
+        )
+        == 0
+    )
+    result = json.loads((out / "metrics.json").read_text())["NearestNeighbourReport"]
+    assert result["num_studies"] == 3
+    assert result["uncertain_as"] == result["clinical_efficacy_5"]["uncertain_as"] == "positive"
 
 
 def test_cli_refuses_an_unregistered_checkpoint_kind(phantoms, tmp_path, capsys):
@@ -237,8 +271,20 @@ def test_cli_scores_a_registered_model_and_merges_into_its_metrics(phantoms, tmp
 
     monkeypatch.setitem(LOADERS, "dcrrg", factory)
     run = save_checkpoint(tmp_path / "run", kind="dcrrg", config={}, state_dict={"w": torch.zeros(1)})
-    assert _cli(phantoms, tmp_path / "eval", "--checkpoint", str(run), "--no-baselines",
-                "--beam-size", "2", "--device", "cpu") == 0
+    assert (
+        _cli(
+            phantoms,
+            tmp_path / "eval",
+            "--checkpoint",
+            str(run),
+            "--no-baselines",
+            "--beam-size",
+            "2",
+            "--device",
+            "cpu",
+        )
+        == 0
+    )
     assert seen == {"kind": "dcrrg", "device": "cpu", "beam_size": 2}
     assert "| Fake | 1.000 |" in capsys.readouterr().out
     merged = json.loads((run / "metrics.json").read_text())

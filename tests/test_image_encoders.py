@@ -385,5 +385,3 @@ def test_image_encoder_runs_on_cuda(natural_batch):
     torch.testing.assert_close(
         features.pooled.cpu(), build_image_encoder()(natural_batch).pooled, atol=1e-3, rtol=1e-3
     )
-
-

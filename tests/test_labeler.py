@@ -12,6 +12,7 @@ from labeler_scoring import format_table, load_set, prf, score_set
 
 from rrg_core.labeler import ReportLabels, label_report, label_reports, label_sentence
 from rrg_core.labeler.cli import main
+from rrg_core.labeler.conventions import LABELER_VERSION, LabelerOptions, labeler_key
 from rrg_core.observations import OBSERVATIONS, Label
 
 GOLD = Path(__file__).parent / "data" / "labeler_gold.jsonl"
@@ -24,19 +25,19 @@ P, N, U = Label.POSITIVE, Label.NEGATIVE, Label.UNCERTAIN
         # mentions and synonyms
         ("Heart size is enlarged", {"Cardiomegaly": P}),
         ("The cardiac silhouette is normal", {"Cardiomegaly": N}),
-        ("Normal cardiomediastinal silhouette", {"Cardiomegaly": N, "Enlarged Cardiomediastinum": N}),
+        ("Normal cardiomediastinal silhouette", {"Enlarged Cardiomediastinum": N}),  # not Cardiomegaly
         ("Widened mediastinum", {"Enlarged Cardiomediastinum": P}),
-        ("Mild blunting of the left costophrenic angle", {"Pleural Effusion": P}),
+        ("Mild blunting of the left costophrenic angle", {}),  # "blunt" is an other finding
         ("Sternotomy wires and a pacemaker", {"Support Devices": P}),
         ("Lines and tubes are in place", {"Support Devices": P}),
-        ("Calcified granuloma in the right upper lobe", {"Lung Lesion": P}),
+        ("Calcified granuloma in the right upper lobe", {}),  # not in lung_lesion.txt
         ("Right basilar airspace disease", {"Lung Opacity": P}),
         ("Pleural thickening at the apex", {"Pleural Other": P}),
         ("Healed right rib fracture", {"Fracture": P}),
-        ("Large hydropneumothorax", {"Pneumothorax": P, "Pleural Effusion": P}),
-        ("Mild pulmonary vascular congestion", {"Edema": P}),
+        ("Large hydropneumothorax", {"Pneumothorax": P}),
+        ("Mild pulmonary vascular congestion", {"Edema": U}),  # CheXpert: congestion is uncertain edema
         ("Small pericardial effusion", {}),
-        ("The lungs are clear", {"Lung Opacity": N}),
+        ("The lungs are clear", {}),
         ("Emphysema", {}),
         # negation, lists, pseudo-negation
         (
@@ -50,7 +51,7 @@ P, N, U = Label.POSITIVE, Label.NEGATIVE, Label.UNCERTAIN
         ("No evidence of pneumonia", {"Pneumonia": N}),
         ("No change in cardiomegaly", {"Cardiomegaly": P}),
         ("Unchanged cardiomegaly", {"Cardiomegaly": P}),
-        ("No new consolidation", {"Consolidation": N}),
+        ("No new consolidation", {"Consolidation": U}),  # CheXpert's pre-negation uncertainty
         ("Nodule, not seen on the prior exam", {"Lung Lesion": P}),
         # uncertainty, and negation beating it
         ("Pneumonia cannot be excluded", {"Pneumonia": U}),
@@ -66,8 +67,8 @@ P, N, U = Label.POSITIVE, Label.NEGATIVE, Label.UNCERTAIN
         ("No pneumothorax; small left effusion", {"Pneumothorax": N, "Pleural Effusion": P}),
         ("Possible nodule, healed rib fracture", {"Lung Lesion": U, "Fracture": P}),
         # de-identified words
-        ("The xxxx sternotomy xxxx are intact", {"Support Devices": P}),
-        ("Fracture of the superior sternotomy xxxx", {"Support Devices": P}),
+        ("The xxxx sternotomy xxxx are intact", {}),  # sternotomy is not in support_devices.txt
+        ("Fracture of the superior sternotomy xxxx", {}),
     ],
 )
 def test_label_sentence_patterns(sentence: str, expected: dict[str, Label]) -> None:
@@ -161,17 +162,87 @@ def test_hedge_after_the_finding_makes_it_uncertain():
     assert label_sentence("A small effusion could also be seen") == {"Pleural Effusion": Label.UNCERTAIN}
 
 
-def test_pleural_spaces_clear_negates_effusion_and_pneumothorax():
-    assert label_sentence("The pleural spaces are clear.") == {
-        "Pleural Effusion": Label.NEGATIVE, "Pneumothorax": Label.NEGATIVE}
+def test_pleural_spaces_clear_names_no_observation():
+    # CheXpert's lists have no "clear" statement: unmentioned, not negative.
+    assert label_sentence("The pleural spaces are clear.") == {}
 
 
 def test_unchanged_findings_listed_with_or_stay_positive():
     assert label_sentence("No significant change in the left pneumothorax or pleural effusion") == {
-        "Pneumothorax": Label.POSITIVE, "Pleural Effusion": Label.POSITIVE}
+        "Pneumothorax": Label.POSITIVE,
+        "Pleural Effusion": Label.POSITIVE,
+    }
 
 
 def test_joint_prosthesis_is_a_device_and_knee_effusion_is_not_pleural():
     assert label_sentence("Left shoulder arthroplasty.") == {"Support Devices": Label.POSITIVE}
-    assert label_sentence("Prosthetic left hip") == {"Support Devices": Label.POSITIVE}
+    assert label_sentence("Prosthetic left hip") == {}  # "prosthe" is not in support_devices.txt
     assert label_sentence("Small suprapatellar effusion") == {}
+
+
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        # phrases/mention and phrases/unmention of the CheXpert labeler
+        ("Calcified nodules in the right upper lung", {}),
+        ("No noncalcified nodule", {}),
+        ("Masslike opacification of the right apex", {"Lung Lesion": P, "Lung Opacity": P}),
+        ("Nodular opacity in the left upper lobe", {"Lung Lesion": P, "Lung Opacity": P}),
+        ("Massive cardiomegaly", {"Cardiomegaly": P}),
+        ("Increased interstitial markings", {"Lung Opacity": P}),
+        ("Normal interstitial markings", {"Lung Opacity": N}),
+        ("Interstitial markings are normal", {"Lung Opacity": N}),
+        ("Small amount of pleural fluid", {"Pleural Effusion": P}),
+        ("Fluid in the minor fissure", {}),
+        ("Mild pleural thickening", {"Pleural Other": P}),
+        ("Pleural scarring at the apex", {"Pleural Other": P}),
+        ("Biapical scarring", {"Lung Opacity": P}),
+        ("Possible pulmonary fibrosis", {"Pleural Other": U}),
+        ("Calcified pleural plaque", {}),
+        ("Nipple markers overlie the bases", {"Support Devices": P}),
+        ("Surgical clips in the right upper quadrant", {}),
+        ("Kerley B lines", {}),
+        ("Plate-like atelectasis", {"Atelectasis": P}),
+        ("No vascular congestion", {"Edema": N}),
+        ("Indistinctness of the pulmonary vasculature", {"Edema": U}),
+        ("Findings of CHF", {"Edema": P, "Cardiomegaly": U}),
+        ("Cardiomegaly with CHF", {"Edema": P, "Cardiomegaly": P}),
+        # heart and mediastinum statements (CheXpert's negation and post-negation uncertainty rules)
+        ("Heart size is upper limits of normal", {"Cardiomegaly": N}),
+        ("Stable cardiomediastinal silhouette", {"Enlarged Cardiomediastinum": U}),
+        ("Heart size is stable", {"Cardiomegaly": U}),
+        ("Stable normal heart size", {"Cardiomegaly": N}),
+        ("The heart is enlarged", {"Cardiomegaly": P}),
+        ("Enlarged cardiac contour", {"Cardiomegaly": P, "Enlarged Cardiomediastinum": P}),
+        ("Pacemaker lead over the heart", {"Support Devices": P}),
+        # negation and uncertainty cues
+        (
+            "No new opacity, effusion or pneumothorax",
+            {"Lung Opacity": U, "Pleural Effusion": N, "Pneumothorax": N},
+        ),
+        ("Atelectasis is not appreciated", {"Atelectasis": U}),
+        ("The left base is obscured, effusion not well visualized", {"Pleural Effusion": U}),
+        ("Opacity favored to represent atelectasis", {"Lung Opacity": P, "Atelectasis": U}),
+        ("Opacity secondary to atelectasis", {"Lung Opacity": P, "Atelectasis": U}),
+        ("Scarring/atelectasis", {"Lung Opacity": U, "Atelectasis": U}),
+        ("History of pneumonia", {"Pneumonia": N}),
+    ],
+)
+def test_chexpert_conventions(sentence: str, expected: dict[str, Label]) -> None:
+    assert label_sentence(sentence) == expected
+
+
+def test_other_findings_block_no_finding() -> None:
+    # CheXpert's phrases/mention/no_finding.txt: not an observation, but not a normal study either.
+    assert label_report("Calcified granuloma. No acute disease.").labels["No Finding"] is None
+    assert label_report("Degenerative changes of the spine.").labels["No Finding"] is None
+    assert label_report("No emphysema. The lungs are clear.").labels["No Finding"] == P
+
+
+def test_granuloma_option() -> None:
+    on = LabelerOptions(granuloma_as_lesion=True)
+    assert label_sentence("Calcified granuloma in the right upper lobe", on) == {"Lung Lesion": P}
+    assert label_sentence("No granulomas", on) == {"Lung Lesion": N}
+    assert label_report("Stable granulomatous disease", on).labels["Lung Lesion"] == P
+    assert label_report("Stable granulomatous disease").labels["Lung Lesion"] is None
+    assert labeler_key(on) != labeler_key() == LABELER_VERSION

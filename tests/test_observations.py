@@ -42,8 +42,16 @@ def test_unknown_name_lists_the_valid_ones():
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(1, Label.POSITIVE), ("1.0", Label.POSITIVE), (0.0, Label.NEGATIVE), ("-1", Label.UNCERTAIN),
-     (None, None), ("", None), (math.nan, None), ("nan", None)],
+    [
+        (1, Label.POSITIVE),
+        ("1.0", Label.POSITIVE),
+        (0.0, Label.NEGATIVE),
+        ("-1", Label.UNCERTAIN),
+        (None, None),
+        ("", None),
+        (math.nan, None),
+        ("nan", None),
+    ],
 )
 def test_parse_label(raw, expected):
     assert parse_label(raw) == expected

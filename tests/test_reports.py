@@ -8,9 +8,7 @@ from rrg_core.errors import RRGError
 
 def test_clean_report_r2gen_form():
     text = "The heart is normal. No pleural effusion, pneumothorax or consolidation."
-    assert clean_report(text) == (
-        "the heart is normal . no pleural effusion pneumothorax or consolidation ."
-    )
+    assert clean_report(text) == ("the heart is normal . no pleural effusion pneumothorax or consolidation .")
 
 
 def test_deidentification_marks_become_one_token():
@@ -44,7 +42,10 @@ def test_non_text_is_refused():
 
 def test_raw_sentences_keep_case_for_display():
     assert raw_sentences("Heart normal.\nNo effusion; lungs clear") == [
-        "Heart normal", "No effusion", "lungs clear"]
+        "Heart normal",
+        "No effusion",
+        "lungs clear",
+    ]
 
 
 def test_report_tokens_include_sentence_ends():

@@ -6,8 +6,10 @@ from train.__main__ import main
 
 
 def _write_annotation(folder, reports):
-    entries = [{"id": f"s{i}", "report": r, "image_path": [f"s{i}/0.png", f"s{i}/1.png"], "split": "train"}
-               for i, r in enumerate(reports)]
+    entries = [
+        {"id": f"s{i}", "report": r, "image_path": [f"s{i}/0.png", f"s{i}/1.png"], "split": "train"}
+        for i, r in enumerate(reports)
+    ]
     (folder / "annotation.json").write_text(json.dumps({"train": entries, "val": [], "test": []}))
 
 

@@ -59,7 +59,11 @@ def test_micro_run_writes_every_stage_and_a_loadable_checkpoint(micro_run: Path)
     assert int(model.stage) == 2 and model.tokenizer is not None
     assert checkpoint.config["training"]["stages_done"] == [1, 2]
     assert checkpoint.config["preprocess"] == {
-        "image_size": 32, "channels": 1, "mean": [0.5], "std": [0.5], "views": 2
+        "image_size": 32,
+        "channels": 1,
+        "mean": [0.5],
+        "std": [0.5],
+        "views": 2,
     }
     assert set(checkpoint.metrics) == {"stage1", "stage2"}
     assert checkpoint.metrics["stage1"]["lambdas"] == [1.0, 1.0, 0.0]

@@ -15,7 +15,8 @@ from rrg_core.checkpoints import load_checkpoint
 from rrg_core.data.datasets import StudyRecord
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
-from rrg_core.evaluation import ReportGenerator, evaluate_model, format_alignment_table
+from rrg_core.evaluation import ReportGenerator, evaluate_model
+from rrg_core.evaluation_tables import format_alignment_table
 from rrg_core.generators import load_generator
 from rrg_core.generators.uar import UARGenerator, model_name
 from rrg_core.models.uar import UAR

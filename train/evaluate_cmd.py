@@ -28,16 +28,10 @@ from rrg_core.evaluation import (
     EvaluationResult,
     ReportGenerator,
     evaluate_model,
-    format_alignment_table,
-    format_table,
 )
-from rrg_core.image_dependence import (
-    ImageDependence,
-    derangement,
-    format_image_dependence_table,
-    measure_image_dependence,
-)
-from rrg_core.metrics import JAVA_METRICS, NLG_METRICS, java_available
+from rrg_core.evaluation_tables import format_alignment_table, format_image_dependence_table, format_table
+from rrg_core.image_dependence import ImageDependence, derangement, measure_image_dependence
+from rrg_core.metrics import JAVA_METRICS, NLG_METRICS, UNCERTAIN_AS, java_available
 from rrg_core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -81,6 +75,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--workers", type=int, default=2, help="image loading processes (default 2; 0: none)")
     parser.add_argument("--device", help="model's torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--uncertain-as",
+        choices=UNCERTAIN_AS,
+        default=UNCERTAIN_AS[0],
+        help="how CE counts uncertain (-1) labels, both sides (default negative; recorded in metrics.json)",
+    )
     return parser
 
 
@@ -193,7 +193,10 @@ def run(args: argparse.Namespace) -> int:
         if generator.name in results:
             raise RRGError(f"two models are named {generator.name!r}")
         images = image_stacks(dataset, args.workers)
-        result = evaluate_model(generator, records, images, batch_size=args.batch_size, metrics=args.metrics)
+        result = evaluate_model(
+            generator, records, images, batch_size=args.batch_size, metrics=args.metrics,
+            uncertain_as=args.uncertain_as,
+        )  # fmt: skip
         results[generator.name] = result
         if args.image_dependence:
             swapped = image_stacks(Subset(dataset, derangement(len(dataset))), args.workers)

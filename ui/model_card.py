@@ -99,13 +99,15 @@ def evaluation_markdown(context: AppContext) -> str:
                 + " | ".join(_number(results[k].get("nlg", {}).get(metric)) for k in keys)
                 + " |"
             )
-        for average in ("micro", "macro"):
-            for measure in ("precision", "recall", "f1"):
-                cells = [
-                    _number(((results[k].get("clinical_efficacy") or {}).get(average) or {}).get(measure))
-                    for k in keys
-                ]
-                rows.append(f"| CE {average} {measure} | " + " | ".join(cells) + " |")
+        for block, label in (("clinical_efficacy", "CE"), ("clinical_efficacy_5", "CE-5")):
+            for average in ("micro", "macro", "example_based"):
+                for measure in ("precision", "recall", "f1") if label == "CE" else ("f1",):
+                    cells = [
+                        _number(((results[k].get(block) or {}).get(average) or {}).get(measure))
+                        for k in keys
+                    ]
+                    name = f"{label} {average.replace('_', '-')} {measure}"
+                    rows.append(f"| {name} | " + " | ".join(cells) + " |")
         rows.append(
             "| AUROC (mean) | "
             + " | ".join(_number((results[k].get("auroc") or {}).get("mean")) for k in keys)
@@ -116,9 +118,24 @@ def evaluation_markdown(context: AppContext) -> str:
             + " | ".join(_number(results[k].get("studies_per_second"), 1) for k in keys)
             + " |"
         )
-        parts.append(f"#### Split `{split}` ({counts} studies)\n\n" + "\n".join(rows))
+        uncertain = {str(results[k].get("uncertain_as", "negative")) for k in keys if results[k]}
+        table = "\n".join(rows)
+        parts.append(f"#### Split `{split}` ({counts} studies)\n\n{table}\n\n{ce_note(uncertain)}")
         parts.append(per_observation_markdown(results))
     return "\n\n".join(parts)
+
+
+def ce_note(uncertain_as: set[str]) -> str:
+    """Which CE figure the papers' tables correspond to, and how uncertain labels were counted."""
+    counted = ", ".join(sorted(uncertain_as)) or "negative"
+    return (
+        "CE: clinical efficacy from the project's CheXpert-convention labeler, over the 14 observations; "
+        "CE-5 over the CheXbert five (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion). "
+        f"Uncertain labels counted as {counted}. The papers' CE rows (R2Gen, DCRRG) are the **macro** "
+        "figures; the R2Gen-lineage and PromptMRG \"example-based\" rows are **example-based**; "
+        "\"micro-14\" / \"macro-14\" and CE-5 tables match the rows of those names. Never compare "
+        "across forms."
+    )
 
 
 def per_observation_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:

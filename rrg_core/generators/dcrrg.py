@@ -99,8 +99,10 @@ class DCRRGGenerator(ImageReportGenerator):
         return [
             [
                 ObservationRow(
-                    observation=name, probability=round(float(probabilities[b][k]), 4),
-                    threshold=round(float(thresholds[k]), 4), label=int(labels[b][k]),
+                    observation=name,
+                    probability=round(float(probabilities[b][k]), 4),
+                    threshold=round(float(thresholds[k]), 4),
+                    label=int(labels[b][k]),
                     description=self.vocab.decode(table.description_ids[b][k]),
                 )
                 for k, name in enumerate(OBSERVATIONS)

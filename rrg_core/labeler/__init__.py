@@ -3,26 +3,36 @@
 Public API: :func:`label_report`, :func:`label_reports`, :func:`label_sentence`, :class:`ReportLabels`;
 command line: ``python -m rrg_core.labeler --reports REPORTS.csv --out LABELS.csv``.
 
-Labelling conventions (chosen here; the CheXpert labeler differs on some):
+Conventions: the CheXpert labeler's (stanfordmlgroup/chexpert-labeler; :mod:`.conventions` names the
+commit). Its phrase lists (``phrases/mention``, ``phrases/unmention``) define what each observation covers
+(:mod:`.mentions`), its ``patterns/`` which mentions are negative or uncertain (:mod:`.context`), and its
+aggregation the report's labels:
 
-* A statement of normal size is a negative mention: "heart size is normal", "normal cardiac
-  silhouette" -> Cardiomegaly 0; "mediastinum is unremarkable" -> Enlarged Cardiomediastinum 0; a
-  normal "cardiomediastinal silhouette" is negative for both. "Borderline" / "upper limits of normal"
-  heart size is Cardiomegaly -1. "Stable/unchanged cardiomegaly", "no change in cardiomegaly" are 1.
-* "The lungs are clear" -> Lung Opacity 0 (only Lung Opacity; it says nothing about effusion or
-  pneumothorax). "Costophrenic angles are sharp" -> Pleural Effusion 0.
-* A granuloma (calcified or not) and "granulomatous disease" -> Lung Lesion 1: it is a (benign)
-  nodular lesion, and IU reports name it often. A nodular opacity/density is a Lung Lesion only.
-* Scarring -> Lung Opacity (pleural scarring -> Pleural Other). Emphysema, hyperinflation, tortuous
-  aorta, hilar findings and "no acute bony abnormality" name no observation.
-* Costophrenic blunting -> Pleural Effusion 1. Healed/old fractures -> Fracture 1.
-* Devices removed ("PICC removed") -> Support Devices 0. Surgical clips, stents, sternotomy -> 1.
-* "No acute cardiopulmonary abnormality" names no observation; No Finding comes only from the rule:
-  1 when no observation other than Support Devices is 1 or -1, else unmentioned (CheXpert's rule).
-  Its attributed sentences are the report's "no acute disease" / "normal chest" sentences.
 * Within a report, positive > uncertain > negative.
+* No Finding is 1 when no observation other than Support Devices is 1 or -1 *and* none of CheXpert's "other
+  findings" (emphysema, granuloma, calcification, blunting, degenerative change, ...) is stated; else it is
+  unmentioned. Its attributed sentences are the report's "no acute disease" / "normal chest" sentences.
+* Granuloma is not a Lung Lesion, "the lungs are clear" and "sharp costophrenic angles" name no observation,
+  costophrenic blunting is not a Pleural Effusion, sternotomy wires and clips are not Support Devices,
+  vascular congestion is Edema -1, "stable cardiomediastinal silhouette" is Enlarged Cardiomediastinum -1.
+  Scarring is Lung Opacity and a healed fracture is a Fracture, as CheXpert's lists have them.
+* Departures, off by default, in :class:`LabelerOptions` (with their reasons): ``granuloma_as_lesion``.
+  Kept readings where words are read more narrowly than CheXpert's substrings are listed in
+  :mod:`.mentions` and :mod:`.context`.
+
+:data:`LABELER_VERSION` changes with every rule change; label caches are keyed by it.
 """
 
+from rrg_core.labeler.conventions import DEFAULT_OPTIONS, LABELER_VERSION, LabelerOptions, labeler_key
 from rrg_core.labeler.core import ReportLabels, label_report, label_reports, label_sentence
 
-__all__ = ["ReportLabels", "label_report", "label_reports", "label_sentence"]
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "LABELER_VERSION",
+    "LabelerOptions",
+    "ReportLabels",
+    "label_report",
+    "label_reports",
+    "label_sentence",
+    "labeler_key",
+]

@@ -1,10 +1,10 @@
 """Command line in the CheXpert labeler's convention.
 
-``python -m rrg_core.labeler --reports REPORTS.csv --out LABELS.csv``: REPORTS.csv holds one report
-per row in its first column, no header; LABELS.csv gets a ``Reports`` column and one column per
-observation ("1.0", "0.0", "-1.0" or blank), rows in input order. A bad row (empty, undecodable,
-over :data:`MAX_REPORT_CHARS`, no columns) gets a blank label row and a warning naming it; it never
-stops the run.
+``python -m rrg_core.labeler --reports REPORTS.csv --out LABELS.csv`` (or the CheXpert labeler's own
+``--reports_path`` / ``--output_path``): REPORTS.csv holds one report per row in its first column, no
+header; LABELS.csv gets a ``Reports`` column and one column per observation ("1.0", "0.0", "-1.0" or
+blank), rows in input order. A bad row (empty, undecodable, over :data:`MAX_REPORT_CHARS`, no columns)
+gets a blank label row and a warning naming it; it never stops the run.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from rrg_core.labeler.conventions import DEFAULT_OPTIONS, LabelerOptions
 from rrg_core.labeler.core import label_report
 from rrg_core.observations import OBSERVATIONS
 
@@ -58,7 +59,7 @@ def _rows(path: Path) -> Iterator[list[str]]:
         yield from csv.reader(handle)
 
 
-def label_csv(reports: Path, out: Path) -> int:
+def label_csv(reports: Path, out: Path, options: LabelerOptions = DEFAULT_OPTIONS) -> int:
     """Label every row of ``reports`` into ``out``; returns the number of rows written."""
     csv.field_size_limit(_FIELD_LIMIT)
     count = 0
@@ -70,20 +71,34 @@ def label_csv(reports: Path, out: Path) -> int:
             if text is None:
                 writer.writerow(["", *([""] * len(OBSERVATIONS))])
                 continue
-            writer.writerow([text, *label_report(text).to_csv_row()])
+            writer.writerow([text, *label_report(text, options).to_csv_row()])
     return count
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a missing input file)."""
     parser = argparse.ArgumentParser(prog="python -m rrg_core.labeler", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reports", type=Path, required=True, help="CSV, one report per row, no header")
-    parser.add_argument("--out", type=Path, required=True, help="where to write the labels CSV")
+    parser.add_argument(
+        "--reports",
+        "--reports_path",
+        dest="reports",
+        type=Path,
+        required=True,
+        help="CSV, one report per row, no header",
+    )
+    parser.add_argument(
+        "--out", "--output_path", dest="out", type=Path, required=True, help="where to write the labels CSV"
+    )
+    parser.add_argument(
+        "--granuloma-as-lesion",
+        action="store_true",
+        help="departure from CheXpert: read granulomas as Lung Lesion (see LabelerOptions)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not args.reports.is_file():
         print(f"error: reports file not found: {args.reports}", file=sys.stderr)
         return 2
-    count = label_csv(args.reports, args.out)
+    count = label_csv(args.reports, args.out, LabelerOptions(granuloma_as_lesion=args.granuloma_as_lesion))
     LOGGER.info("labelled %d rows into %s", count, args.out)
     return 0

@@ -11,9 +11,16 @@ Within a clause:
 * "X versus Y" and a bare "X or Y" of two findings make both uncertain, reading back only to the
   previous comma.
 
-Negation beats uncertainty ("no opacity to suggest pneumonia" is negative for pneumonia), as in the
-CheXpert labeler. Pseudo-triggers ("no change in", "without interval change", "not seen on the prior")
-are matched first so they trigger nothing: "no change in cardiomegaly" stays positive.
+* "normal"/"unremarkable" negate only a mention right next to them ("normal interstitial markings",
+  "interstitial markings are normal").
+
+The cues are CheXpert's (its ``patterns/``), read as words instead of dependency-parse patterns. As there,
+"no new X", "cannot exclude X" and "X is not excluded" are uncertain even though they hold a negation
+(its pre-negation uncertainty rules); otherwise negation beats uncertainty ("no opacity to suggest
+pneumonia" is negative for pneumonia). "Not appreciated", "not well visualized", "obscured" and "secondary
+to" are uncertain, "history of" negative. Kept beyond CheXpert's lists: "likely", "unlikely" and
+"suggest(ive)" are hedges. Pseudo-triggers ("no change in", "without interval change", "not seen on the
+prior") are matched first so they trigger nothing: "no change in cardiomegaly" stays positive.
 """
 
 from __future__ import annotations
@@ -31,28 +38,40 @@ _BREAKER = re.compile(
 
 # One scanner for all triggers; alternation order matters (longest, most specific first), since
 # finditer never overlaps: "cannot be excluded" must be read as uncertainty before "not" as negation.
+# The cues are CheXpert's patterns/ (negation.txt, pre_ and post_negation_uncertainty.txt) read as words.
 _TRIGGER = re.compile(
     r"(?P<pseudo>\bno (?:significant |definite |interval |appreciable )*(?:change|progression)\b"
     r"|\bwithout (?:significant |interval |appreciable )*(?:change|progression)\b"
     r"|\bnot (?:significantly |substantially )?changed\b"
     r"|\bnot seen on (?:the )?(?:prior|previous|comparison)\b|\bnot (?:only|necessarily)\b)"
-    r"|(?P<unc_post>\b(?:cannot|can not|could not|not|to) be "
+    # CheXpert's pre-negation uncertainty: these beat negation ("no new opacity" is uncertain).
+    r"|(?P<strong_post>\b(?:cannot|can not|could not|not|to) be "
     r"(?:entirely |completely )?(?:excluded|ruled out)\b"
-    r"|\bnot (?:entirely |completely )?(?:excluded|ruled out)\b"
-    r"|\b(?:is|are) (?:suspected|questioned|possible|likely|probable)\b|\bquestioned\b"
-    r"|\b(?:may|might|could) (?:also )?be (?:present|seen|noted|identified|developing)\b)"
-    r"|(?P<unc_pre>\b(?:cannot|can not|not) (?:exclude|rule out)\b"
-    r"|\b(?:may|might|could|can be|possible|possibly|probable|probably|likely|unlikely|questionable"
-    r"|question|suggest\w*|concern(?:ing)? for|suspicious for|suspect\w*|suspicion|presumed|presumably"
-    r"|perhaps|equivocal|borderline|differential|versus|vs)\b|\bmost xxxx\b)"
+    r"|\bnot (?:entirely |completely )?(?:excluded|ruled out)\b)"
+    r"|(?P<strong_pre>\b(?:cannot|can not|not) (?:exclude|rule out)\b|\bno new\b)"
+    r"|(?P<unc_post>\b(?:is|are) (?:suspected|questioned|possible|likely|probable)\b|\bquestioned\b"
+    r"|\b(?:may|might|could) (?:also )?be (?:present|seen|noted|identified|developing)\b"
+    r"|\b(?:is |are |was |were )?not (?:well |clearly )"
+    r"(?:seen|visualized|evaluated|demonstrated|delineated)\b"
+    r"|\b(?:poorly|incompletely) (?:seen|visualized|evaluated)\b|\bobscur\w*"
+    r"|\b(?:is |are |was |were )?not appreciated\b)"
+    r"|(?P<unc_pre>\b(?:may|might|could|would|can be|possible|possibly|probable|probably|likely|unlikely"
+    r"|questionable|question|suggest\w*|concern(?:ing)? for|suspicious for|suspect\w*|suspicion|presumed"
+    r"|presumably|perhaps|maybe|equivocal|borderline|differential|versus|vs|favou?r\w*|consider\w*"
+    r"|worrisome for|secondary to|correlat\w*)\b|\bmost xxxx\b)"
     r"|(?P<neg_post>\b(?:is |are )?(?:not|no longer) (?:seen|identified|visualized|present|demonstrated"
-    r"|evident|appreciated|visible)\b|\b(?:has |have )?(?:resolved|been removed|removed|cleared)\b"
+    r"|evident|visible)\b|\b(?:has |have )?(?:resolved|been removed|removed|cleared)\b"
     r"|\b(?:is |are )?absent\b)"
+    r"|(?P<normal_post>\b(?:(?:is|are|appears?|remains?) )?(?:otherwise )?(?:normal|unremarkable)\b"
+    r"|\bwithin normal limits\b)"
     r"|(?P<neg_pre>\bno\b|\bnot\b|\bnor\b|\bwithout\b|\bnegative for\b|\bfree of\b|\bclear of\b"
-    r"|\babsence of\b|\bresolution of\b|\bremoval of\b|\brather than\b|\bruled out\b|\bexclude[sd]?\b)"
+    r"|\babsence of\b|\bresolution of\b|\bremoval of\b|\bhistory of\b|\bdisappearance of\b"
+    r"|\bdrainage of\b|\brather than\b|\b(?:rule|ruled) out\b|\bexclude[sd]?\b)"
 )
+# "normal X" / "X is normal" negates only a mention right next to it (not a whole clause).
+_NEAR_WORDS = 3
 
-_ALTERNATIVE = re.compile(r"\bversus\b|\bvs\b|\bor\b|\band/or\b")
+_ALTERNATIVE = re.compile(r"\bversus\b|\bvs\b|\bor\b|\band/or\b|/")
 _COMMA = re.compile(r",")
 
 
@@ -61,6 +80,7 @@ class _Trigger:
     kind: str
     start: int
     end: int
+    group_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,18 +100,26 @@ def clauses(sentence: str) -> list[Clause]:
         # Start the clause at its first word so a post-trigger there is recognised as opening it.
         while start < end and not sentence[start].isalnum():
             start += 1
-        triggers = tuple(
-            _Trigger(m.lastgroup or "", m.start(), m.end()) for m in _TRIGGER.finditer(sentence, start, end)
-        )
-        result.append(Clause(start, end, triggers))
+        triggers = []
+        for m in _TRIGGER.finditer(sentence, start, end):
+            triggers.append(_Trigger(m.lastgroup or "", m.start(), m.end(), m.group()))
+            if m.group() == "no new":  # uncertain up to the next comma, negative beyond: "no new X, Y or Z"
+                triggers.append(_Trigger("neg_pre", m.start(), m.end(), m.group()))
+        result.append(Clause(start, end, tuple(triggers)))
     return result
 
 
 def _governs(trigger: _Trigger, sentence: str, clause_start: int, start: int, end: int) -> bool:
-    if trigger.kind == "unc_pre":
+    if trigger.kind in ("unc_pre", "strong_pre"):
         # Uncertainty reads forward to the next comma only: "..., most suggestive of artifacts, healed
         # rib fracture noted" leaves the fracture certain. Negation covers whole lists, so it does not stop.
         return trigger.end <= start and "," not in sentence[trigger.end : start]
+    if trigger.kind == "normal_post":
+        if trigger.end <= start:  # "normal interstitial markings"
+            gap = sentence[trigger.end : start]
+            return trigger.group_text.endswith("normal") and "," not in gap and len(gap.split()) < _NEAR_WORDS
+        gap = sentence[end : trigger.start]  # "interstitial markings are normal"
+        return "," not in gap and len(gap.split()) < 2 * _NEAR_WORDS
     if trigger.kind.endswith("_pre"):
         return trigger.end <= start
     if trigger.start >= end:
@@ -122,7 +150,9 @@ def classify(
 ) -> Label:
     """The value of a finding mention at ``start:end`` of ``sentence``, inside ``clause``."""
     kinds = {t.kind for t in clause.triggers if _governs(t, sentence, clause.start, start, end)}
-    if "neg_pre" in kinds or "neg_post" in kinds:
+    if "strong_pre" in kinds or "strong_post" in kinds:
+        return Label.UNCERTAIN
+    if "neg_pre" in kinds or "neg_post" in kinds or "normal_post" in kinds:
         return Label.NEGATIVE
     if "unc_pre" in kinds or "unc_post" in kinds:
         return Label.UNCERTAIN

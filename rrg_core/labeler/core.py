@@ -9,7 +9,8 @@ from functools import lru_cache
 
 from rrg_core.data.reports import raw_sentences
 from rrg_core.labeler.context import classify, clause_of, clauses
-from rrg_core.labeler.mentions import find_mentions
+from rrg_core.labeler.conventions import DEFAULT_OPTIONS, LabelerOptions
+from rrg_core.labeler.mentions import OTHER, find_mentions, implies_cardiomegaly
 from rrg_core.observations import OBSERVATIONS, Label, LabelDict
 
 NO_FINDING = "No Finding"
@@ -47,9 +48,10 @@ def _better(old: Label | None, new: Label) -> Label:
 
 
 @lru_cache(maxsize=65536)
-def _label_lowered(sentence: str) -> tuple[tuple[str, Label], ...]:
+def _label_lowered(sentence: str, options: LabelerOptions = DEFAULT_OPTIONS) -> tuple[tuple[str, Label], ...]:
+    """(observation, value) pairs; ``OTHER`` is there when an other finding is positive or uncertain."""
     # Cached: report sentences repeat a great deal ("No pneumothorax" is in hundreds of IU reports).
-    mentions = find_mentions(sentence)
+    mentions = find_mentions(sentence, options)
     if not mentions:
         return ()
     clause_list = clauses(sentence)
@@ -60,20 +62,32 @@ def _label_lowered(sentence: str) -> tuple[tuple[str, Label], ...]:
         if value is None:
             clause = clause_of(clause_list, mention.start)
             value = classify(sentence, clause, mention.start, mention.end, finding_spans)
+            if mention.hedged and value is not Label.NEGATIVE:
+                value = Label.UNCERTAIN
+        if mention.observation == OTHER:
+            if value is not Label.NEGATIVE:
+                result[OTHER] = Label.POSITIVE
+            continue
+        if value is not Label.NEGATIVE and implies_cardiomegaly(sentence, mention):
+            result["Cardiomegaly"] = _better(result.get("Cardiomegaly"), Label.UNCERTAIN)
         result[mention.observation] = _better(result.get(mention.observation), value)
     return tuple(result.items())
 
 
-def label_sentence(sentence: str) -> dict[str, Label]:
+def label_sentence(sentence: str, options: LabelerOptions = DEFAULT_OPTIONS) -> dict[str, Label]:
     """The observations one sentence mentions and their values; unmentioned ones are absent.
 
     "No Finding" never appears: it is a report-level conclusion (see :func:`label_report`).
     """
-    return dict(_label_lowered(" ".join(sentence.lower().split())))
+    pairs = _label_lowered(" ".join(sentence.lower().split()), options)
+    return {name: value for name, value in pairs if name != OTHER}
 
 
-def _no_finding(labels: LabelDict) -> Label | None:
-    """CheXpert's rule: positive when nothing but Support Devices is positive or uncertain."""
+def _no_finding(labels: LabelDict, other: bool) -> Label | None:
+    """CheXpert's rule: positive when nothing but Support Devices is positive or uncertain, other findings
+    (emphysema, granuloma, degenerative change, ...) included."""
+    if other:
+        return None
     for name in _PATHOLOGIES:
         value = labels[name]
         if value is Label.POSITIVE or value is Label.UNCERTAIN:
@@ -81,21 +95,25 @@ def _no_finding(labels: LabelDict) -> Label | None:
     return Label.POSITIVE
 
 
-def label_report(text: str) -> ReportLabels:
+def label_report(text: str, options: LabelerOptions = DEFAULT_OPTIONS) -> ReportLabels:
     """Label a report: per-sentence mentions aggregated (positive > uncertain > negative) + No Finding."""
     labels: LabelDict = dict.fromkeys(OBSERVATIONS)
     attributed: dict[str, list[str]] = {name: [] for name in OBSERVATIONS}
     sentences = raw_sentences(text)
+    other = False
     for sentence in sentences:
-        for name, value in label_sentence(sentence).items():
+        for name, value in _label_lowered(" ".join(sentence.lower().split()), options):
+            if name == OTHER:
+                other = True
+                continue
             labels[name] = _better(labels[name], value)
             attributed[name].append(sentence)
-    labels[NO_FINDING] = _no_finding(labels)
+    labels[NO_FINDING] = _no_finding(labels, other)
     if labels[NO_FINDING] is not None:
         attributed[NO_FINDING] = [s for s in sentences if _NORMAL_STUDY.search(s.lower())]
     return ReportLabels(labels, {name: tuple(found) for name, found in attributed.items()})
 
 
-def label_reports(texts: Iterable[str]) -> list[ReportLabels]:
+def label_reports(texts: Iterable[str], options: LabelerOptions = DEFAULT_OPTIONS) -> list[ReportLabels]:
     """Label many reports, in order."""
-    return [label_report(text) for text in texts]
+    return [label_report(text, options) for text in texts]

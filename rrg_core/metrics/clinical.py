@@ -2,9 +2,19 @@
 
 Both reports are labelled with the 14 CheXpert observations; an observation counts
 as predicted when the generated report's label is positive and as present when the
-reference's is. Uncertain and unmentioned labels count as "not positive"
-(:func:`rrg_core.observations.is_positive`), as R2Gen's ``compute_ce.py`` does (it
-maps -1 and blank to 0 before scoring).
+reference's is. Unmentioned labels are "not positive". Uncertain labels follow
+``uncertain_as``: ``"negative"`` (the default, recorded in every result) as R2Gen's
+``compute_ce.py`` does (it maps -1 and blank to 0 before scoring) and as most
+CheXbert-based tables do; ``"positive"`` as some code does (both sides alike).
+
+Three forms, never to be mixed in one column (the same outputs can score micro .47 and macro .28):
+
+* ``micro``: TP/FP/FN pooled over every report and observation;
+* ``macro``: the mean over observations of per-observation P, R and F1;
+* ``example_based``: P, R and F1 per report, then the mean over reports (the R2Gen lineage's
+  "example-based" form, PromptMRG's; scikit-learn's ``average="samples"``). A report with no
+  positive on either side scores 0 (``zero_division=0``), which only matters when few
+  observations are scored: over the CheXbert five (:data:`CHEXBERT_FIVE`) every normal study does.
 
 Which average do the papers' tables use?
     R2Gen's ``compute_ce.py`` (github.com/zhjohnchan/R2Gen, with ``compute_mlc`` in
@@ -29,7 +39,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from rrg_core.errors import RRGError
-from rrg_core.observations import OBSERVATIONS, canonical_name, is_positive, validate_labels
+from rrg_core.observations import OBSERVATIONS, Label, canonical_name, is_positive, validate_labels
+
+CHEXBERT_FIVE: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+"""The five observations of the CheXbert-based "CE-5" tables."""
+UNCERTAIN_AS: tuple[str, ...] = ("negative", "positive")
+"""How uncertain (-1) labels are counted; the first is the default."""
 
 
 @dataclass(frozen=True)
@@ -44,9 +59,10 @@ class PRF:
 
 @dataclass(frozen=True)
 class ClinicalEfficacy:
-    """CE scores: pooled (micro), averaged over observations (macro), and per observation.
+    """CE scores: pooled (micro), averaged over observations (macro), averaged over reports
+    (example-based), and per observation.
 
-    ``macro.support`` and ``micro.support`` are both the total number of positive
+    ``support`` of ``micro``, ``macro`` and ``example_based`` is the total number of positive
     reference labels. ``per_observation`` follows :attr:`observations` order.
     """
 
@@ -55,12 +71,16 @@ class ClinicalEfficacy:
     per_observation: dict[str, PRF]
     observations: tuple[str, ...]
     num_reports: int
+    example_based: PRF | None = None
+    uncertain_as: str = "negative"
 
     def to_dict(self) -> dict[str, object]:
         """Plain nested dicts (for JSON, logs and tables)."""
         return {
             "micro": vars(self.micro).copy(),
             "macro": vars(self.macro).copy(),
+            "example_based": None if self.example_based is None else vars(self.example_based).copy(),
+            "uncertain_as": self.uncertain_as,
             "per_observation": {name: vars(prf).copy() for name, prf in self.per_observation.items()},
             "observations": list(self.observations),
             "num_reports": self.num_reports,
@@ -73,6 +93,7 @@ def clinical_efficacy(
     *,
     observations: Iterable[str] = OBSERVATIONS,
     exclude: Iterable[str] = (),
+    uncertain_as: str = "negative",
 ) -> ClinicalEfficacy:
     """CE precision/recall/F1 of generated reports' labels against their references' labels.
 
@@ -83,6 +104,7 @@ def clinical_efficacy(
         hypotheses: the generated reports' label mappings, aligned with ``references``.
         observations: the observations to score (default: all 14, as R2Gen does).
         exclude: observations to leave out, e.g. ``("No Finding",)``.
+        uncertain_as: ``"negative"`` (default) or ``"positive"``: how -1 counts, on both sides.
 
     Returns:
         :class:`ClinicalEfficacy`. Micro pools true/false positives and false negatives
@@ -93,14 +115,17 @@ def clinical_efficacy(
         (scikit-learn's ``zero_division=0``), so an observation that neither side ever
         marks positive scores 0 and still pulls the macro average down, as in R2Gen.
         The papers' tables use the macro average (see the module docstring for the source).
+        Example-based: per report P, R, F1 (0 where a denominator is 0), then their means.
 
     Raises:
         RRGError: empty input, different lengths, bad observation names or label values,
-            or no observation left to score.
+            no observation left to score, or an unknown ``uncertain_as``.
     """
+    if uncertain_as not in UNCERTAIN_AS:
+        raise RRGError(f"uncertain_as must be one of {', '.join(UNCERTAIN_AS)}, got {uncertain_as!r}")
     names = _choose_observations(observations, exclude)
-    truth = _positive_matrix(references, names, "references")
-    predicted = _positive_matrix(hypotheses, names, "hypotheses")
+    truth = _positive_matrix(references, names, "references", uncertain_as)
+    predicted = _positive_matrix(hypotheses, names, "hypotheses", uncertain_as)
     if truth.shape[0] != predicted.shape[0]:
         raise RRGError(
             f"got {truth.shape[0]} reference label sets but {predicted.shape[0]} hypothesis label sets"
@@ -119,7 +144,16 @@ def clinical_efficacy(
         f1=float(np.mean([prf.f1 for prf in rows])),
         support=micro.support,
     )
-    return ClinicalEfficacy(micro, macro, per_observation, names, int(truth.shape[0]))
+    rows = list(zip(np.sum(truth & predicted, axis=1), predicted.sum(axis=1), truth.sum(axis=1), strict=True))
+    example_based = PRF(  # per report (t: true positives, s: said positive, p: present), then the mean
+        precision=float(np.mean([_ratio(int(t), int(s)) for t, s, _ in rows])),
+        recall=float(np.mean([_ratio(int(t), int(p)) for t, _, p in rows])),
+        f1=float(np.mean([_ratio(2 * int(t), int(s + p)) for t, s, p in rows])),
+        support=micro.support,
+    )
+    return ClinicalEfficacy(
+        micro, macro, per_observation, names, int(truth.shape[0]), example_based, uncertain_as
+    )
 
 
 def _choose_observations(observations: Iterable[str], exclude: Iterable[str]) -> tuple[str, ...]:
@@ -136,7 +170,7 @@ def _choose_observations(observations: Iterable[str], exclude: Iterable[str]) ->
 
 
 def _positive_matrix(
-    label_sets: Sequence[Mapping[str, object]], names: tuple[str, ...], what: str
+    label_sets: Sequence[Mapping[str, object]], names: tuple[str, ...], what: str, uncertain_as: str
 ) -> np.ndarray:
     """(reports, observations) booleans: is the observation positive in that report."""
     if isinstance(label_sets, Mapping | str):
@@ -148,7 +182,10 @@ def _positive_matrix(
             complete = validate_labels(labels)
         except RRGError as exc:
             raise RRGError(f"{what}[{i}]: {exc}") from exc
-        rows.append([is_positive(complete[name]) for name in names])
+        if uncertain_as == "positive":
+            rows.append([complete[name] in (Label.POSITIVE, Label.UNCERTAIN) for name in names])
+        else:
+            rows.append([is_positive(complete[name]) for name in names])
     return np.array(rows, dtype=bool).reshape(len(rows), len(names))
 
 

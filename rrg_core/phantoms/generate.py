@@ -143,7 +143,7 @@ def sample_study(
         options = [e for e in EXTRAS if not (e == "granuloma" and "Lung Lesion" in present)]
         extras = (sample_finding(str(rng.choice(options)), rng, uncertain_rate=0.0),)
     if any(e.name == "granuloma" for e in extras):
-        present.add("Lung Lesion")  # a granuloma is a Lung Lesion: never also "no nodules"
+        present.add("Lung Lesion")  # no "no nodules" beside a granuloma (kept from the old convention)
     rates = {**NEGATIVE_RATE, "Lung Opacity": 0.1 if present & LUNG_FINDINGS else 0.7}
     negatives = _sample_negatives(present, rates, rng)
     while not (findings or extras or negatives):
@@ -186,9 +186,6 @@ def render_study(
             change, mask = OVERLAYS[f.name](scene, f, rng)
             delta += change
             masks[mask_name(f.name)] = mask & body_mask
-        if "granuloma" in masks:  # a granuloma is a Lung Lesion too (see reports.study_labels)
-            lesion = masks.get("Lung_Lesion")
-            masks["Lung_Lesion"] = masks["granuloma"] if lesion is None else lesion | masks["granuloma"]
         out.images[view] = expose(scene, rng, delta)
         out.body_masks[view] = body_mask
         out.masks[view] = masks

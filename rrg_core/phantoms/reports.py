@@ -41,6 +41,12 @@ _DEVICE = {
     "nasogastric tube": "nasogastric tube",
 }
 _ORDINAL = {"upper": "fourth", "mid": "sixth", "lower": "eighth"}
+NOT_CHEXPERT_DEVICES = frozenset({"sternotomy"})
+"""Devices whose report words are not in CheXpert's Support Devices list (sternotomy wires)."""
+OTHER_FINDING_EXTRAS = frozenset(
+    {"granuloma", "spine_degeneration", "scoliosis", "hyperinflation", "hiatal_hernia"}
+)
+"""Extras whose sentences name one of CheXpert's other findings: not an observation, but not No Finding."""
 
 NEGATIVES: dict[str, tuple[str, ...]] = {
     "Atelectasis": ("There is no atelectasis.", "No atelectasis."),
@@ -63,11 +69,15 @@ NEGATIVES: dict[str, tuple[str, ...]] = {
 }
 """Negative statements; each names only its observation (the labeler should read 0 there)."""
 
-LUNGS_CLEAR = ("The lungs are clear.", "Lungs are clear bilaterally.")
-"""Lung Opacity negatives (the project labeler's convention), used only when no lung finding is stated."""
+LUNGS_CLEAR = (
+    "The lungs are clear without focal opacity.",
+    "Lungs are clear bilaterally without airspace disease.",
+)
+"""Lung Opacity negatives ("clear" alone names no observation in CheXpert's lists), used only when no lung
+finding is stated."""
 CARDIOMEDIASTINAL_NORMAL = (
-    "The cardiomediastinal silhouette is within normal limits.",
-    "Normal cardiomediastinal silhouette.",
+    "The heart and cardiomediastinal silhouette are within normal limits.",
+    "Normal heart size and cardiomediastinal silhouette.",
 )
 """Negative for both Cardiomegaly and Enlarged Cardiomediastinum at once."""
 
@@ -142,7 +152,7 @@ def noun_phrase(f: Finding, rng: np.random.Generator) -> str:
         plural = "s" if side == "bilateral" else ""
         return f"{_SIZE[sev]} {side} pleural effusion{plural}"
     if name == "Pleural Other":
-        return f"{side} {'calcified pleural plaque' if sev == 'large' else 'pleural thickening'}"
+        return f"{side} {'extensive pleural thickening' if sev == 'large' else 'pleural thickening'}"
     if name == "Pneumonia":
         return f"{_where(f, rng)} pneumonia"
     if name == "Pneumothorax":
@@ -155,10 +165,13 @@ def noun_phrase(f: Finding, rng: np.random.Generator) -> str:
 def _extra_sentence(f: Finding, rng: np.random.Generator) -> str:
     options = {
         "granuloma": [f"Calcified granuloma in the {_LOBE[(f.side or 'right', f.zone or 'upper')]}."],
-        "spine_degeneration": ["Degenerative changes of the thoracic spine.", "Thoracic spondylosis."],
+        "spine_degeneration": [
+            "Degenerative changes of the thoracic spine.",
+            "Degenerative thoracic spondylosis.",
+        ],
         "scoliosis": ["Mild scoliosis of the thoracic spine.", "There is thoracic scoliosis."],
         "hyperinflation": ["The lungs are hyperinflated.", "Hyperexpanded lungs consistent with emphysema."],
-        "aorta": ["The thoracic aorta is tortuous.", "Tortuous and calcified thoracic aorta."],
+        "aorta": ["The thoracic aorta is tortuous.", "Tortuous thoracic aorta."],
         "hiatal_hernia": ["Small hiatal hernia.", "There is a hiatal hernia."],
     }[f.name]
     return str(rng.choice(options))
@@ -224,11 +237,11 @@ def study_labels(
     labels: LabelDict = dict.fromkeys(OBSERVATIONS)
     for name in negatives:
         labels[name] = Label.NEGATIVE
-    if any(e.name == "granuloma" for e in extras):
-        labels["Lung Lesion"] = Label.POSITIVE  # the project labeler's convention, as in CheXpert
     for f in findings:
+        if f.name == "Support Devices" and set(f.devices or ("central line",)) <= NOT_CHEXPERT_DEVICES:
+            continue
         labels[f.name] = f.certainty
-    abnormal = any(
+    abnormal = any(e.name in OTHER_FINDING_EXTRAS for e in extras) or any(
         labels[n] in (Label.POSITIVE, Label.UNCERTAIN)
         for n in OBSERVATIONS
         if n not in ("No Finding", "Support Devices")
@@ -260,10 +273,16 @@ _DEVICE_PATTERNS = {
 
 
 # Checked in order: the first pattern found in the sentence gives the attribute.
-_ZONE_WORDS = (("upper", r"upper|apex|apical"), ("mid", r"middle|\bmid|lingul|perihilar"),
-               ("lower", r"lower|base|basilar|basal|retrocardiac"))
-_SEVERITY_WORDS = (("large", r"large|severe|marked|extensive|massive"), ("moderate", r"moderate"),
-                   ("mild", r"small|mild|minimal|trace|tiny|subtle|borderline"))
+_ZONE_WORDS = (
+    ("upper", r"upper|apex|apical"),
+    ("mid", r"middle|\bmid|lingul|perihilar"),
+    ("lower", r"lower|base|basilar|basal|retrocardiac"),
+)
+_SEVERITY_WORDS = (
+    ("large", r"large|severe|marked|extensive|massive"),
+    ("moderate", r"moderate"),
+    ("mild", r"small|mild|minimal|trace|tiny|subtle|borderline"),
+)
 
 
 def _first_match(text: str, choices: tuple[tuple[str, str], ...]) -> str | None:

@@ -46,7 +46,6 @@ class LoopSettings:
         check(limit is None or limit >= 1, f"max_iterations must be a positive integer, got {limit!r}")
 
 
-
 def load_yaml_preset(model: str, name: str, names: Collection[str]) -> dict[str, Any]:
     """``train/configs/<model>_<name>.yaml`` as a mapping with ``name`` added; an unknown name raises
     :class:`RRGError` listing ``names``."""

@@ -16,15 +16,17 @@ import torch
 
 from rrg_core.data.datasets import StudyRecord
 from rrg_core.data.transforms import TransformConfig, dcrrg_transform_config
-from rrg_core.labeler import label_report
+from rrg_core.labeler import label_report, labeler_key
 from rrg_core.observations import OBSERVATIONS, Label, binary_targets
 
 logger = logging.getLogger(__name__)
 
 NO_FINDING = "No Finding"
+_VERSION_KEY = "_labeler_version"  # stored beside the study ids in the label cache
 
 # Table 7: an unmentioned observation is described by one fixed normal sentence (each is labelled
-# negative for its observation by the project labeler; see the tests).
+# negative for its observation by the project labeler, except "the lungs are clear.", which names no
+# observation under CheXpert's lists; see the tests).
 NORMAL_SENTENCES: dict[str, str] = {
     "Atelectasis": "there is no atelectasis.",
     "Cardiomegaly": "heart size is normal.",
@@ -52,10 +54,17 @@ class StudyLabels:
 
 
 def label_studies(records: list[StudyRecord], cache: Path | None) -> dict[str, StudyLabels]:
-    """Label every report, reusing ``cache`` (a JSON file keyed by study id and report text)."""
+    """Label every report, reusing ``cache`` (a JSON file keyed by study id and report text).
+
+    The cache records the labeler's version (:func:`rrg_core.labeler.labeler_key`); a cache written by
+    another version (or by one from before versions were recorded) is relabelled whole, never reused.
+    """
     stored: dict = {}
     if cache is not None and cache.is_file():
         stored = json.loads(cache.read_text(encoding="utf-8"))
+        if stored.pop(_VERSION_KEY, None) != labeler_key():
+            logger.info("labels: %s was made by another labeler version; relabelling", cache)
+            stored = {}
     result, fresh = {}, 0
     for record in records:
         entry = stored.get(record.id)
@@ -69,7 +78,7 @@ def label_studies(records: list[StudyRecord], cache: Path | None) -> dict[str, S
             stored[record.id], fresh = entry, fresh + 1
         result[record.id] = StudyLabels(entry["labels"], entry["sentences"])
     if cache is not None and fresh:
-        cache.write_text(json.dumps(stored), encoding="utf-8")
+        cache.write_text(json.dumps({_VERSION_KEY: labeler_key(), **stored}), encoding="utf-8")
     logger.info(
         "labels: %d studies (%d labelled now, %d from the cache)", len(records), fresh, len(records) - fresh
     )

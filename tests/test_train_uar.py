@@ -16,11 +16,11 @@ import torch.multiprocessing as mp
 from rrg_core.errors import RRGError
 from rrg_core.models.uar.io import load_dvae, load_uar
 from train.__main__ import main
-from train.uar.presets import build_preset, dvae_config, uar_config
+from train.uar.presets import build_preset, dvae_config, tokenizer_config, uar_config
 
 # A micro model: 32 px, M = 8 (4 x 4 tokens per view), 16-code dVAE, d 16, two iterations per stage.
 MICRO = [
-    "--preset", "demo", "--workers", "0",
+    "--preset", "demo", "--workers", "0", "--set", "tokenizer=dvae",
     "--set", "image_size=32", "--set", "train_resize=32",
     "--set", "dvae.hidden=4", "--set", "dvae.embed_dim=4", "--set", "dvae.codebook_size=16",
     "--set", "dvae.batch_size=8", "--set", "dvae.max_iterations=2", "--set", "dvae.reconstructions=2",
@@ -44,13 +44,14 @@ def micro_run(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _mtimes(run: Path) -> dict[str, int]:
     return {
-        name: (run / name / "model.safetensors").stat().st_mtime_ns for name in ("dvae", "step1", "step2")
+        name: (run / name / "model.safetensors").stat().st_mtime_ns
+        for name in ("tokenizer", "step1", "step2")
     }
 
 
 def test_micro_run_writes_every_stage_and_a_loadable_checkpoint(micro_run: Path) -> None:
-    assert (micro_run / "dvae" / "reconstructions" / "reconstruction_00.png").is_file()
-    dvae, dvae_checkpoint = load_dvae(micro_run / "dvae")
+    assert (micro_run / "tokenizer" / "reconstructions" / "reconstruction_00.png").is_file()
+    dvae, dvae_checkpoint = load_dvae(micro_run / "tokenizer")
     assert dvae.config.codebook_size == 16 and "val_perplexity" in dvae_checkpoint.metrics["training"]
     assert dvae_checkpoint.config["preprocess"]["image_size"] == 32
     for k in (1, 2):
@@ -202,7 +203,7 @@ def test_set_may_add_model_fields_the_preset_leaves_out() -> None:
         "demo", ["model.lambda_global=0", "model.fusion=addition", "stage1.max_iterations=3"]
     )
     config = uar_config(
-        preset, vocab_size=100, max_length=60, views=2, dvae=dvae_config(preset), special=(0, 1, 2)
+        preset, vocab_size=100, max_length=60, views=2, tokenizer=tokenizer_config(preset), special=(0, 1, 2)
     )
     assert (config.lambda_global, config.fusion, preset.stage1.max_iterations) == (0, "addition", 3)
 
@@ -226,12 +227,15 @@ def test_probe_epochs_is_a_whole_number() -> None:
 def test_presets_build_models_and_paper_is_the_papers() -> None:
     for name in ("demo", "cpu", "paper"):
         preset = build_preset(name, [])
-        dvae = dvae_config(preset)
-        config = uar_config(preset, vocab_size=100, max_length=60, views=2, dvae=dvae, special=(0, 1, 2))
-        assert config.grid_size == dvae.grid_size and config.first_stage() == 1
+        for kind in ("dvae", "features"):
+            tokenizer = tokenizer_config(build_preset(name, [f"tokenizer={kind}"]))
+            config = uar_config(
+                preset, vocab_size=100, max_length=60, views=2, tokenizer=tokenizer, special=(0, 1, 2)
+            )
+            assert config.grid_size == tokenizer.grid_size and config.first_stage() == 1
     paper = build_preset("paper", [])
     config = uar_config(
-        paper, vocab_size=100, max_length=60, views=2, dvae=dvae_config(paper), special=(0, 1, 2)
+        paper, vocab_size=100, max_length=60, views=2, tokenizer=dvae_config(paper), special=(0, 1, 2)
     )
     assert (config.d_model, config.n_heads, config.n_decoder_layers, config.n_encoder_layers) == (
         512,

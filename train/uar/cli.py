@@ -304,6 +304,8 @@ def _train_stages(
                             special=(data.vocab.pad_id, data.vocab.bos_id, data.vocab.eos_id))  # fmt: skip
         attached = None if tokenizer is None else tokenizers.encoder_of(tokenizer)
         model, metrics, done = UAR(config, attached), {}, []
+        if tokenizer is not None and config.visual_init == "codebook":
+            model.init_visual_embedding(tokenizers.code_vectors(tokenizer), seed=args.seed)
     model.to(ctx.device)
     visual = _visual_input(model, data, ctx)
 

@@ -106,8 +106,8 @@ FeatureSettings.__doc__ = "The feature tokenizer: FeatureTokenizerConfig fields 
 
 # Set from the data, the tokenizer or the ablation row, never from the preset's model section.
 _DERIVED = frozenset(
-    {"vocab_size", "max_length", "pad_id", "bos_id", "eos_id", "views", "image_size", "codebook_size",
-     "downsample", *ABLATIONS["uar"]}
+    {"vocab_size", "max_length", "pad_id", "bos_id", "eos_id", "unk_id", "views", "image_size",
+     "codebook_size", "downsample", *ABLATIONS["uar"]}
 )  # fmt: skip
 ModelSettings = dataclasses.make_dataclass(
     "ModelSettings", common.model_fields(UARConfig, exclude=_DERIVED), frozen=True, kw_only=True

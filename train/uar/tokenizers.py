@@ -27,6 +27,11 @@ def encoder_of(tokenizer: DVAE | LSUTokenizer) -> LSUTokenizer:
     return tokenizer.encoder if isinstance(tokenizer, DVAE) else tokenizer
 
 
+def code_vectors(tokenizer: DVAE | FeatureTokenizer) -> Tensor:
+    """The (K, D) vectors of the tokenizer's codes: the dVAE's codebook or the k-means centres."""
+    return tokenizer.codebook.weight if isinstance(tokenizer, DVAE) else tokenizer.codebook
+
+
 @torch.no_grad()
 def tokenize(
     tokenizer: LSUTokenizer, studies: Tensor, image: ImageSettings, device: torch.device, batch: int = 64

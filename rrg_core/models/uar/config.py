@@ -18,6 +18,7 @@ from rrg_core.models.uar.feature_tokenizer import FeatureTokenizerConfig
 
 CNN_STRIDE = 32  # ResNet-50 and EfficientNet-Lite0 both downsample 32x, rounding up
 MASK_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
+VISUAL_INITS: tuple[str, ...] = ("random", "codebook")
 
 
 @dataclass
@@ -31,7 +32,11 @@ class UARConfig:
     ``lambda_findings`` (ours, not in the paper; 0 turns it off) weighs an auxiliary loss: a linear
     head over the encoder memory predicts the study's 14 observations (:class:`UAR`'s
     ``findings_head``), so that the visual side learns what the findings look like from the first
-    step instead of only through the report CE.
+    step instead of only through the report CE. ``visual_init`` (ours) "codebook" starts W_I from the
+    tokenizer's code vectors (:meth:`UAR.init_visual_embedding`) rather than at random.
+    ``word_dropout`` (ours) replaces that share of the decoder's teacher-forced input words with
+    ``unk_id`` while training, so that the next word must come more from the image than from the
+    words before it.
     """
 
     vocab_size: int
@@ -71,6 +76,9 @@ class UARConfig:
     lambda_global: float = 1.0
     lambda_mask: float = 1.0
     lambda_findings: float = 0.0
+    visual_init: str = "random"
+    word_dropout: float = 0.0
+    unk_id: int = 3
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -88,6 +96,10 @@ class UARConfig:
             )
         if self.lambda_findings < 0:
             raise RRGError(f"lambda_findings must be >= 0 (0: no findings head), got {self.lambda_findings}")
+        if self.visual_init not in VISUAL_INITS:
+            raise RRGError(f"visual_init must be one of {VISUAL_INITS}, got {self.visual_init!r}")
+        if not 0 <= self.word_dropout < 1:
+            raise RRGError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
         if self.margin < 0 or self.mask_scale < 0:
             raise RRGError(f"margin and mask_scale must be >= 0, got {self.margin} and {self.mask_scale}")
 

@@ -19,6 +19,7 @@ from torch.nn import functional
 from rrg_core.models.uar.cra import masked_mean
 
 if TYPE_CHECKING:  # the networks import this module; the functions take them as arguments
+    from rrg_core.models.uar.config import UARConfig
     from rrg_core.models.uar.model import UAR
 
 
@@ -77,7 +78,8 @@ def stage_loss(
     passes studies with the same findings). ``findings`` (B, 14) bool, the studies' positive
     observations, trains the findings head when there is one. The stage (:meth:`UAR.set_stage`)
     sets the lambdas: stage 1 {1, 1, 0} without the mask, stage 2 {1, 1, 1} with it."""
-    encoding, logits = model.teacher_forced(visual, report_ids)
+    inputs = _drop_words(report_ids, model.config) if model.training else report_ids
+    encoding, logits = model.teacher_forced(visual, inputs)
     ids = report_ids.to(encoding.memory.device).long()
     ce = functional.cross_entropy(
         logits.flatten(0, 1).float(), ids[:, 1:].flatten(), ignore_index=model.config.pad_id
@@ -103,6 +105,16 @@ def stage_loss(
     total = lambda_ce * ce + lambda_global * global_loss + lambda_mask * mask_loss
     total = total + model.config.lambda_findings * findings_loss
     return UAROutput(total, ce, global_loss, mask_loss, logits, findings_loss, findings_logits)
+
+
+def _drop_words(report_ids: Tensor, config: UARConfig) -> Tensor:
+    """The decoder's inputs with a ``word_dropout`` share of the words (not BOS, EOS or PAD) set to
+    ``unk_id``; the targets stay the true words."""
+    if config.word_dropout <= 0:
+        return report_ids
+    special = (report_ids == config.pad_id) | (report_ids == config.bos_id) | (report_ids == config.eos_id)
+    drop = (torch.rand(report_ids.shape, device=report_ids.device) < config.word_dropout) & ~special
+    return report_ids.masked_fill(drop, config.unk_id)
 
 
 def same_reports(report_ids: Tensor) -> Tensor:

@@ -131,6 +131,29 @@ class UAR(nn.Module):
         check_tokenizer(encoder.config, self.config)
         self.tokenizer = encoder.requires_grad_(False)
 
+    @torch.no_grad()
+    def init_visual_embedding(self, code_vectors: Tensor, seed: int = 0) -> None:
+        """Start W_I from the tokenizer's code vectors (K, D) (ours; ``visual_init: codebook``).
+
+        Each dimension is standardised over the codes and sent through a fixed random projection to
+        d, scaled to nn.Embedding's unit variance: codes that look alike start alike, so what the
+        model learns of one code carries to its neighbours instead of each of K codes being learnt
+        from its own occurrences alone. Training goes on from there."""
+        if self.visual_embedding is None:
+            raise RRGError("the 'base' row has no W_I to initialise (it reads CNN features)")
+        if code_vectors.dim() != 2 or code_vectors.shape[0] != self.config.codebook_size:
+            raise RRGError(
+                f"need ({self.config.codebook_size}, D) code vectors, got {tuple(code_vectors.shape)}"
+            )
+        codes = code_vectors.float().cpu()
+        codes = (codes - codes.mean(dim=0)) / codes.std(dim=0).clamp(min=1e-6)
+        generator = torch.Generator().manual_seed(seed)
+        projection = (
+            torch.randn(codes.shape[1], self.config.d_model, generator=generator) / codes.shape[1] ** 0.5
+        )
+        weight = self.visual_embedding.weight
+        weight.copy_((codes @ projection).to(weight.device, weight.dtype))
+
     def set_stage(self, stage: int) -> None:
         """Sec. 3.5: stage 1 trains without the TIR mask (lambda_3 = 0), stage 2 with it.
 

@@ -103,8 +103,7 @@ def evaluation_markdown(context: AppContext) -> str:
             for average in ("micro", "macro", "example_based"):
                 for measure in ("precision", "recall", "f1") if label == "CE" else ("f1",):
                     cells = [
-                        _number(((results[k].get(block) or {}).get(average) or {}).get(measure))
-                        for k in keys
+                        _number(((results[k].get(block) or {}).get(average) or {}).get(measure)) for k in keys
                     ]
                     name = f"{label} {average.replace('_', '-')} {measure}"
                     rows.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -132,8 +131,8 @@ def ce_note(uncertain_as: set[str]) -> str:
         "CE: clinical efficacy from the project's CheXpert-convention labeler, over the 14 observations; "
         "CE-5 over the CheXbert five (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion). "
         f"Uncertain labels counted as {counted}. The papers' CE rows (R2Gen, DCRRG) are the **macro** "
-        "figures; the R2Gen-lineage and PromptMRG \"example-based\" rows are **example-based**; "
-        "\"micro-14\" / \"macro-14\" and CE-5 tables match the rows of those names. Never compare "
+        'figures; the R2Gen-lineage and PromptMRG "example-based" rows are **example-based**; '
+        '"micro-14" / "macro-14" and CE-5 tables match the rows of those names. Never compare '
         "across forms."
     )
 

@@ -75,6 +75,27 @@ def checkpoints_markdown(context: AppContext) -> str:
     return "\n".join(lines)
 
 
+def corrections_markdown(context: AppContext) -> str:
+    """Per model, what reviewers corrected in its drafts (the current reviews that started from one)."""
+    from rrg_core.corrections import summary_sentence
+    from rrg_core.store import StoreError
+
+    try:
+        summaries = context.store.get().correction_summaries()
+    except StoreError as error:
+        return f"The review database cannot be read now: {error}"
+    if not summaries:
+        return "No saved review started from a model draft yet: nothing to summarise."
+    lines = [f"- {summary_sentence(name, summary)}" for name, summary in summaries.items()]
+    lines.append(
+        "\nCategories (the ReXErr error types labels can tell apart): *false finding* (the draft asserted "
+        "it, the report denies or drops it), *missed finding* (the report asserts what the draft denied or "
+        "omitted), *certainty changed* (uncertain ↔ positive); read by the labeler from the draft and the "
+        "final text."
+    )
+    return "\n".join(lines)
+
+
 def evaluation_markdown(context: AppContext) -> str:
     """The evaluation tables of every loaded checkpoint, split by split."""
     by_model = {key: evaluations(info.metrics) for key, info in context.checkpoints.items()}

@@ -34,21 +34,34 @@ KEYWORDS = re.compile(
 
 def draw(annotation: Path) -> list[dict[str, object]]:
     data = json.loads(annotation.read_text(encoding="utf-8"))
-    sentences = {s for split in ("train", "val", "test") for item in data.get(split, [])
-                 for s in raw_sentences(item["report"])}
+    sentences = {
+        s
+        for split in ("train", "val", "test")
+        for item in data.get(split, [])
+        for s in raw_sentences(item["report"])
+    }
     data_dir = REPO_ROOT / "tests" / "data"
-    taken = {json.loads(line)["sentence"] for name in GOLD_SETS
-             for line in (data_dir / name).read_text(encoding="utf-8").splitlines()}
+    taken = {
+        json.loads(line)["sentence"]
+        for name in GOLD_SETS
+        for line in (data_dir / name).read_text(encoding="utf-8").splitlines()
+    }
     pool = sorted(sentences - taken)
     rng = random.Random(SEED)
     uniform = rng.sample(pool, PER_STRATUM)
     chosen = set(uniform)
     keyword_pool = [s for s in pool if s not in chosen and KEYWORDS.search(s)]
     keyword = rng.sample(keyword_pool, PER_STRATUM)
-    print(f"# pool {len(pool)} (distinct {len(sentences)}, in gold sets {len(sentences & taken)}), "
-          f"keyword pool {len(keyword_pool)}", file=sys.stderr)
-    return [{"sentence": s, "labels": {}, "stratum": stratum}
-            for stratum, group in (("uniform", uniform), ("keyword", keyword)) for s in group]
+    print(
+        f"# pool {len(pool)} (distinct {len(sentences)}, in gold sets {len(sentences & taken)}), "
+        f"keyword pool {len(keyword_pool)}",
+        file=sys.stderr,
+    )
+    return [
+        {"sentence": s, "labels": {}, "stratum": stratum}
+        for stratum, group in (("uniform", uniform), ("keyword", keyword))
+        for s in group
+    ]
 
 
 def main() -> None:

@@ -35,9 +35,11 @@ from rrg_core.errors import RRGError
 from rrg_core.generators import BatchDrafts, load_generator
 from rrg_core.labeler import label_report
 from rrg_core.observations import OBSERVATIONS, labels_to_json
-from rrg_core.retrieval import load_index
+from rrg_core.retrieval import DomainCalibration, DomainModel, load_calibration, load_index
+from rrg_core.retrieval.domain import domain_check
 from rrg_core.review_result import MODELS, ModelDraft, Neighbour, ReviewResult, TokenAttention
 from rrg_core.study_input import LoadedStudy, ViewSource, load_study
+from rrg_core.support import SupportSettings, alternative_labels, support_values
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class LoadedModel:
     index: NeighbourIndex | None = None
     #: The checkpoint (run) folder it was loaded from; None for models built in memory.
     folder: Path | None = None
+    #: The out-of-domain statistics and threshold saved beside the index (None: no domain check).
+    domain: DomainModel | None = None
 
 
 @dataclass
@@ -89,10 +93,17 @@ class ReviewPipeline:
         models: the loaded models by key ("dcrrg", "uar").
         missing: for each model key not loaded, why (shown in every result).
         neighbours: how many retrieval neighbours each result lists.
+        support: how sentence support is computed (:class:`~rrg_core.support.SupportSettings`; its
+            ``samples`` 0 turns it off).
     """
 
     def __init__(
-        self, models: Sequence[LoadedModel], *, missing: dict[str, str] | None = None, neighbours: int = 5
+        self,
+        models: Sequence[LoadedModel],
+        *,
+        missing: dict[str, str] | None = None,
+        neighbours: int = 5,
+        support: SupportSettings | None = None,
     ) -> None:
         if neighbours < 0:
             raise ValueError(f"neighbours must be 0 or more, got {neighbours}")
@@ -105,6 +116,7 @@ class ReviewPipeline:
             if key not in self.models and key not in self.missing:
                 self.missing[key] = f"no {MODEL_NAMES[key]} checkpoint was given"
         self.neighbours = neighbours
+        self.support = support if support is not None else SupportSettings()
         self.compatibility_warnings = _compatibility_warnings(list(self.models.values()))
         self._lock = threading.Lock()
         self._attributor: Any = None
@@ -119,6 +131,7 @@ class ReviewPipeline:
         device: str | torch.device | None = None,
         beam_size: int = 3,
         neighbours: int = 5,
+        support: SupportSettings | None = None,
     ) -> ReviewPipeline:
         """Load the newest DCRRG and UAR checkpoints under ``root`` (default ``RRG_CHECKPOINTS``).
 
@@ -139,7 +152,7 @@ class ReviewPipeline:
                 missing[key] = f"{MODEL_NAMES[key]} checkpoint {found[key]} could not be loaded: {error}"
         if not models:
             raise CheckpointError("no model could be loaded: " + "; ".join(missing.values()))
-        return cls(models, missing=missing, neighbours=neighbours)
+        return cls(models, missing=missing, neighbours=neighbours, support=support)
 
     # -- reviewing -------------------------------------------------------------------------------
 
@@ -171,14 +184,21 @@ class ReviewPipeline:
         if not loaded:
             return results
         views = [study.views for study in loaded]
+        domain: list[dict[str, tuple[float, DomainCalibration]]] = [{} for _ in results]
         with self._lock:
             if "dcrrg" in self.models:
-                self._run_dcrrg(self.models["dcrrg"], views, results, timer)
+                self._run_dcrrg(self.models["dcrrg"], views, results, timer, domain)
             if "uar" in self.models:
-                self._run_uar(self.models["uar"], views, results, timer)
+                self._run_uar(self.models["uar"], views, results, timer, domain)
+            if self.support.samples:
+                for key, model in self.models.items():
+                    with timer.part(f"support_{key}"):
+                        self._support(model, views, results)
         with timer.part("labels"):
-            for result in results:
+            for result, scores in zip(results, domain, strict=True):
                 _flag(result)
+                result.domain = domain_check(scores, MODEL_NAMES)
+                result.support = self.support.describe() if self.support.samples else None
         share = {name: round(seconds / len(results), 4) for name, seconds in timer.seconds.items()}
         for result in results:
             result.timings = {**share, "total": round(sum(share.values()), 4)}
@@ -202,7 +222,12 @@ class ReviewPipeline:
             return self._attributor.attribute(grey, observation, method, **options)
 
     def _run_dcrrg(
-        self, model: LoadedModel, views: list[list[Tensor]], results: list[ReviewResult], timer: _Timer
+        self,
+        model: LoadedModel,
+        views: list[list[Tensor]],
+        results: list[ReviewResult],
+        timer: _Timer,
+        domain: list[dict[str, tuple[float, DomainCalibration]]],
     ) -> None:
         generator = model.generator
         with timer.part("dcrrg"):  # the report and Table 7 share one image-encoder pass
@@ -216,10 +241,16 @@ class ReviewPipeline:
             result.drafts["dcrrg"] = _draft(model, generator.vocab.decode_tokens(drafts[k].token_ids[0]))
             result.observations = tables[k]
         with timer.part("retrieval"):
-            self._neighbours(model, "dcrrg", torch.cat([d.image_embeddings for d in drafts]), results)
+            embeddings = torch.cat([d.image_embeddings for d in drafts])
+            self._neighbours(model, "dcrrg", embeddings, results, domain)
 
     def _run_uar(
-        self, model: LoadedModel, views: list[list[Tensor]], results: list[ReviewResult], timer: _Timer
+        self,
+        model: LoadedModel,
+        views: list[list[Tensor]],
+        results: list[ReviewResult],
+        timer: _Timer,
+        domain: list[dict[str, tuple[float, DomainCalibration]]],
     ) -> None:
         generator = model.generator
         with timer.part("uar"):
@@ -229,17 +260,39 @@ class ReviewPipeline:
             result.attention = TokenAttention(list(explanation.words), explanation.attention.numpy())
         with timer.part("retrieval"):
             embeddings = torch.stack([e.image_embedding for e in explanations])
-            self._neighbours(model, "uar", embeddings, results)
+            self._neighbours(model, "uar", embeddings, results, domain)
 
     def _neighbours(
-        self, model: LoadedModel, key: str, embeddings: Tensor, results: list[ReviewResult]
+        self,
+        model: LoadedModel,
+        key: str,
+        embeddings: Tensor,
+        results: list[ReviewResult],
+        domain: list[dict[str, tuple[float, DomainCalibration]]],
     ) -> None:
+        """The retrieval neighbours and the out-of-domain score of each study, from its image embedding."""
+        queries = embeddings.float().cpu()
+        queries = queries.reshape(len(queries), -1)
+        if model.domain is not None:
+            for found, score in zip(domain, model.domain.scores(queries).tolist(), strict=True):
+                found[key] = (float(score), model.domain.calibration)
         if model.index is None or self.neighbours == 0:
             return
-        queries = embeddings.float().cpu()
-        found = model.index.search(queries.reshape(len(queries), -1), self.neighbours)
+        found = model.index.search(queries, self.neighbours)
         for result, neighbours in zip(results, found, strict=True):
             result.neighbours[key] = [dataclasses.replace(n, score=round(n.score, 4)) for n in neighbours]
+
+    def _support(self, model: LoadedModel, views: list[list[Tensor]], results: list[ReviewResult]) -> None:
+        """Each sentence's support among the model's alternative drafts (:mod:`rrg_core.support`)."""
+        alternatives = getattr(model.generator, "alternatives", None)
+        if alternatives is None:
+            return
+        settings = self.support
+        texts = alternatives(views, settings.samples, temperature=settings.temperature, seed=settings.seed)
+        for result, drafts in zip(results, texts, strict=True):
+            draft = result.drafts.get(model.key)
+            if draft is not None:
+                draft.support = support_values(draft.sentences, alternative_labels(drafts))
 
 
 def load_model(
@@ -249,14 +302,16 @@ def load_model(
     retrieval index saved beside it when there is one."""
     checkpoint = load_checkpoint(folder, expected_kind=key)
     generator = load_generator(checkpoint, device, beam_size=beam_size)
+    index = load_index(checkpoint, "image", missing_ok=True)
     return LoadedModel(
         key=key,
         generator=generator,
         checkpoint_hash=checkpoint.sha256[:16],
         data_fingerprint=checkpoint.data_fingerprint,
         vocabulary=tuple(checkpoint.vocab.tokens) if checkpoint.vocab is not None else (),
-        index=load_index(checkpoint, "image", missing_ok=True),
+        index=index,
         folder=checkpoint.folder,
+        domain=load_calibration(checkpoint.folder, checkpoint.sha256),
     )
 
 

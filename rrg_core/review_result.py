@@ -18,8 +18,9 @@ import numpy as np
 
 from rrg_core.errors import RRGError
 
-#: Bumped when a field of the JSON form changes meaning or shape.
-SCHEMA_VERSION = 1
+#: Bumped when a field of the JSON form changes meaning or shape (2: ``domain``, ``support`` and each
+#: draft's per-sentence ``support``).
+SCHEMA_VERSION = 2
 MODELS: tuple[str, ...] = ("dcrrg", "uar")
 
 
@@ -28,6 +29,9 @@ class ModelDraft:
     """One model's draft: its text, sentences and tokens, and the labels the labeler reads from it.
 
     ``labels``: observation -> 1 positive, 0 negative, -1 uncertain, None unmentioned.
+    ``support``: per sentence, the share of the model's alternative drafts that agree with what the
+    sentence says (:mod:`rrg_core.support`); None for a sentence naming no observation. Empty when
+    sentence support was not computed.
     """
 
     model: str
@@ -37,6 +41,24 @@ class ModelDraft:
     sentences: list[str]
     tokens: list[str]
     labels: dict[str, int | None]
+    support: list[float | None] = field(default_factory=list)
+
+
+@dataclass
+class DomainCheck:
+    """Whether the study looks like the models' training studies (:mod:`rrg_core.retrieval.domain`).
+
+    ``in_domain`` False when any loaded model's score is above its threshold; ``score``/``threshold``
+    are those of the model that finds the study least familiar; ``models``: per model key its own
+    ``{"in_domain", "score", "threshold", "k", "train_studies"}``. ``message``: what to tell the
+    radiologist ("" when in domain).
+    """
+
+    in_domain: bool
+    score: float
+    threshold: float
+    message: str
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,7 +128,9 @@ class ReviewResult:
     ``observations``: DCRRG's 14 Table-7 rows (empty without DCRRG). ``attention``: UAR's per-token
     maps (None without UAR). ``neighbours``: per index ("dcrrg", "uar") the k nearest studies.
     ``warnings``: things the radiologist should know (an odd image, checkpoints from different data).
-    ``timings``: seconds per part.
+    ``timings``: seconds per part. ``domain``: the out-of-domain check (None when no loaded model has
+    a calibrated index). ``support``: how each draft's sentence support was computed (method, samples,
+    temperature, seed, weak_below), None when it was not.
     """
 
     study_id: str | None
@@ -119,6 +143,8 @@ class ReviewResult:
     neighbours: dict[str, list[Neighbour]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    domain: DomainCheck | None = None
+    support: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +175,8 @@ class ReviewResult:
                 neighbours={k: [Neighbour(**n) for n in v] for k, v in data["neighbours"].items()},
                 warnings=list(data["warnings"]),
                 timings=dict(data["timings"]),
+                domain=None if data["domain"] is None else DomainCheck(**data["domain"]),
+                support=data["support"],
             )
         except (KeyError, TypeError) as error:
             raise RRGError(f"not a review result: {error}") from error

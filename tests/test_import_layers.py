@@ -90,7 +90,7 @@ def test_no_import_circles() -> None:
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "observations", "atomic_files", "review_result", "progress"),
     ("data",),
-    ("labeler", "metrics", "checkpoints", "store"),
+    ("labeler", "metrics", "checkpoints", "corrections", "store"),
     ("phantoms", "models"),
     (
         "evaluation",
@@ -100,6 +100,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "retrieval",
         "study_input",
         "disagreements",
+        "support",
     ),
     ("generators",),
     ("explain",),

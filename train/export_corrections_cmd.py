@@ -5,7 +5,9 @@ The folder it writes is what ``python -m train dcrrg --extra DIR`` takes as extr
 - ``annotation.json``: ``train`` holds every exported study (``val`` and ``test`` are empty, so
   no reviewed study leaks into an evaluation), each ``{"id", "report", "image_path", "split"}``
   plus ``labels`` (the reviewer's corrected labels, as the phantom generator writes them),
-  ``views``, ``reviewer``, ``review_version`` and ``reviewed_at``;
+  ``views``, ``reviewer``, ``review_version``, ``reviewed_at`` and ``corrections`` (what the reviewer
+  corrected in the model draft the review started from, :mod:`rrg_core.corrections`; null when it
+  started from none);
 - ``images/<id>/<k>.png``: the study's stored views, in view order;
 - ``labels.json``: ``{id: labels}``, the corrected labels alone;
 - ``export.json``: where and when the export came from.
@@ -71,6 +73,7 @@ def entry(record: ExportRecord, key: str) -> dict:
         "reviewer": review.reviewer,
         "review_version": review.version,
         "reviewed_at": review.saved_at.isoformat(),
+        "corrections": review.corrections,
     }
 
 

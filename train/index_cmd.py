@@ -5,6 +5,11 @@ global text embeddings of their reports; for UAR: the CRA global image and repor
 saved as ``RUN_DIR/index/image`` and ``RUN_DIR/index/report`` (:mod:`rrg_core.retrieval.files`), tied
 to the checkpoint's weights by their hash. Studies without an image or with an empty report are left
 out (there would be nothing to show for them).
+
+Then the out-of-domain threshold (:mod:`rrg_core.retrieval.domain`): the validation split's studies
+(``--calibrate-on``, never outside images) are scored by their Mahalanobis distance to the indexed
+studies' image embeddings, and the ``--percentile``-th percentile of their scores is saved with those
+statistics as ``RUN_DIR/index/domain.json`` and ``domain.safetensors``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ from pathlib import Path
 from rrg_core.checkpoints import data_fingerprint
 from rrg_core.data.datasets import R2GenDataset, read_annotation
 from rrg_core.errors import DatasetError, RRGError
-from rrg_core.retrieval import EMBEDDINGS, build_indexes, index_folder, indexable, save_index
+from rrg_core.retrieval import (
+    EMBEDDINGS,
+    build_indexes,
+    calibrate,
+    index_folder,
+    indexable,
+    save_calibration,
+    save_index,
+)
+from rrg_core.retrieval.domain import DEFAULT_PERCENTILE, DEFAULT_SHRINKAGE
 from train.evaluate_cmd import checkpoint_and_generator, image_stacks
 
 logger = logging.getLogger(__name__)
@@ -38,6 +52,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--limit", type=int, help="index the first N studies of the split only")
     parser.add_argument("--workers", type=int, default=2, help="image loading processes (default 2; 0: none)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--calibrate-on", default="val",
+        help="split whose studies calibrate the out-of-domain threshold (default val; 'none': skip)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--percentile", type=float, default=DEFAULT_PERCENTILE,
+        help=f"percentile of the calibration scores taken as the threshold (default {DEFAULT_PERCENTILE:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shrinkage", type=float, default=DEFAULT_SHRINKAGE,
+        help=f"covariance shrinkage of the out-of-domain statistics (default {DEFAULT_SHRINKAGE:g})",
+    )  # fmt: skip
     return parser
 
 
@@ -75,9 +101,38 @@ def run(args: argparse.Namespace) -> int:
     for kind, index in indexes.items():
         save_index(index, index_folder(checkpoint.folder, kind), data_root=args.data)
     shapes = ", ".join(f"{kind} {len(index)}x{index.dim}" for kind, index in indexes.items())
+    calibrated = _calibrate(args, checkpoint, generator, splits, records)
     print(
         f"indexed {len(records)} {args.split} studies of {args.data} with {checkpoint.kind} "
         f"({checkpoint.sha256[:12]}): {shapes} -> {checkpoint.folder / 'index'} "
-        f"in {time.perf_counter() - began:.1f} s"
+        f"in {time.perf_counter() - began:.1f} s{calibrated}"
     )
     return 0
+
+
+def _calibrate(args: argparse.Namespace, checkpoint, generator, splits: dict, train: list) -> str:
+    """Calibrate and save the out-of-domain threshold on ``--calibrate-on``; returns a summary note."""
+    split = args.calibrate_on
+    if split == "none":
+        return "; no out-of-domain calibration (--calibrate-on none)"
+    records = [r for r in splits.get(split, []) if r.image_paths]
+    if not records:
+        logger.warning(
+            "no %r split with images in %s: the out-of-domain threshold is not calibrated", split, args.data
+        )
+        return f"; no out-of-domain calibration (no {split} studies with images)"
+    embeddings = {}
+    for name, chosen in ((args.split, train), (split, records)):  # the raw vectors, not the index's unit rows
+        dataset = R2GenDataset(args.data, name, annotation={**splits, name: chosen})
+        embeddings[name] = generator.embed_images(list(image_stacks(dataset, args.workers)))
+    calibration = calibrate(
+        embeddings[args.split], embeddings[split], checkpoint_sha256=checkpoint.sha256, split=split,
+        shrinkage=args.shrinkage, percentile=args.percentile,
+        data_description="synthetic phantoms" if (Path(args.data) / "masks").is_dir() else None,
+    )  # fmt: skip
+    path = save_calibration(calibration, checkpoint.folder)
+    found = calibration.calibration
+    return (
+        f"; out-of-domain threshold {found.threshold:.3f} (p{found.percentile:g} of the Mahalanobis "
+        f"distances of {found.val_studies} {split} studies) -> {path}"
+    )

@@ -92,7 +92,7 @@ def demo_steps(root: Path) -> list[Step]:
             Step(
                 f"{key.upper()} retrieval index",
                 ("index", "--checkpoint", str(checkpoints / key), "--data", str(data)),
-                f"{key}-index.done",
+                f"{key}-index-domain.done",  # renamed: caches from before the domain check re-index
             )
         )
     for key in ("dcrrg", "uar"):

@@ -17,9 +17,10 @@ from datetime import datetime
 import numpy as np
 from PIL import Image
 
+from rrg_core.corrections import describe as describe_corrections
 from rrg_core.labeler import label_report
 from rrg_core.observations import OBSERVATIONS
-from rrg_core.review_result import Disagreement, ModelDraft, Neighbour, ObservationRow
+from rrg_core.review_result import Disagreement, DomainCheck, ModelDraft, Neighbour, ObservationRow
 
 MODEL_NAMES = {"dcrrg": "DCRRG", "uar": "UAR"}
 LABEL_WORDS = {1: "positive", 0: "negative", -1: "uncertain", None: "not mentioned"}
@@ -82,30 +83,52 @@ def flagged_sentences(draft: ModelDraft, disagreements: Sequence[Disagreement]) 
     return out
 
 
-def _category(observations: Sequence[str] | None) -> str | None:
-    return "⚑ " + ", ".join(observations) if observations else None
+#: The category of a weakly supported sentence (a legend entry of the drafts' HighlightedText).
+WEAK = "◌ weakly supported"
+
+
+def _category(observations: Sequence[str] | None, weak: bool = False) -> str | None:
+    flag = "⚑ " + ", ".join(observations) if observations else None
+    if weak:
+        return f"{flag} · {WEAK}" if flag else WEAK
+    return flag
+
+
+def weak_sentences(draft: ModelDraft, weak_below: float | None) -> set[str]:
+    """The draft's sentences whose support is below ``weak_below`` (none when support was not computed)."""
+    if weak_below is None or len(draft.support) != len(draft.sentences):
+        return set()
+    return {
+        s for s, v in zip(draft.sentences, draft.support, strict=True) if v is not None and v < weak_below
+    }
 
 
 def sentence_highlights(
-    draft: ModelDraft, disagreements: Sequence[Disagreement]
+    draft: ModelDraft, disagreements: Sequence[Disagreement], weak_below: float | None = None
 ) -> list[tuple[str, str | None]]:
-    """The draft as (sentence, category) pairs for a HighlightedText; flagged sentences get a category."""
+    """The draft as (sentence, category) pairs for a HighlightedText; flagged and weakly supported
+    sentences get a category."""
     flags = flagged_sentences(draft, disagreements)
-    return [(prose([s]) + " ", _category(flags.get(s))) for s in draft.sentences]
+    weak = weak_sentences(draft, weak_below)
+    return [(prose([s]) + " ", _category(flags.get(s), s in weak)) for s in draft.sentences]
 
 
-def word_highlights(draft: ModelDraft, disagreements: Sequence[Disagreement]) -> list[tuple[str, str | None]]:
+def word_highlights(
+    draft: ModelDraft, disagreements: Sequence[Disagreement], weak_below: float | None = None
+) -> list[tuple[str, str | None]]:
     """The draft as one (word, category) pair per token, so that a click names the token's index.
 
-    Tokens of flagged sentences carry the sentence's category (the disagreement).
+    Tokens of flagged or weakly supported sentences carry the sentence's category.
     """
     flags = flagged_sentences(draft, disagreements)
+    weak = weak_sentences(draft, weak_below)
     pairs: list[tuple[str, str | None]] = []
     sentence: list[int] = []
 
     def close() -> None:
         if sentence:
-            category = _category(flags.get(" ".join(draft.tokens[i] for i in sentence)))
+            text = " ".join(draft.tokens[i] for i in sentence)
+            category = _category(flags.get(text), text in weak)
             for i in sentence:
                 pairs[i] = (pairs[i][0], category)
             sentence.clear()
@@ -128,6 +151,33 @@ def disagreements_html(disagreements: Sequence[Disagreement]) -> str:
         f"<li><b>⚑ {escape(d.observation)}</b>: {escape('; '.join(d.reasons))}</li>" for d in disagreements
     )
     return f'<div class="rrg-flags"><b>Look here</b> ({len(disagreements)}):<ul>{items}</ul></div>'
+
+
+def domain_html(domain: DomainCheck | None) -> str:
+    """The out-of-domain warning above the drafts ("" when the study is in domain or was not checked)."""
+    if domain is None or domain.in_domain:
+        return ""
+    return (
+        '<div class="rrg-domain" role="alert"><div class="rrg-domain-title">⚠ Out of domain</div>'
+        f"<div>{escape(domain.message)}</div></div>"
+    )
+
+
+def support_note(drafts: Mapping[str, ModelDraft], support: Mapping[str, object] | None) -> str:
+    """A line under the drafts saying how many sentences are weakly supported and how that was measured."""
+    if not support:
+        return ""
+    below = support.get("weak_below")
+    counts = []
+    for key, draft in drafts.items():
+        weak = len(weak_sentences(draft, below if isinstance(below, float | int) else None))
+        counts.append(f"{MODEL_NAMES.get(key, key)} {weak} of {len(draft.sentences)}")
+    return (
+        f'<div class="rrg-support rrg-small">{WEAK} sentences ({escape("; ".join(counts))}): fewer than '
+        f"{float(below or 0):.0%} of {support.get('samples')} alternative drafts "
+        f"({escape(support.get('method'))} at T={support.get('temperature')}) say the same about"
+        " the findings they name.</div>"
+    )
 
 
 def missing_html(missing: Mapping[str, str]) -> str:
@@ -267,7 +317,13 @@ def neighbours_html(
 # -- worklist and history -------------------------------------------------------------------------
 
 WORKLIST_HEADERS = ["Study", "Source", "Views", "Status", "Reviewer", "Version", "Last change (UTC)", "Flags"]
-HISTORY_HEADERS = ["Version", "Reviewer", "Status", "Saved (UTC)", "Comment", "Started from"]
+HISTORY_HEADERS = ["Version", "Reviewer", "Status", "Saved (UTC)", "Comment", "Started from", "Corrections"]
+OUT_OF_DOMAIN = "⚠ out of domain"
+
+
+def corrections_cell(corrections: Mapping[str, object] | None) -> str:
+    """What a version corrected in its starting draft, for the history table."""
+    return describe_corrections(corrections) if corrections else "–"
 
 
 def when(moment: datetime | None) -> str:

@@ -31,6 +31,8 @@ VIEW_OUTPUTS = [
     "heat_caption",
 ]
 RESULT_OUTPUTS = [
+    "domain_warning",
+    "support_note",
     "dcrrg_draft",
     "uar_draft",
     "uar_sentences",
@@ -78,11 +80,12 @@ def build_app(context: AppContext) -> gr.Blocks:
                 _review_tab(context, c)
             with gr.Tab("Worklist", id="worklist", elem_id="rrg-tab-worklist") as worklist_tab:
                 _worklist_tab(c)
-            with gr.Tab("Model card", id="model-card", elem_id="rrg-tab-card"):
-                _model_card_tab(context)
+            with gr.Tab("Model card", id="model-card", elem_id="rrg-tab-card") as card_tab:
+                _model_card_tab(context, c)
         _wire_review(context, c)
         _wire_editor(context, c)
         _wire_worklist(context, c, worklist_tab)
+        card_tab.select(lambda: model_card.corrections_markdown(context), None, [c["card_corrections"]])
         app.load(_who, None, [c["reviewer"]])
     return app
 
@@ -160,6 +163,7 @@ def _review_tab(context: AppContext, c: dict[str, Any]) -> None:
                 )
             c["attr"] = gr.Button("Show attribution", size="sm", elem_id="rrg-attr")
         with gr.Column(scale=6, min_width=420):
+            c["domain_warning"] = gr.HTML(elem_id="rrg-domain")
             with gr.Row(equal_height=True):
                 c["dcrrg_draft"] = gr.HighlightedText(
                     label="DCRRG draft",
@@ -177,6 +181,7 @@ def _review_tab(context: AppContext, c: dict[str, Any]) -> None:
                     interactive=False,
                     elem_id="rrg-uar",
                 )
+            c["support_note"] = gr.HTML(elem_id="rrg-support")
             c["uar_sentences"] = gr.Radio(
                 label="…or a sentence of the UAR draft", choices=[], elem_id="rrg-sentences"
             )
@@ -229,6 +234,9 @@ def _worklist_tab(c: dict[str, Any]) -> None:
         c["wl_flag"] = gr.Dropdown(
             worklist.FLAG_CHOICES, value=worklist.ANY, label="Disagreement", elem_id="rrg-wl-flag"
         )
+        c["wl_domain"] = gr.Dropdown(
+            worklist.DOMAIN_CHOICES, value=worklist.ANY, label="Domain", elem_id="rrg-wl-domain"
+        )
         c["wl_refresh"] = gr.Button("Refresh", elem_id="rrg-wl-refresh")
     c["wl_alert"] = gr.HTML(elem_id="rrg-wl-alert")
     c["wl_table"] = gr.Dataframe(
@@ -263,9 +271,11 @@ def _worklist_tab(c: dict[str, Any]) -> None:
             c["wl_drafts"] = gr.HTML(elem_id="rrg-wl-drafts")
 
 
-def _model_card_tab(context: AppContext) -> None:
+def _model_card_tab(context: AppContext, c: dict[str, Any]) -> None:
     gr.Markdown(model_card.NOT_CLINICAL, elem_classes=["rrg-warnbox"])
     gr.Markdown("### Loaded checkpoints\n\n" + model_card.checkpoints_markdown(context))
+    gr.Markdown("### What reviewers corrected")
+    c["card_corrections"] = gr.Markdown(elem_id="rrg-card-corrections")
     gr.Markdown("### Training curves")
     for found in training_plot.training_curves(context):
         gr.Markdown(f"#### {found.title}\n\n{found.note}", elem_classes=["rrg-curves-note"])
@@ -368,10 +378,10 @@ def _wire_editor(context: AppContext, c: dict[str, Any]) -> None:
 
 def _wire_worklist(context: AppContext, c: dict[str, Any], tab: gr.Tab) -> None:
     list_names = ["wl_table", "wl_ids", "wl_reviewer", "wl_alert"]
-    filters = [c["wl_status"], c["wl_reviewer"], c["wl_flag"]]
+    filters = [c["wl_status"], c["wl_reviewer"], c["wl_flag"], c["wl_domain"]]
 
-    def refresh(status: str, reviewer: str, flag: str) -> tuple[Any, ...]:
-        return _outputs(worklist.refresh(context, status, reviewer, flag), list_names)
+    def refresh(status: str, reviewer: str, flag: str, domain: str) -> tuple[Any, ...]:
+        return _outputs(worklist.refresh(context, status, reviewer, flag, domain), list_names)
 
     outputs = [c[n] for n in list_names]
     c["wl_refresh"].click(refresh, filters, outputs)

@@ -75,6 +75,27 @@ def checkpoints_markdown(context: AppContext) -> str:
     return "\n".join(lines)
 
 
+def corrections_markdown(context: AppContext) -> str:
+    """Per model, what reviewers corrected in its drafts (the current reviews that started from one)."""
+    from rrg_core.corrections import summary_sentence
+    from rrg_core.store import StoreError
+
+    try:
+        summaries = context.store.get().correction_summaries()
+    except StoreError as error:
+        return f"The review database cannot be read now: {error}"
+    if not summaries:
+        return "No saved review started from a model draft yet: nothing to summarise."
+    lines = [f"- {summary_sentence(name, summary)}" for name, summary in summaries.items()]
+    lines.append(
+        "\nCategories (the ReXErr error types labels can tell apart): *false finding* (the draft asserted "
+        "it, the report denies or drops it), *missed finding* (the report asserts what the draft denied or "
+        "omitted), *certainty changed* (uncertain ↔ positive); read by the labeler from the draft and the "
+        "final text."
+    )
+    return "\n".join(lines)
+
+
 def evaluation_markdown(context: AppContext) -> str:
     """The evaluation tables of every loaded checkpoint, split by split."""
     by_model = {key: evaluations(info.metrics) for key, info in context.checkpoints.items()}
@@ -103,8 +124,7 @@ def evaluation_markdown(context: AppContext) -> str:
             for average in ("micro", "macro", "example_based"):
                 for measure in ("precision", "recall", "f1") if label == "CE" else ("f1",):
                     cells = [
-                        _number(((results[k].get(block) or {}).get(average) or {}).get(measure))
-                        for k in keys
+                        _number(((results[k].get(block) or {}).get(average) or {}).get(measure)) for k in keys
                     ]
                     name = f"{label} {average.replace('_', '-')} {measure}"
                     rows.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -132,8 +152,8 @@ def ce_note(uncertain_as: set[str]) -> str:
         "CE: clinical efficacy from the project's CheXpert-convention labeler, over the 14 observations; "
         "CE-5 over the CheXbert five (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion). "
         f"Uncertain labels counted as {counted}. The papers' CE rows (R2Gen, DCRRG) are the **macro** "
-        "figures; the R2Gen-lineage and PromptMRG \"example-based\" rows are **example-based**; "
-        "\"micro-14\" / \"macro-14\" and CE-5 tables match the rows of those names. Never compare "
+        'figures; the R2Gen-lineage and PromptMRG "example-based" rows are **example-based**; '
+        '"micro-14" / "macro-14" and CE-5 tables match the rows of those names. Never compare '
         "across forms."
     )
 

@@ -7,6 +7,7 @@ the study's stored drafts (a new checkpoint, or a re-run on the stored images).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from rrg_core.store import NewDraft, OpenedStudy, Store, StoreError
@@ -62,7 +63,11 @@ def store_drafts(store: Store, context: AppContext, state: ReviewState, opened: 
     missing = [key for key in wanted if key not in found]
     if missing:
         flags = [d.observation for d in state.result.disagreements] if state.result else []
-        added = store.add_drafts(state.study_id, [wanted[key] for key in missing], disagreements=flags)
+        domain = state.result.domain if state.result else None
+        added = store.add_drafts(
+            state.study_id, [wanted[key] for key in missing], disagreements=flags,
+            domain=None if domain is None else dataclasses.asdict(domain),
+        )  # fmt: skip
         found.update(zip(missing, (d.id for d in added), strict=True))
     state.draft_ids = found
 

@@ -114,6 +114,7 @@ def result_outputs(context: AppContext, state: ReviewState) -> Outputs:
         return {}
     drafts = result.drafts
     flags = result.disagreements
+    weak_below = (result.support or {}).get("weak_below")
     uar = drafts.get("uar")
     sentences = [fmt.prose([s.text]) for s in sentence_spans(uar.tokens)] if uar else []
     flagged = [d.observation for d in flags]
@@ -122,12 +123,14 @@ def result_outputs(context: AppContext, state: ReviewState) -> Outputs:
         flagged[0] if flagged else (by_probability[0].observation if by_probability else OBSERVATIONS[0])
     )
     return {
-        "dcrrg_draft": fmt.sentence_highlights(drafts["dcrrg"], flags)
+        "domain_warning": fmt.domain_html(result.domain),
+        "dcrrg_draft": fmt.sentence_highlights(drafts["dcrrg"], flags, weak_below)
         if "dcrrg" in drafts
         else [(result.missing.get("dcrrg", "DCRRG is not loaded."), None)],
-        "uar_draft": fmt.word_highlights(uar, flags)
+        "uar_draft": fmt.word_highlights(uar, flags, weak_below)
         if uar
         else [(result.missing.get("uar", "UAR is not loaded."), None)],
+        "support_note": fmt.support_note(drafts, result.support),
         "uar_sentences": gr.update(choices=[(s, i) for i, s in enumerate(sentences)], value=None),
         "flags": fmt.disagreements_html(flags) + fmt.missing_html(result.missing),
         "table": table_value(state),

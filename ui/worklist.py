@@ -29,16 +29,20 @@ from ui.session import ReviewState
 ANY = "any"
 STATUS_CHOICES = [ANY, UNREVIEWED, "draft", "final"]
 FLAG_CHOICES = [(ANY, ANY), ("with disagreements", "yes"), ("without", "no")]
+DOMAIN_CHOICES = [(ANY, ANY), ("out of domain", "out"), ("in domain (or not checked)", "in")]
 
 
 @guarded("wl_alert")
-def refresh(context: AppContext, status: str | None, reviewer: str | None, flag: str | None) -> Outputs:
+def refresh(
+    context: AppContext, status: str | None, reviewer: str | None, flag: str | None, domain: str | None = None
+) -> Outputs:
     """The worklist rows for the filters, newest change first."""
     store = context.store.get()
     rows = store.worklist(
         status=None if status in (None, "", ANY) else status,
         reviewer=None if reviewer in (None, "", ANY) else reviewer,
         has_disagreement={"yes": True, "no": False}.get(flag or ANY),
+        out_of_domain={"out": True, "in": False}.get(domain or ANY),
     )
     table = [
         [
@@ -49,7 +53,9 @@ def refresh(context: AppContext, status: str | None, reviewer: str | None, flag:
             row.reviewer or "",
             str(row.version),
             fmt.when(row.updated_at or row.study.created_at),
-            ", ".join(row.study.disagreements),
+            ", ".join(
+                ([fmt.OUT_OF_DOMAIN] if row.study.out_of_domain else []) + list(row.study.disagreements)
+            ),
         ]
         for row in rows
     ]
@@ -87,6 +93,7 @@ def history_rows(opened: OpenedStudy) -> list[list[str]]:
             fmt.when(v.saved_at),
             v.comment if len(v.comment) <= 80 else v.comment[:80] + "…",
             names.get(v.started_from_draft_id, "") if v.started_from_draft_id else "",
+            fmt.corrections_cell(v.corrections),
         ]
         for v in reversed(opened.history)
     ]
@@ -118,7 +125,9 @@ def open_row(context: AppContext, ids: Sequence[int] | None, index: Sequence[int
         for d in opened.drafts
     )
     study = opened.study
-    flags = ", ".join(study.disagreements) or "none"
+    flags = (
+        ", ".join(([fmt.OUT_OF_DOMAIN] if study.out_of_domain else []) + list(study.disagreements)) or "none"
+    )
     title = (
         f"#### Study #{study.id} · {fmt.escape(study.source_name or 'no name')} · "
         f"{'not reviewed' if review is None else f'version {review.version}, {review.status}'} · "

@@ -122,6 +122,30 @@ class ImageReportGenerator:
         raise NotImplementedError
 
     @torch.no_grad()
+    def alternatives(
+        self, stacks: Sequence[Tensor], samples: int, *, temperature: float = 1.0, seed: int = 0
+    ) -> list[list[str]]:
+        """``samples`` alternative reports per loaded study, drawn at ``temperature`` (decoded, cleaned
+        text). Seeded, so a study gets the same alternatives on every call: what the sentence support of
+        :mod:`rrg_core.support` compares the draft with."""
+        stacks = list(stacks)
+        self.eval_mode()
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        out: list[list[str]] = []
+        for start in range(0, len(stacks), self.batch_size):
+            batch = self.sample_batch(
+                stacks[start : start + self.batch_size], samples, temperature, generator
+            )
+            out.extend([self.vocab.decode(ids) for ids in rows] for rows in batch)
+        return out
+
+    def sample_batch(
+        self, stacks: Sequence[Tensor], samples: int, temperature: float, generator: torch.Generator
+    ) -> list[list[list[int]]]:
+        """Per study of one batch, ``samples`` sampled token-id lists; each subclass says how."""
+        raise NotImplementedError
+
+    @torch.no_grad()
     def embed_images(self, stacks: Sequence[Tensor]) -> Tensor:
         """(N, D) float32 global image embeddings of loaded studies ((V, 1, H, W) each), on the CPU.
 

@@ -120,6 +120,15 @@ class DCRRGGenerator(ImageReportGenerator):
         ids = self.model.generate(features, beam_size=self.beam_size, max_length=self.max_length)
         return BatchDrafts(ids, embeddings, probabilities)
 
+    def sample_batch(
+        self, stacks: Sequence[Tensor], samples: int, temperature: float, generator: torch.Generator
+    ) -> list[list[list[int]]]:
+        """Step-4 reports sampled at ``temperature`` (the alternatives of :meth:`alternatives`)."""
+        return self.model.sample(
+            self._encode(stacks), samples=samples, temperature=temperature, max_length=self.max_length,
+            generator=generator,
+        )  # fmt: skip
+
     def image_embedding_batch(self, stacks: Sequence[Tensor]) -> Tensor:
         """(n, P) unit-length DCCLIP global image embeddings of one batch (the encoder pass only)."""
         uni, _ = self.model.clip.encode_image(self.prepare(stacks))

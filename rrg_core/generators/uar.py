@@ -27,6 +27,7 @@ from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.generators.base import BatchDrafts, ImageReportGenerator
 from rrg_core.models.preprocess import Preprocess
+from rrg_core.models.sampling import sample_sequences
 from rrg_core.models.uar import ABLATIONS, UAR, UARConfig, load_uar
 from rrg_core.models.uar import read_preprocess as read_uar_preprocess
 from rrg_core.models.uar.config import default_preprocess
@@ -114,6 +115,20 @@ class UARGenerator(ImageReportGenerator):
         visual = self.visual_input(stacks)
         out = self.model.generate(visual, beam_size=self.beam_size, max_length=self.max_length)
         return BatchDrafts(out.tokens, self.model.image_global(visual))
+
+    def sample_batch(
+        self, stacks: Sequence[Tensor], samples: int, temperature: float, generator: torch.Generator
+    ) -> list[list[list[int]]]:
+        """Reports sampled at ``temperature`` (the alternatives of :meth:`alternatives`)."""
+        model, config = self.model, self.model.config
+        encoding = model.encode(self.visual_input(stacks))
+        limit = config.max_length if self.max_length is None else min(self.max_length, config.max_length)
+        return sample_sequences(
+            model.decoder.beam_step_fn(), batch_size=encoding.memory.shape[0], bos_id=config.bos_id,
+            eos_id=config.eos_id, pad_id=config.pad_id, samples=samples, temperature=temperature,
+            max_length=limit, device=encoding.memory.device, generator=generator,
+            init_state=model.decoder.init_cache(encoding.memory, cross_bias=model.cross_bias()),
+        )  # fmt: skip
 
     def image_embedding_batch(self, stacks: Sequence[Tensor]) -> Tensor:
         """(n, d) CRA global image features of one batch (not normalised; no report is written)."""

@@ -9,10 +9,12 @@ one transaction can read several parts of a study, and a save can look up what i
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from rrg_core.corrections import summarise
 from rrg_core.store import records, validate
 from rrg_core.store.database import StoreConnection
 from rrg_core.store.records import (
@@ -103,11 +105,14 @@ class StoreReads(StoreConnection):
         has_disagreement: bool | None = None,
         limit: int = 200,
         offset: int = 0,
+        out_of_domain: bool | None = None,
     ) -> list[WorklistRow]:
         """Studies with the state of their review, most recently changed first.
 
         ``status``: draft, final or unreviewed; ``reviewer``: studies this reviewer saved a version
-        of; ``has_disagreement``: only studies whose drafts disagree (True) or agree (False).
+        of; ``has_disagreement``: only studies whose drafts disagree (True) or agree (False);
+        ``out_of_domain``: only studies flagged out of domain (True) or not flagged (False: checked and
+        in domain, or never checked).
         """
         if status is not None and status not in (*REVIEW_STATUSES, UNREVIEWED):
             raise StoreError(f"worklist status must be one of {', '.join((*REVIEW_STATUSES, UNREVIEWED))}")
@@ -115,6 +120,8 @@ class StoreReads(StoreConnection):
             reviewer = validate.name(reviewer, "reviewer filter")
         if has_disagreement is not None and not isinstance(has_disagreement, bool):
             raise StoreError("the disagreement filter must be True, False or None")
+        if out_of_domain is not None and not isinstance(out_of_domain, bool):
+            raise StoreError("the out-of-domain filter must be True, False or None")
         limit = validate.identifier(limit, "worklist limit")
         offset = validate.identifier(offset, "worklist offset", minimum=0)
         query = select(StudyRow, ReviewRow).outerjoin(ReviewRow, ReviewRow.study_id == StudyRow.id)
@@ -130,6 +137,10 @@ class StoreReads(StoreConnection):
             )
         if has_disagreement is not None:
             query = query.where(StudyRow.has_disagreement.is_(has_disagreement))
+        if out_of_domain is True:
+            query = query.where(StudyRow.out_of_domain.is_(True))
+        elif out_of_domain is False:
+            query = query.where(or_(StudyRow.out_of_domain.is_(False), StudyRow.out_of_domain.is_(None)))
         changed = func.coalesce(ReviewRow.updated_at, StudyRow.created_at)
         query = query.order_by(changed.desc(), StudyRow.id.desc()).limit(limit).offset(offset)
         with self._read() as session:
@@ -166,6 +177,22 @@ class StoreReads(StoreConnection):
             for study, review in session.execute(query.order_by(StudyRow.id)).all():
                 images = tuple(study_images(session, study.id))
                 yield ExportRecord(records.to_study(study), records.to_review_version(review), images)
+
+    def correction_summaries(self) -> dict[str, dict[str, Any]]:
+        """Per model name, :func:`rrg_core.corrections.summarise` of the current reviews that started
+        from one of its drafts (the model card's "what reviewers correct")."""
+        query = (
+            select(DraftRow.model_name, ReviewRow.corrections)
+            .join(DraftRow, DraftRow.id == ReviewRow.started_from_draft_id)
+            .where(ReviewRow.corrections.is_not(None))
+            .order_by(ReviewRow.id)
+        )
+        by_model: dict[str, list[dict[str, Any]]] = {}
+        with self._read() as session:
+            for name, corrections in session.execute(query):
+                if isinstance(corrections, dict):
+                    by_model.setdefault(name, []).append(corrections)
+        return {name: summarise(items) for name, items in sorted(by_model.items())}
 
     def audit_events(self, study_id: int | None = None, limit: int = 1000) -> list[AuditEvent]:
         """The last ``limit`` audit events (of one study, or all), oldest first."""

@@ -42,6 +42,9 @@ class Study:
     views: tuple[str, ...]
     disagreements: tuple[str, ...]
     created_at: datetime
+    #: The out-of-domain flag of its latest drafts (None: not checked) and the check as JSON.
+    out_of_domain: bool | None = None
+    domain: dict[str, Any] | None = None
 
     @property
     def has_disagreement(self) -> bool:
@@ -104,6 +107,9 @@ class ReviewVersion:
     comment: str
     started_from_draft_id: int | None
     saved_at: datetime
+    #: What the reviewer corrected in the draft it started from (:func:`rrg_core.corrections.classify`);
+    #: None when it started from no draft, or was saved before corrections were recorded.
+    corrections: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +232,8 @@ def to_study(row: StudyRow) -> Study:
         views=tuple(row.views),
         disagreements=tuple(row.disagreements),
         created_at=row.created_at,
+        out_of_domain=row.out_of_domain,
+        domain=row.domain,
     )
 
 
@@ -262,6 +270,7 @@ def to_review_version(row: ReviewVersionRow | ReviewRow) -> ReviewVersion:
         comment=row.comment,
         started_from_draft_id=row.started_from_draft_id,
         saved_at=saved_at,
+        corrections=row.corrections,
     )
 
 

@@ -86,6 +86,9 @@ class StudyRow(Base):
     disagreements: Mapped[list[str]] = mapped_column(JSONType)
     has_disagreement: Mapped[bool] = mapped_column(Boolean, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The out-of-domain check of the latest drafts (None: not checked); ``domain`` is its JSON form.
+    out_of_domain: Mapped[bool | None] = mapped_column(Boolean, index=True, nullable=True)
+    domain: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
 
 
 class ImageRow(Base):
@@ -146,6 +149,8 @@ class ReviewRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     comment: Mapped[str] = mapped_column(Text)
     started_from_draft_id: Mapped[int | None] = mapped_column(ForeignKey("drafts.id"))
+    # What the reviewer corrected in the draft it started from (rrg_core.corrections.classify).
+    corrections: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
@@ -169,6 +174,7 @@ class ReviewVersionRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str] = mapped_column(Text)
     started_from_draft_id: Mapped[int | None] = mapped_column(ForeignKey("drafts.id"))
+    corrections: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
     saved_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

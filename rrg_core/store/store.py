@@ -32,6 +32,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from rrg_core.corrections import classify
 from rrg_core.store import records, validate
 from rrg_core.store.database import describe, make_engine, resolve_url, upgrade
 from rrg_core.store.reads import StoreReads, current_review, study_by_hash, study_row
@@ -162,16 +163,23 @@ class Store(StoreReads):
         drafts: Sequence[NewDraft],
         disagreements: Sequence[str] | None = None,
         actor: str = SYSTEM_ACTOR,
+        domain: dict[str, Any] | None = None,
     ) -> list[Draft]:
         """Store the models' drafts of a study in one transaction.
 
         ``disagreements`` (observation names on which the drafts disagree) replaces the study's
-        list when given; the worklist filters on it.
+        list when given; the worklist filters on it. ``domain`` (the result's out-of-domain check,
+        ``{"in_domain": bool, ...}``) sets the study's out-of-domain flag when given; the worklist
+        filters on that too.
         """
         study_id = validate.identifier(study_id, "study id")
         checked = validate.new_drafts(drafts)
         flagged = None if disagreements is None else validate.observations(disagreements, "disagreements")
         actor = validate.name(actor, "actor")
+        if domain is not None:
+            domain = validate.json_value(domain, "domain check")
+            if not isinstance(domain, dict) or not isinstance(domain.get("in_domain"), bool):
+                raise StoreError('the domain check must be a JSON object with a true/false "in_domain"')
         now = _utc_now()
         rows = [
             DraftRow(
@@ -185,12 +193,18 @@ class Store(StoreReads):
             session.add_all(rows)
             if flagged is not None:
                 study.disagreements, study.has_disagreement = flagged, bool(flagged)
+            if domain is not None:
+                study.out_of_domain, study.domain = not domain["in_domain"], domain
             session.flush()  # gives the rows their ids, which the audit event names
             added = [{"id": r.id, "model": r.model_name, "version": r.model_version} for r in rows]
             session.add(
                 AuditEventRow(
                     study_id=study_id, actor=actor, action="drafts.added",
-                    detail={"drafts": added, "disagreements": flagged}, created_at=now,
+                    detail={
+                        "drafts": added, "disagreements": flagged,
+                        "out_of_domain": None if domain is None else not domain["in_domain"],
+                    },
+                    created_at=now,
                 )
             )  # fmt: skip
             return [records.to_draft(r) for r in rows]
@@ -233,7 +247,7 @@ class Store(StoreReads):
         try:
             with self._write(races=True) as session:
                 now = _utc_now()  # SQLite: after BEGIN IMMEDIATE, so the stamps follow the order of saves
-                version = _save_version(session, edit, now)
+                version, corrections = _save_version(session, edit, now)
         except IntegrityError as error:
             # Only a concurrent first save breaks a constraint here: read what the winner wrote.
             with self._read() as session:
@@ -250,7 +264,7 @@ class Store(StoreReads):
         return ReviewVersion(
             study_id=edit.study_id, version=version, reviewer=edit.reviewer, text=edit.text,
             labels=dict(edit.labels), status=edit.status, comment=edit.comment,
-            started_from_draft_id=edit.started_from_draft_id, saved_at=now,
+            started_from_draft_id=edit.started_from_draft_id, saved_at=now, corrections=corrections,
         )  # fmt: skip
 
     def _refused(self, edit: ReviewEdit, conflict: ReviewConflictError) -> None:
@@ -330,12 +344,14 @@ def _insert_study(
     return row
 
 
-def _save_version(session: Session, edit: ReviewEdit, now: datetime) -> int:
-    """Write ``edit`` as the next version, or raise :class:`ReviewConflictError`; returns the new version.
+def _save_version(session: Session, edit: ReviewEdit, now: datetime) -> tuple[int, dict[str, Any] | None]:
+    """Write ``edit`` as the next version, or raise :class:`ReviewConflictError`; returns the new version
+    and its corrections (the labeler's reading of the draft it started from against its text).
 
     A first save (version 0) is an INSERT whose lost race surfaces as an IntegrityError at flush.
     """
     study_row(session, edit.study_id)
+    corrections = None
     if edit.started_from_draft_id is not None:
         draft = session.get(DraftRow, edit.started_from_draft_id)
         if draft is None or draft.study_id != edit.study_id:
@@ -343,6 +359,7 @@ def _save_version(session: Session, edit: ReviewEdit, now: datetime) -> int:
                 f"draft {edit.started_from_draft_id} is not a draft of study {edit.study_id}; "
                 f"start from one of the study's drafts (or none)"
             )
+        corrections = classify(draft.text, edit.text, model=draft.model_name)
     content = {
         "reviewer": edit.reviewer,
         "text": edit.text,
@@ -350,6 +367,7 @@ def _save_version(session: Session, edit: ReviewEdit, now: datetime) -> int:
         "status": edit.status,
         "comment": edit.comment,
         "started_from_draft_id": edit.started_from_draft_id,
+        "corrections": corrections,
     }
     version = edit.expected_version + 1
     if edit.expected_version == 0:
@@ -375,9 +393,12 @@ def _save_version(session: Session, edit: ReviewEdit, now: datetime) -> int:
                 "status": edit.status,
                 "started_from_draft_id": edit.started_from_draft_id,
                 "characters": len(edit.text),
+                "corrections": None
+                if corrections is None
+                else [f"{f['category']}: {f['observation']}" for f in corrections["findings"]],
             },
             created_at=now,
         )
     )
     session.flush()
-    return version
+    return version, corrections

@@ -46,6 +46,7 @@ from rrg_core.models.dcrrg.config import FULL_REPORT, DCRRGConfig
 from rrg_core.models.dcrrg.dcclip import DCCLIP, Inputs
 from rrg_core.models.decoder import TransformerDecoder
 from rrg_core.models.prompt_tuning import DeepPrompts, freeze_all_but, trainable_parameter_share
+from rrg_core.models.sampling import sample_sequences
 from rrg_core.observations import NUM_OBSERVATIONS
 
 
@@ -318,6 +319,32 @@ class DCRRG(nn.Module):
         return [
             row[:length] for row, length in zip(result.tokens.tolist(), result.lengths.tolist(), strict=True)
         ]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        images: MemoryInputs,
+        *,
+        samples: int,
+        temperature: float = 1.0,
+        max_length: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[list[list[int]]]:
+        """``samples`` full reports per study drawn at ``temperature`` (:mod:`rrg_core.models.sampling`):
+        the alternatives against which the beam-search report's sentences are checked."""
+        memory, mask = self.memory(images)
+        prompt_index = torch.full((memory.shape[0],), FULL_REPORT, device=memory.device)
+        memory, mask, prompt = self.condition(memory, mask, prompt_index)
+        limit = self.config.max_length if max_length is None else min(max_length, self.config.max_length)
+        with self._decoding(True) as prompts:
+            prefixes = None if prompts is None else prompts(memory.shape[0])
+            cache = self.decoder.init_cache(memory, mask, prefixes=prefixes, input_offset=prompt)
+            return sample_sequences(
+                self.decoder.beam_step_fn(), batch_size=memory.shape[0], bos_id=self.config.bos_id,
+                eos_id=self.config.eos_id, pad_id=self.config.pad_id, samples=samples,
+                temperature=temperature, max_length=limit, device=memory.device, init_state=cache,
+                generator=generator,
+            )  # fmt: skip
 
     @torch.no_grad()
     def describe(

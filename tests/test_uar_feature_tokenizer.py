@@ -129,3 +129,22 @@ def test_word_dropout_hides_words_only_while_training() -> None:
     assert torch.equal(_drop_words(ids, UARConfig(vocab_size=50, d_model=16, n_heads=2)), ids)
     with pytest.raises(RRGError, match="word_dropout"):
         UARConfig(vocab_size=50, word_dropout=1.0)
+
+
+def test_image_context_conditions_every_decoding_path() -> None:
+    config = UARConfig(
+        vocab_size=13, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32, n_basis=32,
+        max_length=8, image_size=32, downsample=8, codebook_size=8, image_context=True,
+    )  # fmt: skip
+    model = UAR(config).eval()
+    tokens = torch.randint(0, 8, (2, 2, 4, 4))
+    encoding = model.encode(tokens)
+    assert model.init_cache(encoding).input_offset.shape == (2, 16)
+    report = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
+    with torch.no_grad():
+        logits = model.teacher_forced(tokens, report)[1]
+        model.context_projection.weight.zero_()
+        model.context_projection.bias.fill_(1.0)
+        assert not torch.allclose(model.teacher_forced(tokens, report)[1], logits)
+    assert model.attention_maps(tokens, report).shape == (2, 3, 2, 4, 4)
+    assert len(model.generate(tokens, beam_size=2, max_length=4).tokens) == 2

@@ -133,6 +133,7 @@ def evaluation_markdown(context: AppContext) -> str:
             + " | ".join(_number((results[k].get("auroc") or {}).get("mean")) for k in keys)
             + " |"
         )
+        rows.extend(_image_dependence_rows(results, keys))
         rows.append(
             "| Studies/s | "
             + " | ".join(_number(results[k].get("studies_per_second"), 1) for k in keys)
@@ -143,6 +144,19 @@ def evaluation_markdown(context: AppContext) -> str:
         parts.append(f"#### Split `{split}` ({counts} studies)\n\n{table}\n\n{ce_note(uncertain)}")
         parts.append(per_observation_markdown(results))
     return "\n\n".join(parts)
+
+
+def _image_dependence_rows(results: Mapping[str, Mapping[str, Any]], keys: list[str]) -> list[str]:
+    """Distinct drafts and the swapped-image CE F1 (``train evaluate``'s image dependence), if recorded."""
+    found = {k: results[k].get("image_dependence") or {} for k in keys}
+    if not any(found.values()):
+        return []
+    distinct = [f"{d['distinct_drafts']}/{d['num_studies']}" if d else "–" for d in (found[k] for k in keys)]
+    swapped = [_number(found[k].get("swapped_ce_micro_f1")) for k in keys]
+    return [
+        "| Distinct drafts | " + " | ".join(distinct) + " |",
+        "| CE micro F1, another study's images | " + " | ".join(swapped) + " |",
+    ]
 
 
 def ce_note(uncertain_as: set[str]) -> str:

@@ -127,7 +127,7 @@ class UARGenerator(ImageReportGenerator):
             model.decoder.beam_step_fn(), batch_size=encoding.memory.shape[0], bos_id=config.bos_id,
             eos_id=config.eos_id, pad_id=config.pad_id, samples=samples, temperature=temperature,
             max_length=limit, device=encoding.memory.device, generator=generator,
-            init_state=model.decoder.init_cache(encoding.memory, cross_bias=model.cross_bias()),
+            init_state=model.init_cache(encoding),
         )  # fmt: skip
 
     def image_embedding_batch(self, stacks: Sequence[Tensor]) -> Tensor:

@@ -36,7 +36,10 @@ class UARConfig:
     tokenizer's code vectors (:meth:`UAR.init_visual_embedding`) rather than at random.
     ``word_dropout`` (ours) replaces that share of the decoder's teacher-forced input words with
     ``unk_id`` while training, so that the next word must come more from the image than from the
-    words before it.
+    words before it. ``image_context`` (ours) adds a projection of the pooled memory (the vector the
+    findings head reads) to every decoder input embedding, as DCRRG's observation prompt is added:
+    the decoder then sees the whole image at every step from the start, where cross-attention alone
+    first has to find the few cells a finding covers among all L.
     """
 
     vocab_size: int
@@ -78,6 +81,7 @@ class UARConfig:
     lambda_findings: float = 0.0
     visual_init: str = "random"
     word_dropout: float = 0.0
+    image_context: bool = False
     unk_id: int = 3
 
     def __post_init__(self) -> None:

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from rrg_core.errors import RRGError
 from rrg_core.models.beam_search import beam_search
-from rrg_core.models.decoder import TransformerDecoder, eq11_bias
+from rrg_core.models.decoder import DecoderCache, TransformerDecoder, eq11_bias
 from rrg_core.models.uar.config import UARConfig, check_tokenizer
 from rrg_core.models.uar.cra import CRA, masked_mean
 from rrg_core.models.uar.dvae import DVAE, DVAEEncoder
@@ -111,8 +111,8 @@ class UAR(nn.Module):
         self.tir_mask = (
             nn.Parameter(torch.zeros(config.max_length, config.memory_length)) if config.use_tir else None
         )
-        # Max pooling finds a small finding anywhere in either view, mean pooling measures a large one.
         self.findings_head = nn.Linear(2 * d, NUM_OBSERVATIONS) if config.lambda_findings > 0 else None
+        self.context_projection = nn.Linear(2 * d, d) if config.image_context else None
         # The stage is a buffer so that a checkpoint records which stage it was saved in.
         self.register_buffer("stage", torch.tensor(config.first_stage()))
         self.set_stage(config.first_stage())
@@ -215,8 +215,20 @@ class UAR(nn.Module):
         """Logits (B, 14) of the study's observations from the encoder memory (the findings head)."""
         if self.findings_head is None:
             raise RRGError("this UAR model has no findings head (its config has lambda_findings = 0)")
-        memory = encoding.memory
-        return self.findings_head(torch.cat([memory.mean(dim=1), memory.amax(dim=1)], dim=-1))
+        return self.findings_head(pooled_memory(encoding))
+
+    def image_context(self, encoding: VisualEncoding) -> Tensor | None:
+        """The decoder's input offset (B, d) with ``image_context`` on, else None."""
+        if self.context_projection is None:
+            return None
+        return self.context_projection(pooled_memory(encoding))
+
+    def init_cache(self, encoding: VisualEncoding) -> DecoderCache:
+        """The decoder's cache for generating from ``encoding``: its memory, TIR's mask when active,
+        and the image context when on."""
+        return self.decoder.init_cache(
+            encoding.memory, cross_bias=self.cross_bias(), input_offset=self.image_context(encoding)
+        )
 
     def report_features(self, report_ids: Tensor) -> Tensor:
         """F^(R) (B, T, d): W_R, then CRA when it is on (what the decoder sees, before positions)."""
@@ -263,7 +275,13 @@ class UAR(nn.Module):
         report_ids = self._check_report(report_ids)
         encoding = self.encode(visual)
         ids = report_ids.to(encoding.memory.device)
-        return encoding, self.decoder(ids[:, :-1], encoding.memory, cross_bias=self.cross_bias()).logits
+        decoded = self.decoder(
+            ids[:, :-1],
+            encoding.memory,
+            cross_bias=self.cross_bias(),
+            input_offset=self.image_context(encoding),
+        )
+        return encoding, decoded.logits
 
     # -- inference --------------------------------------------------------------------------------
 
@@ -294,7 +312,7 @@ class UAR(nn.Module):
             batch_size=batch, bos_id=self.config.bos_id, eos_id=self.config.eos_id, pad_id=self.config.pad_id,
             beam_size=beam_size, max_length=limit, length_penalty=length_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size, device=encoding.memory.device,
-            init_state=self.decoder.init_cache(encoding.memory, cross_bias=self.cross_bias()),
+            init_state=self.init_cache(encoding),
         )  # fmt: skip
         maps = self._select_layer(result.attention, attention_layer).unflatten(-1, encoding.grid)
         lengths = result.lengths.tolist()
@@ -311,8 +329,9 @@ class UAR(nn.Module):
         encoding = self.encode(visual)
         ids = report_ids[:, :-1].to(encoding.memory.device)
         out = self.decoder(
-            ids, encoding.memory, cross_bias=self.cross_bias(), return_attention=True, average_heads=True
-        )
+            ids, encoding.memory, cross_bias=self.cross_bias(), return_attention=True, average_heads=True,
+            input_offset=self.image_context(encoding),
+        )  # fmt: skip
         attention = out.cross_attention.movedim(0, 2)  # (B, T, n_layers, L)
         return self._select_layer(attention, attention_layer).unflatten(-1, encoding.grid)
 
@@ -367,6 +386,13 @@ class UAR(nn.Module):
                 "encode them with the model's max_length"
             )
         return report_ids.long()
+
+
+def pooled_memory(encoding: VisualEncoding) -> Tensor:
+    """(B, 2d): the memory's mean and max over all visual tokens. Max pooling finds a small finding
+    anywhere in either view, mean pooling measures a large one."""
+    memory = encoding.memory
+    return torch.cat([memory.mean(dim=1), memory.amax(dim=1)], dim=-1)
 
 
 def _follow_loaded_stage(module: UAR, _incompatible_keys: object) -> None:

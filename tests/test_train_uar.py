@@ -20,7 +20,7 @@ from train.uar.presets import build_preset, dvae_config, tokenizer_config, uar_c
 
 # A micro model: 32 px, M = 8 (4 x 4 tokens per view), 16-code dVAE, d 16, two iterations per stage.
 MICRO = [
-    "--preset", "demo", "--workers", "0", "--set", "tokenizer=dvae",
+    "--preset", "demo", "--workers", "0", "--set", "tokenizer=dvae", "--set", "dvae.downsample=8",
     "--set", "image_size=32", "--set", "train_resize=32",
     "--set", "dvae.hidden=4", "--set", "dvae.embed_dim=4", "--set", "dvae.codebook_size=16",
     "--set", "dvae.batch_size=8", "--set", "dvae.max_iterations=2", "--set", "dvae.reconstructions=2",

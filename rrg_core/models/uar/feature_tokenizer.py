@@ -110,7 +110,9 @@ class FeatureTokenizer(nn.Module):
             )
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        vectors = self.features(images.float()).permute(0, 2, 3, 1)
+        # channels-last, as image_encoders.channels_last says why (oneDNN's convolutions run fastest)
+        images = images.float().contiguous(memory_format=torch.channels_last)
+        vectors = self.features(images).permute(0, 2, 3, 1)
         return functional.normalize(vectors, dim=-1) if self.config.normalize else vectors
 
     @torch.no_grad()

@@ -300,7 +300,8 @@ def _train_stages(
         model, metrics, done = _resume(run_dir, plan.start_from, ctx, tokenizer_hash)
     else:
         config = uar_config(preset, vocab_size=len(data.vocab), max_length=data.spec.max_length,
-                            views=data.spec.views, tokenizer=tokenizer_config(preset),
+                            views=data.spec.views,
+                            tokenizer=tokenizer.config if tokenizer is not None else tokenizer_config(preset),
                             special=(data.vocab.pad_id, data.vocab.bos_id, data.vocab.eos_id))  # fmt: skip
         attached = None if tokenizer is None else tokenizers.encoder_of(tokenizer)
         model, metrics, done = UAR(config, attached), {}, []

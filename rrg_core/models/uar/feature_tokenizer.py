@@ -33,8 +33,6 @@ FEATURE_ENCODERS: tuple[str, ...] = ("efficientnet_lite0",)
 #: Total stride of EfficientNet-Lite0's output before flat block k (k = 1..16): stem 2, then the
 #: first block of stages 1, 2, 3 and 5 halves the grid (blocks 1, 3, 5 and 11 of the flat numbering).
 _LITE0_STRIDE_BEFORE = (2, 2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)
-#: At most this many cell vectors fit the k-means codebook (128 per code for 512 codes).
-FIT_SAMPLE = 65_536
 
 
 @dataclass

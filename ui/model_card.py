@@ -168,7 +168,9 @@ def ce_note(uncertain_as: set[str]) -> str:
         f"Uncertain labels counted as {counted}. The papers' CE rows (R2Gen, DCRRG) are the **macro** "
         'figures; the R2Gen-lineage and PromptMRG "example-based" rows are **example-based**; '
         '"micro-14" / "macro-14" and CE-5 tables match the rows of those names. Never compare '
-        "across forms."
+        'across forms. "Another study\'s images": the CE micro F1 when every study is given another '
+        "study's images; a model that reads the image loses most of its CE there, one that writes the "
+        "same report for every image loses nothing."
     )
 
 

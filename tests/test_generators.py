@@ -180,9 +180,9 @@ def test_the_top_level_api_drafts_in_three_lines(run, tmp_path):
 def test_a_kind_without_reports_is_refused_by_the_loader(tmp_path):
     from rrg_core.checkpoints import CheckpointError
     from rrg_core.models.preprocess import Preprocess
-    from rrg_core.models.uar import DVAE, DVAEConfig, save_dvae
+    from rrg_core.models.uar import DVAE, DVAEConfig, save_tokenizer
 
-    folder = save_dvae(
+    folder = save_tokenizer(
         DVAE(DVAEConfig(in_channels=1, image_size=32, downsample=8, codebook_size=16, embed_dim=4, hidden=4)),
         tmp_path / "dvae", preprocess=Preprocess(image_size=32, channels=1),
     )  # fmt: skip

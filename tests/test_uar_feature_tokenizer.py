@@ -16,7 +16,7 @@ from rrg_core.models.uar.io import (
     load_lsu_tokenizer,
     load_tokenizer_for,
     load_uar,
-    save_feature_tokenizer,
+    save_tokenizer,
     save_uar,
 )
 from rrg_core.models.uar.losses import _drop_words
@@ -97,7 +97,7 @@ def test_uar_checkpoint_keeps_the_feature_tokenizer(tmp_path: Path) -> None:
 def test_tokenizer_checkpoint_round_trip_and_fit_check(tmp_path: Path) -> None:
     tokenizer = _fitted()
     preprocess = Preprocess(image_size=32, channels=1, mean=(0.5,), std=(0.5,))
-    save_feature_tokenizer(tokenizer, tmp_path / "tok", preprocess=preprocess)
+    save_tokenizer(tokenizer, tmp_path / "tok", preprocess=preprocess)
     loaded, checkpoint = load_lsu_tokenizer(tmp_path / "tok")
     assert checkpoint.kind == "feature_tokenizer" and torch.equal(loaded.codebook, tokenizer.codebook)
     model = _uar(tokenizer)

@@ -17,7 +17,7 @@ from rrg_core.models.preprocess import Preprocess
 from rrg_core.models.uar import UAR
 from rrg_core.models.uar.config import ABLATIONS, UARConfig, ablation_config, check_tokenizer
 from rrg_core.models.uar.dvae import DVAE, DVAEConfig
-from rrg_core.models.uar.io import load_dvae, load_tokenizer_for, load_uar, save_dvae, save_uar
+from rrg_core.models.uar.io import load_dvae, load_tokenizer_for, load_uar, save_tokenizer, save_uar
 from rrg_core.models.uar.losses import same_reports
 
 PREPROCESS = Preprocess(image_size=32, channels=1, views=2)
@@ -386,7 +386,7 @@ def test_uar_checkpoint_round_trip_with_tokenizer(tmp_path) -> None:
 def test_dvae_checkpoints_and_mismatched_codebooks_are_refused(tmp_path) -> None:
     torch.manual_seed(0)
     dvae = DVAE(DVAEConfig(image_size=32, downsample=8, codebook_size=32, embed_dim=8, hidden=8))
-    folder = save_dvae(dvae, tmp_path / "dvae", preprocess=PREPROCESS, metrics={"perplexity": 3.0})
+    folder = save_tokenizer(dvae, tmp_path / "dvae", preprocess=PREPROCESS, metrics={"perplexity": 3.0})
     loaded, _ = load_dvae(folder)
     images = torch.randn(2, 3, 32, 32)
     assert torch.equal(loaded.tokens(images), dvae.tokens(images))

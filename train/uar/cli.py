@@ -31,8 +31,7 @@ from rrg_core.models.uar.io import (
     load_dvae,
     load_lsu_tokenizer,
     load_uar,
-    save_dvae,
-    save_feature_tokenizer,
+    save_tokenizer,
     save_uar,
 )
 from train.common.distributed import barrier
@@ -87,20 +86,30 @@ def train_and_save_dvae(
     result.update(metrics, seconds=round(time.perf_counter() - started, 1))
     ctx.log_validation(result)
     if ctx.info.is_main:
-        probe = tokenizers.probe_findings(dvae, data, settings.probe_epochs, ctx.device, args.seed)
-        if probe:
-            result["findings_probe"] = probe
-        training = {"preset": preset.name, "seed": args.seed, "args": _run_args(args),
-                    "settings": as_dict(preset)}  # fmt: skip
-        publish(lambda target: save_dvae(
-            dvae, target, preprocess=data.image.preprocess(None), extra_config={"training": training},
-            metrics={"training": result}, preset=preset.name, data_fingerprint=data_fingerprint(args.data),
-        ), folder)  # fmt: skip
+        probe = _probe_and_publish(args, preset, data, ctx, dvae, settings.probe_epochs, result, folder)
         if len(originals):
             dvae_steps.save_reconstructions(folder, originals, reconstructions)
         _print_dvae(metrics, dvae.config.codebook_size, result["seconds"], probe.get("val_findings_auroc"))
     barrier(ctx.info)
     return dvae
+
+
+def _probe_and_publish(
+    args: argparse.Namespace, preset: UARPreset, data: UARData, ctx: Harness,
+    tokenizer: DVAE | FeatureTokenizer, probe_epochs: int, result: dict[str, Any], folder: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Rank 0: the token probe's result (added to ``result``, {} when off), then the tokenizer saved
+    into ``folder`` with how it was made."""
+    probe = tokenizers.probe_findings(tokenizer, data, probe_epochs, ctx.device, args.seed)
+    if probe:
+        result["findings_probe"] = probe
+    training = {"preset": preset.name, "seed": args.seed, "args": _run_args(args),
+                "settings": as_dict(preset)}  # fmt: skip
+    publish(lambda target: save_tokenizer(
+        tokenizer, target, preprocess=data.image.preprocess(None), extra_config={"training": training},
+        metrics={"training": result}, preset=preset.name, data_fingerprint=data_fingerprint(args.data),
+    ), folder)  # fmt: skip
+    return probe
 
 
 def _print_dvae(metrics: dict[str, Any], codebook: int, seconds: float, probe_auroc: float | None) -> None:
@@ -153,15 +162,7 @@ def fit_and_save_features(
         tokenizer, result = tokenizers.fit_feature_tokenizer(
             feature_tokenizer_config(preset), data, ctx.device, settings.iterations, args.seed
         )
-        probe = tokenizers.probe_findings(tokenizer, data, settings.probe_epochs, ctx.device, args.seed)
-        if probe:
-            result["findings_probe"] = probe
-        training = {"preset": preset.name, "seed": args.seed, "args": _run_args(args),
-                    "settings": as_dict(preset)}  # fmt: skip
-        publish(lambda target: save_feature_tokenizer(
-            tokenizer, target, preprocess=data.image.preprocess(None), extra_config={"training": training},
-            metrics={"training": result}, preset=preset.name, data_fingerprint=data_fingerprint(args.data),
-        ), folder)  # fmt: skip
+        _probe_and_publish(args, preset, data, ctx, tokenizer, settings.probe_epochs, result, folder)
         _print_features(result, tokenizer)
     barrier(ctx.info)
 

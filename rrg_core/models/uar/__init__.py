@@ -9,7 +9,7 @@ text-to-image refiner (TIR), two-stage training, and Table 2's ablation rows.
 
 from rrg_core.models.uar.config import ABLATIONS, UARConfig, ablation_config, check_tokenizer
 from rrg_core.models.uar.dvae import DVAE, DVAEConfig, DVAEEncoder
-from rrg_core.models.uar.io import load_dvae, load_uar, read_preprocess, save_dvae, save_uar
+from rrg_core.models.uar.io import load_dvae, load_uar, read_preprocess, save_tokenizer, save_uar
 from rrg_core.models.uar.losses import UAROutput, stage_loss
 from rrg_core.models.uar.model import UAR, UARGeneration
 
@@ -27,7 +27,7 @@ __all__ = [
     "load_dvae",
     "load_uar",
     "read_preprocess",
-    "save_dvae",
+    "save_tokenizer",
     "save_uar",
     "stage_loss",
 ]

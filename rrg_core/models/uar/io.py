@@ -52,8 +52,8 @@ def dvae_config_from_dict(data: dict[str, Any]) -> DVAEConfig:
     return DVAEConfig(**data)
 
 
-def save_dvae(
-    model: DVAE,
+def save_tokenizer(
+    tokenizer: DVAE | FeatureTokenizer,
     folder: str | os.PathLike,
     *,
     preprocess: Preprocess,
@@ -62,15 +62,13 @@ def save_dvae(
     preset: str | None = None,
     data_fingerprint: str | None = None,
 ) -> Path:
-    """Save a dVAE as a ``dvae`` checkpoint; ``extra_config`` records training settings."""
-    config = {
-        "model": dataclasses.asdict(model.config),
-        "preprocess": preprocess.to_dict(),
-        **(extra_config or {}),
-    }
+    """Save an LSU tokenizer as a ``dvae`` or ``feature_tokenizer`` checkpoint (its kind); ``extra_config``
+    records how it was trained or fit."""
+    kind = DVAE_KIND if isinstance(tokenizer, DVAE) else FEATURE_TOKENIZER_KIND
+    config = {"model": dataclasses.asdict(tokenizer.config), "preprocess": preprocess.to_dict()}
     return save_checkpoint(
-        folder, kind=DVAE_KIND, config=config, state_dict=model.state_dict(), metrics=metrics,
-        preset=preset, data_fingerprint=data_fingerprint,
+        folder, kind=kind, config={**config, **(extra_config or {})}, state_dict=tokenizer.state_dict(),
+        metrics=metrics, preset=preset, data_fingerprint=data_fingerprint,
     )  # fmt: skip
 
 
@@ -83,25 +81,6 @@ def load_dvae(
     model = DVAE(config)
     _load_weights(model, checkpoint, "dVAE")
     return model.to(device).eval(), checkpoint
-
-
-def save_feature_tokenizer(
-    tokenizer: FeatureTokenizer,
-    folder: str | os.PathLike,
-    *,
-    preprocess: Preprocess,
-    extra_config: dict[str, Any] | None = None,
-    metrics: dict | None = None,
-    preset: str | None = None,
-    data_fingerprint: str | None = None,
-) -> Path:
-    """Save a fitted feature tokenizer (frozen CNN layers and codebook) as a ``feature_tokenizer``
-    checkpoint; ``extra_config`` records how it was fit."""
-    config = {"model": dataclasses.asdict(tokenizer.config), "preprocess": preprocess.to_dict()}
-    return save_checkpoint(
-        folder, kind=FEATURE_TOKENIZER_KIND, config={**config, **(extra_config or {})},
-        state_dict=tokenizer.state_dict(), metrics=metrics, preset=preset, data_fingerprint=data_fingerprint,
-    )  # fmt: skip
 
 
 def load_lsu_tokenizer(

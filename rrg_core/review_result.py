@@ -64,13 +64,19 @@ class DomainCheck:
 @dataclass
 class ObservationRow:
     """A row of the DCRRG paper's Table 7: the Step-1 probability, its threshold and the label it
-    gives, and the Step-3 description of that observation."""
+    gives, and the Step-3 description of that observation.
+
+    ``withheld``: a generated description that said the opposite of the row's label
+    (:mod:`rrg_core.table_consistency`) is not shown as the description (which is then empty) but
+    kept here, so the page can show it struck through and nothing is lost.
+    """
 
     observation: str
     probability: float
     threshold: float
     label: int
     description: str
+    withheld: str = ""
 
 
 @dataclass

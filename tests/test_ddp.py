@@ -33,7 +33,8 @@ def _data() -> steps.TrainData:
     return steps.TrainData(
         images=torch.randint(0, 256, (8, 2, 64, 64), dtype=torch.uint8, generator=generator),
         reports=[f"report number {i}. no pleural effusion." for i in range(8)], report_ids=[[1, 2]] * 8,
-        descriptions=[[[1, 2]] * 14] * 8, targets=targets, weights=balance_weights(targets, keep, True),
+        descriptions=[[[1, 2]] * 14] * 8, targets=targets, states=targets.long(),
+        weights=balance_weights(targets, keep, True),
         extra_images=None, extra_targets=None, extra_weights=None,
         transform=transform_config("efficientnet_lite0", 64), pad_id=0,
     )  # fmt: skip

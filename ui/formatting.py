@@ -244,11 +244,22 @@ def observation_rows(
                 name,
                 label_cell(labels.get(name), start.get(name)),
                 probability_bar(row.probability if row else None, row.threshold if row else None),
-                row.description if row and row.description else "",
+                description_cell(row),
                 says,
             ]
         )
     return rows
+
+
+def description_cell(row: ObservationRow | None) -> str:
+    """Table 7's description; a withheld one (it said the opposite of the row's label) struck through
+    with the reason, so the reader sees what the model wrote and that it was not kept."""
+    if row is None:
+        return ""
+    if row.withheld:
+        reason = "withheld: the generated description said the opposite of this row's label"
+        return f'<s class="rrg-muted" title="{reason}">{escape(row.withheld)}</s> <i>(withheld)</i>'
+    return escape(row.description)
 
 
 def starting_labels(

@@ -42,6 +42,7 @@ def _new_drafts(context: AppContext, state: ReviewState) -> dict[str, NewDraft]:
                     "threshold": r.threshold,
                     "label": r.label,
                     "description": r.description,
+                    "withheld": r.withheld,
                 }
                 for r in result.observations
             ]

@@ -15,6 +15,7 @@ repeated, as :mod:`rrg_core.models.dcrrg.dcclip` prescribes), so mixed batches n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -29,6 +30,17 @@ from rrg_core.models.dcrrg import read_preprocess as read_dcrrg_preprocess
 from rrg_core.models.preprocess import Preprocess
 from rrg_core.observations import OBSERVATIONS
 from rrg_core.review_result import ObservationRow
+from rrg_core.table_consistency import description_contradicts
+
+
+def checked_row(row: ObservationRow) -> ObservationRow:
+    """``row`` as it is, or with its description moved to ``withheld`` when the labeler reads it as
+    saying the opposite of the row's label: Table 7 never shows "Edema, positive: there is no
+    pulmonary edema". A model trained with ``label_prompts`` writes each description for its label,
+    so this is rare; it stays as the guarantee on inputs unlike any training image."""
+    if not description_contradicts(row.observation, row.label, row.description):
+        return row
+    return dataclasses.replace(row, description="", withheld=row.description)
 
 
 class DCRRGGenerator(ImageReportGenerator):
@@ -93,17 +105,20 @@ class DCRRGGenerator(ImageReportGenerator):
         return self._drafts(features), self.observation_rows(table)
 
     def observation_rows(self, table: Descriptions) -> list[list[ObservationRow]]:
-        """Table 7 per study: observation, probability, threshold, label, decoded description."""
+        """Table 7 per study: observation, probability, threshold, label, decoded description; a
+        description that contradicts its row's label is withheld (:func:`checked_row`)."""
         thresholds = self.model.thresholds.tolist()
         probabilities, labels = table.probabilities.tolist(), table.labels.tolist()
         return [
             [
-                ObservationRow(
-                    observation=name,
-                    probability=round(float(probabilities[b][k]), 4),
-                    threshold=round(float(thresholds[k]), 4),
-                    label=int(labels[b][k]),
-                    description=self.vocab.decode(table.description_ids[b][k]),
+                checked_row(
+                    ObservationRow(
+                        observation=name,
+                        probability=round(float(probabilities[b][k]), 4),
+                        threshold=round(float(thresholds[k]), 4),
+                        label=int(labels[b][k]),
+                        description=self.vocab.decode(table.description_ids[b][k]),
+                    )
                 )
                 for k, name in enumerate(OBSERVATIONS)
             ]

@@ -27,7 +27,7 @@ from rrg_core.metrics.ranking import (
     precision_at_k,
     precision_at_ks,
 )
-from rrg_core.metrics.thresholds import choose_thresholds
+from rrg_core.metrics.thresholds import choose_micro_thresholds, choose_thresholds
 
 __all__ = [
     "ALIGNMENT_THRESHOLD",
@@ -43,6 +43,7 @@ __all__ = [
     "auroc_per_observation",
     "category_relevance",
     "chance_precision",
+    "choose_micro_thresholds",
     "choose_thresholds",
     "clinical_efficacy",
     "java_available",

@@ -108,20 +108,31 @@ def stage_specs(
 
             return StageSpec(4, "step4", build4, lambda _: summary)
         build = getattr(dcrrg_steps, f"step{k}")
-        finish = (lambda _: _validate_step1(model, prepared, harness)) if k == 1 else None
+        # Thresholds after the last encoder step of this run (Step 2 moves the encoder under the heads)
+        last = k == max((j for j in todo if j in (1, 2)), default=None)
+        finish = (lambda _: _calibrate(model, prepared, preset, harness, k, last)) if k in (1, 2) else None
         return StageSpec(k, f"step{k}", lambda: build(model, data, settings, harness), finish)
 
     return [spec(k) for k in todo]
 
 
-def _validate_step1(model: DCRRG, prepared: Prepared, harness: Harness) -> dict[str, Any]:
-    """Step 1's thresholds and val AUROC (nothing without a val split)."""
+def _calibrate(
+    model: DCRRG, prepared: Prepared, preset: DCRRGPreset, harness: Harness, step: int, thresholds: bool
+) -> dict[str, Any]:
+    """The val AUROC after Step 1 or 2 and, after the run's last encoder step (``thresholds``), the
+    thresholds by the preset's rule (nothing without a val split)."""
     if not len(prepared.val_images):
         return {}
+    settings = preset.thresholds
+    train = (prepared.train.images, prepared.train_targets) if settings.studies == "train+val" else None
+    if not thresholds:  # the val split only, and the thresholds it gives are replaced later
+        settings, train = dataclasses.replace(settings, rule="observation"), None
     result = calibrate(
-        model, prepared.val_images, prepared.val_targets, prepared.train.transform, harness.device
-    )
-    logger.info("step1: val mean AUROC %s; thresholds chosen on val", result["val_auroc_mean"])
+        model, (prepared.val_images, prepared.val_targets), prepared.train.transform, harness.device,
+        settings.rule, train,
+    )  # fmt: skip
+    logger.info("step%d: val mean AUROC %s; thresholds: %s", step, result["val_auroc_mean"],
+                result["threshold_rule"])  # fmt: skip
     return result
 
 

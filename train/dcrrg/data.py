@@ -140,6 +140,14 @@ def balance_weights(targets: torch.Tensor, keep: torch.Tensor, balance: bool) ->
     return kept * torch.where(targets > 0, w_pos, w_neg)
 
 
+def asserted(studies: list[StudyLabels]) -> torch.Tensor:
+    """(N, 14) 0/1: the report asserts the observation (positive or uncertain; a hedge still names
+    it). The labels a label-conditioned decoder is trained to write for, and what Step 3's balance
+    counts as a mentioned finding."""
+    rows = [[s.labels.get(k) in (Label.POSITIVE, Label.UNCERTAIN) for k in OBSERVATIONS] for s in studies]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(studies), len(OBSERVATIONS))
+
+
 def description_weights(studies: list[StudyLabels], balance: bool) -> torch.Tensor:
     """Step-3 sampling weights (N, 14) of the (study, observation) pairs.
 
@@ -149,10 +157,7 @@ def description_weights(studies: list[StudyLabels], balance: bool) -> torch.Tens
     weigh as much in total as the rest, per observation (the weights of :func:`balance_weights`);
     ``balance=False``: every pair weighs 1.
     """
-    mentioned = torch.tensor(
-        [[s.labels.get(k) in (Label.POSITIVE, Label.UNCERTAIN) for k in OBSERVATIONS] for s in studies],
-        dtype=torch.float32,
-    ).reshape(len(studies), len(OBSERVATIONS))
+    mentioned = asserted(studies).float()
     return balance_weights(mentioned, torch.ones_like(mentioned, dtype=torch.bool), balance)
 
 

@@ -19,6 +19,7 @@ from train.common.distributed import DistInfo, barrier
 from train.common.splits import read_training_records
 from train.dcrrg.data import (
     StudyLabels,
+    asserted,
     balance_weights,
     description,
     description_weights,
@@ -34,11 +35,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Prepared:
-    """The training data, the validation studies (images + NaN-for-uncertain targets), vocab, spec."""
+    """The training data, the validation studies (images + NaN-for-uncertain targets), the training
+    studies' NaN-for-uncertain targets (for thresholds chosen on train+val), vocab, spec."""
 
     train: TrainData
     val_images: torch.Tensor
     val_targets: torch.Tensor
+    train_targets: torch.Tensor  # (N, 14) of the paired training studies, NaN for uncertain
     vocab: Vocabulary
     spec: DatasetSpec
     train_records: list[StudyRecord]
@@ -121,9 +124,9 @@ def prepare(
     data = TrainData(
         images=images, reports=[r.report for r in train],
         report_ids=[vocab.encode(r.report, spec.max_length) for r in train], descriptions=descriptions,
-        targets=targets, weights=weights, extra_images=extra_images, extra_targets=extra_targets,
-        extra_weights=extra_weights, transform=transform_config(backbone, size), pad_id=vocab.pad_id,
+        targets=targets, states=asserted(studies), weights=weights, extra_images=extra_images,
+        extra_targets=extra_targets, extra_weights=extra_weights, transform=transform_config(backbone, size), pad_id=vocab.pad_id,
         description_weights=description_weights(studies, preset.step3.balance),
     )  # fmt: skip
     val_targets = nan_targets([labels[r.id] for r in val])
-    return Prepared(data, val_images, val_targets, vocab, spec, train)
+    return Prepared(data, val_images, val_targets, nan_targets(studies), vocab, spec, train)

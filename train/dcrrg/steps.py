@@ -39,6 +39,7 @@ class TrainData:
     report_ids: list[list[int]]
     descriptions: list[list[list[int]]]  # N x 14 token id lists
     targets: Tensor  # (N, 14) 0/1
+    states: Tensor  # (N, 14) 0/1: the report asserts the observation (positive or uncertain)
     weights: Tensor  # (N, 14) Step-1 loss weights (0 = uncertain, dropped)
     extra_images: Tensor | None  # image-only Step-1 data (CheXpert-style), uint8 (M, V, S, S)
     extra_targets: Tensor | None
@@ -256,7 +257,8 @@ def description_batches(
     """Endless batches of (study, observation) pairs for Step 3's loss, drawn by
     ``data.description_weights`` (:func:`train.dcrrg.data.description_weights`): the studies'
     cached image and text features (without a cache, model-ready images and no texts, for encoders
-    that train), the observations (B,) and the description ids (B, T)."""
+    that train), the observations (B,), the description ids (B, T) and the studies' labels (B, 14)
+    that a label-conditioned decoder writes for."""
     count = len(data.reports) * NUM_OBSERVATIONS
     weights = None if data.description_weights is None else data.description_weights.flatten()
     for index in index_batches(count, batch_size, ctx.generator, ctx.info, weights):
@@ -267,6 +269,7 @@ def description_batches(
             "texts": None if cache is None else cache.texts(studies),
             "observations": observations.to(ctx.device),
             "ids": pad_ids(ids, data.pad_id).to(ctx.device),
+            "states": data.states[studies].to(ctx.device),
         }
 
 
@@ -282,10 +285,10 @@ def step3(model: DCRRG, data: TrainData, settings: Step3Settings, ctx: Harness) 
     text_view = settings.text_view
 
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
-        image = dcrrg_losses.step3_loss(m, b["images"], b["observations"], b["ids"])
+        image = dcrrg_losses.step3_loss(m, b["images"], b["observations"], b["ids"], b["states"])
         if not text_view:
             return image
-        return image + dcrrg_losses.step3_loss(m, b["texts"], b["observations"], b["ids"])
+        return image + dcrrg_losses.step3_loss(m, b["texts"], b["observations"], b["ids"], b["states"])
 
     batches = description_batches(data, cache, settings.batch_size, ctx)
     return _stage(model, loss, batches, settings, count, data)
@@ -324,13 +327,16 @@ def step4(
             batch = {
                 "images": _images(data, data.images[index], ctx) if cache is None else cache.images(index),
                 "ids": pad_ids(ids, data.pad_id).to(ctx.device),
+                "states": data.states[index].to(ctx.device),
             }
             yield batch if described is None else {**batch, "descriptions": next(described)}
 
     def loss(m: DCRRG, b: dict[str, Any]) -> Tensor:
         d = b.get("descriptions")
-        rehearsal = None if d is None else DescriptionBatch(d["images"], d["observations"], d["ids"])
-        return dcrrg_losses.step4_loss(m, b["images"], b["ids"], rehearsal, rehearse)
+        rehearsal = (
+            None if d is None else DescriptionBatch(d["images"], d["observations"], d["ids"], d["states"])
+        )
+        return dcrrg_losses.step4_loss(m, b["images"], b["ids"], rehearsal, rehearse, b["states"])
 
     summary = {"mode": mode, "trainable": trainable, "total": total, "trainable_share": share,
                "description_weight": rehearse}  # fmt: skip

@@ -36,7 +36,15 @@ class DCCLIPConfig:
 
 @dataclass
 class DCRRGConfig:
-    """DCCLIP's config plus the decoder's; the defaults are a small model (paper: d_model 512)."""
+    """DCCLIP's config plus the decoder's; the defaults are a small model (paper: d_model 512).
+
+    ``label_prompts`` (ours): each Step-3 description is written for its row's label, a learned
+    "present"/"absent" state vector joining the observation's prompt, so a Table-7 row cannot be
+    written for the other state. ``label_rows`` (ours, after PromptMRG's diagnostic prompts): the
+    14 observation rows of every memory carry their label's state, so the full report is written
+    for what the Step-1 reader decided. Training feeds the report's labels; inference the reader's
+    thresholded labels (:meth:`~rrg_core.models.dcrrg.DCRRG.reader_states`).
+    """
 
     vocab_size: int
     clip: DCCLIPConfig = field(default_factory=DCCLIPConfig)
@@ -53,6 +61,8 @@ class DCRRGConfig:
     prefix_hidden: int | None = None
     threshold: float = 0.5
     observation_rows: bool = True
+    label_prompts: bool = False
+    label_rows: bool = False
 
     def decoder_config(self) -> DecoderConfig:
         """The post-LN decoder of eqs 10-12."""

@@ -204,26 +204,35 @@ def token_loss(logits: Tensor, target_ids: Tensor, pad_id: int) -> Tensor:
     return functional.cross_entropy(logits.flatten(0, 1), target_ids.flatten(), ignore_index=pad_id)
 
 
-def _written(model: DCRRG, inputs: MemoryInputs, prompt_index: Tensor, ids: Tensor) -> Tensor:
+def _written(
+    model: DCRRG, inputs: MemoryInputs, prompt_index: Tensor, ids: Tensor, states: Tensor | None
+) -> Tensor:
     ids = ids.to(prompt_index.device)
-    logits = model.logits(inputs, prompt_index, ids[:, :-1])
+    logits = model.logits(inputs, prompt_index, ids[:, :-1], states)
     return token_loss(logits, ids[:, 1:], model.config.pad_id)
 
 
 def step3_loss(
-    model: DCRRG, inputs: MemoryInputs, observation_index: Tensor, description_ids: Tensor
+    model: DCRRG,
+    inputs: MemoryInputs,
+    observation_index: Tensor,
+    description_ids: Tensor,
+    states: Tensor | None = None,
 ) -> Tensor:
     """Step 3: describe observation k (B,) from images, texts or their cached encoder features;
-    ids (B, T) = BOS ... EOS PAD."""
-    return _written(model, inputs, observation_index, description_ids)
+    ids (B, T) = BOS ... EOS PAD. ``states`` (B, 14): the report's labels, which a model with
+    ``label_prompts``/``label_rows`` is conditioned on (None: the reader's)."""
+    return _written(model, inputs, observation_index, description_ids, states)
 
 
 class DescriptionBatch(NamedTuple):
-    """Step 3's inputs, rehearsed in Step 4: image features, observations (B,), ids (B, T)."""
+    """Step 3's inputs, rehearsed in Step 4: image features, observations (B,), ids (B, T) and the
+    studies' labels (B, 14) or None."""
 
     inputs: MemoryInputs
     observation_index: Tensor
     description_ids: Tensor
+    states: Tensor | None = None
 
 
 def step4_loss(
@@ -232,14 +241,16 @@ def step4_loss(
     report_ids: Tensor,
     rehearsal: DescriptionBatch | None = None,
     rehearsal_weight: float = 0.0,
+    states: Tensor | None = None,
 ) -> Tensor:
     """Step 4: the full report (B, T) from images or their features, through the deep prompts when
-    prompt tuning is on; plus ``rehearsal_weight`` times Step 3's loss on ``rehearsal``.
+    prompt tuning is on; plus ``rehearsal_weight`` times Step 3's loss on ``rehearsal``. ``states``
+    (B, 14): the reports' labels, for a model conditioned on labels (None: the reader's).
 
     Why rehearse: the decoder that writes the reports also writes Table 7's descriptions; retrained on
     reports alone (fft, decoder modes) it forgets how to describe (docs/presets.md)."""
     full = torch.full((report_ids.shape[0],), FULL_REPORT, device=model.report_prompt.device)
-    loss = _written(model, inputs, full, report_ids)
+    loss = _written(model, inputs, full, report_ids, states)
     if rehearsal is None or not rehearsal_weight:
         return loss
     return loss + rehearsal_weight * step3_loss(model, *rehearsal)

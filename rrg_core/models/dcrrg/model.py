@@ -98,6 +98,8 @@ class DCRRG(nn.Module):
         # +1: the Step-1 classifier's logit margin joins each observation row (see observation_memory_rows)
         self.observation_memory = nn.Sequential(nn.Linear(config.clip.projection_dim + 1, d), nn.LayerNorm(d))
         self.observation_prompts = nn.Embedding(NUM_OBSERVATIONS, d)
+        # The "absent" (0) and "present" (1) state vectors of label_prompts / label_rows (config).
+        self.label_states = nn.Embedding(2, d) if config.label_prompts or config.label_rows else None
         self.report_prompt = nn.Parameter(torch.randn(d) * 0.02)
         self.decoder = TransformerDecoder(config.decoder_config())
         self.report_head = nn.Linear(d, config.vocab_size)
@@ -127,6 +129,20 @@ class DCRRG(nn.Module):
         full = prompt_index[:, None] == FULL_REPORT
         return torch.where(full, self.report_prompt.to(observation.dtype).expand_as(observation), observation)
 
+    def reader_states(self, features: EncoderFeatures) -> Tensor:
+        """(B, 14) 0/1 labels the Step-1 reader gives (probability at or above its threshold), from
+        image features, or from text features by the text classifier."""
+        modality = "image" if features.attention_mask is None else "text"
+        probabilities = self.clip.observation_logits(features.pooled, modality).softmax(dim=-1)[..., 1]
+        return (probabilities >= self.thresholds.to(probabilities.device)).long()
+
+    def _states(self, features: EncoderFeatures, states: Tensor | None) -> Tensor | None:
+        """The labels the decoder is conditioned on: ``states`` as given (training feeds the report's
+        labels), else the reader's; None when the config conditions on no labels."""
+        if self.label_states is None:
+            return None
+        return self.reader_states(features) if states is None else states.long().to(features.pooled.device)
+
     def features(self, inputs: MemoryInputs, from_block: int | None = None) -> EncoderFeatures:
         """The encoders' outputs for images (tensor) or texts (list); :class:`EncoderFeatures` pass
         through. ``from_block``: the images are the image encoder's early-layer output (training's
@@ -140,10 +156,11 @@ class DCRRG(nn.Module):
         features = self.clip.encode_text_features(inputs)
         return EncoderFeatures.of_texts(features.token_states, features.attention_mask, features.pooled)
 
-    def observation_memory_rows(self, pooled: Tensor, modality: str) -> Tensor:
+    def observation_memory_rows(self, pooled: Tensor, modality: str, states: Tensor | None = None) -> Tensor:
         """(B, 14, d): each observation's Step-1 projection of the raw embedding (B, D) and its
         classifier's logit margin (positive minus negative), mapped to d_model, plus that observation's
-        prompt vector so the decoder can tell the rows apart.
+        prompt vector so the decoder can tell the rows apart, plus (``label_rows``) the state vector of
+        its label in ``states`` (B, 14).
 
         The margin is one linear read-out of the projection, but handed over explicitly the decoder
         uses it at once; left to find that direction among the P it was slow to (on phantoms,
@@ -157,11 +174,15 @@ class DCRRG(nn.Module):
         margin = (logits[:, 1:] - logits[:, :1]).clamp(-10.0, 10.0)
         features = torch.cat([projected, margin], dim=-1).view(batch, NUM_OBSERVATIONS, -1)
         rows = self.observation_memory(features)
-        return rows + self.observation_prompts.weight.to(rows.dtype)
+        rows = rows + self.observation_prompts.weight.to(rows.dtype)
+        if self.config.label_rows and states is not None:
+            rows = rows + self.label_states(states).to(rows.dtype)
+        return rows
 
-    def memory(self, inputs: MemoryInputs) -> tuple[Tensor, Tensor | None]:
+    def memory(self, inputs: MemoryInputs, states: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Decoder memory (B, L, d) and mask (B, L) or None from images, texts or their
-        :class:`EncoderFeatures` (:meth:`features`)."""
+        :class:`EncoderFeatures` (:meth:`features`); ``states`` (B, 14): the labels its observation
+        rows carry under ``label_rows`` (None: the reader's)."""
         features = self.features(inputs)
         image = features.attention_mask is None
         if image:
@@ -170,7 +191,8 @@ class DCRRG(nn.Module):
             memory, mask = self.text_memory(features.states), features.attention_mask.bool()
         if not self.config.observation_rows:
             return memory, mask
-        rows = self.observation_memory_rows(features.pooled, "image" if image else "text")
+        states = self._states(features, states) if self.config.label_rows else None
+        rows = self.observation_memory_rows(features.pooled, "image" if image else "text", states)
         if mask is not None:
             mask = torch.cat([mask.new_ones(rows.shape[:2]), mask], dim=1)
         return torch.cat([rows.to(memory.dtype), memory], dim=1), mask
@@ -180,11 +202,19 @@ class DCRRG(nn.Module):
         return self.clip.observation_logits(features.pooled, "image").softmax(dim=-1)[..., 1]
 
     def condition(
-        self, memory: Tensor, mask: Tensor | None, prompt_index: Tensor
+        self, memory: Tensor, mask: Tensor | None, prompt_index: Tensor, states: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Memory with the prompt added to every row and prepended as a row of its own, its mask, and
-        the (B, d) prompt vectors, which the decoder also adds to its input (module docstring)."""
-        vectors = self.prompt_vectors(prompt_index.to(memory.device)).to(memory.dtype)
+        the (B, d) prompt vectors, which the decoder also adds to its input (module docstring). Under
+        ``label_prompts`` a description's prompt also carries the state of its observation's label in
+        ``states`` (B, 14)."""
+        prompt_index = prompt_index.to(memory.device)
+        vectors = self.prompt_vectors(prompt_index).to(memory.dtype)
+        if self.config.label_prompts and states is not None:
+            described = prompt_index < FULL_REPORT
+            own = states.to(memory.device).gather(1, prompt_index.clamp(max=NUM_OBSERVATIONS - 1)[:, None])
+            state = self.label_states(own[:, 0]).to(memory.dtype)
+            vectors = vectors + torch.where(described[:, None], state, torch.zeros_like(state))
         prompt = vectors[:, None, :]  # (B, 1, d)
         memory = torch.cat([prompt, memory + prompt], dim=1)
         if mask is None:
@@ -207,12 +237,17 @@ class DCRRG(nn.Module):
         finally:
             self.decoder.head = description_head
 
-    def logits(self, inputs: MemoryInputs, prompt_index: Tensor, tokens: Tensor) -> Tensor:
+    def logits(
+        self, inputs: MemoryInputs, prompt_index: Tensor, tokens: Tensor, states: Tensor | None = None
+    ) -> Tensor:
         """Teacher-forced next-token logits (B, T, vocab) of ``tokens`` (B, T) for prompt ``k`` (B,):
         an observation 0-13 (Step 3's description, its head) or :data:`FULL_REPORT` (Step 4's head and,
-        with prompt tuning on, the deep prompts)."""
-        memory, mask = self.memory(inputs)
-        memory, mask, prompt = self.condition(memory, mask, prompt_index)
+        with prompt tuning on, the deep prompts). ``states`` (B, 14): the labels to condition on
+        (training: the report's; None: the reader's)."""
+        features = self.features(inputs)
+        states = self._states(features, states)
+        memory, mask = self.memory(features, states)
+        memory, mask, prompt = self.condition(memory, mask, prompt_index, states)
         full_report = bool((prompt_index == FULL_REPORT).all())
         if not full_report and bool((prompt_index == FULL_REPORT).any()):
             raise ValueError("one batch holds either descriptions or full reports, not both")
@@ -281,19 +316,25 @@ class DCRRG(nn.Module):
         beam_size: int = 3,
         max_length: int | None = None,
         observation: int | None = None,
+        states: Tensor | None = None,
+        length_penalty: float = 0.0,
     ) -> list[list[int]]:
         """Beam-search token ids (no BOS; EOS last unless cut at ``max_length``) per study.
 
         ``images`` may also be the :class:`EncoderFeatures` of images already encoded, so a caller
         that needs the Step-1 outputs too runs the encoder once. ``observation`` None: the full
-        report (Step 4); an index 0-13: that observation's Step-3 description.
+        report (Step 4); an index 0-13: that observation's Step-3 description. ``states`` (B, 14): the
+        labels to write for, under ``label_prompts``/``label_rows`` (None: the reader's).
+        ``length_penalty``: the beam's GNMT alpha (:func:`~rrg_core.models.beam_search.beam_search`).
         """
-        memory, mask = self.memory(images)
+        features = self.features(images)
+        states = self._states(features, states)
+        memory, mask = self.memory(features, states)
         index = FULL_REPORT if observation is None else int(observation)
         if not 0 <= index <= FULL_REPORT:
             raise ValueError(f"observation must be None or 0..{NUM_OBSERVATIONS - 1}, got {observation}")
         prompts = torch.full((memory.shape[0],), index, device=memory.device)
-        return self._beam(memory, mask, prompts, beam_size, max_length)
+        return self._beam(memory, mask, prompts, beam_size, max_length, states, length_penalty)
 
     def _beam(
         self,
@@ -302,8 +343,10 @@ class DCRRG(nn.Module):
         prompt_index: Tensor,
         beam_size: int,
         max_length: int | None,
+        states: Tensor | None = None,
+        length_penalty: float = 0.0,
     ) -> list[list[int]]:
-        memory, mask, prompt = self.condition(memory, mask, prompt_index)
+        memory, mask, prompt = self.condition(memory, mask, prompt_index, states)
         full_report = bool((prompt_index == FULL_REPORT).all())
         if not full_report and bool((prompt_index == FULL_REPORT).any()):
             raise ValueError("one beam search writes either descriptions or full reports, not both")
@@ -314,7 +357,7 @@ class DCRRG(nn.Module):
             result = beam_search(
                 self.decoder.beam_step_fn(), batch_size=memory.shape[0], bos_id=self.config.bos_id,
                 eos_id=self.config.eos_id, pad_id=self.config.pad_id, beam_size=beam_size, max_length=limit,
-                device=memory.device, init_state=cache,
+                device=memory.device, init_state=cache, length_penalty=length_penalty,
             )  # fmt: skip
         return [
             row[:length] for row, length in zip(result.tokens.tolist(), result.lengths.tolist(), strict=True)
@@ -331,10 +374,16 @@ class DCRRG(nn.Module):
         generator: torch.Generator | None = None,
     ) -> list[list[list[int]]]:
         """``samples`` full reports per study drawn at ``temperature`` (:mod:`rrg_core.models.sampling`):
-        the alternatives against which the beam-search report's sentences are checked."""
-        memory, mask = self.memory(images)
+        the alternatives against which the beam-search report's sentences are checked.
+
+        Under ``label_rows`` every draw is written for the same labels, drawn once per call from the
+        reader's uncertainty (:meth:`sampled_states`): a finding near its threshold is then present in
+        some alternatives and absent in others, as the reader is unsure of it."""
+        features = self.features(images)
+        states = self.sampled_states(features, generator) if self.config.label_rows else None
+        memory, mask = self.memory(features, states)
         prompt_index = torch.full((memory.shape[0],), FULL_REPORT, device=memory.device)
-        memory, mask, prompt = self.condition(memory, mask, prompt_index)
+        memory, mask, prompt = self.condition(memory, mask, prompt_index, states)
         limit = self.config.max_length if max_length is None else min(max_length, self.config.max_length)
         with self._decoding(True) as prompts:
             prefixes = None if prompts is None else prompts(memory.shape[0])
@@ -345,6 +394,16 @@ class DCRRG(nn.Module):
                 temperature=temperature, max_length=limit, device=memory.device, init_state=cache,
                 generator=generator,
             )  # fmt: skip
+
+    def sampled_states(self, features: EncoderFeatures, generator: torch.Generator | None = None) -> Tensor:
+        """(B, 14) labels drawn from the reader: 1 with probability sigmoid(logit p - logit t), which
+        is one half at the observation's threshold t and follows the classifier's odds around it."""
+        probabilities = self.observation_probabilities(features).clamp(1e-6, 1 - 1e-6)
+        thresholds = self.thresholds.to(probabilities.device).clamp(1e-6, 1 - 1e-6)
+        odds = torch.sigmoid(torch.logit(probabilities) - torch.logit(thresholds))
+        where = generator.device if generator is not None else odds.device
+        draws = torch.rand(odds.shape, generator=generator, device=where).to(odds.device)
+        return (draws < odds).long()
 
     @torch.no_grad()
     def describe(
@@ -360,11 +419,12 @@ class DCRRG(nn.Module):
             raise ValueError("describe takes images or image features, not text features")
         probabilities = self.observation_probabilities(features)
         labels = (probabilities >= self.thresholds.to(probabilities.device)).long()
-        memory, _ = self.memory(features)
+        memory, _ = self.memory(features, labels)
         batch = memory.shape[0]
         every = torch.arange(NUM_OBSERVATIONS, device=memory.device).repeat(batch)  # study-major rows
+        repeated = labels.repeat_interleave(NUM_OBSERVATIONS, dim=0)
         ids = self._beam(
-            memory.repeat_interleave(NUM_OBSERVATIONS, dim=0), None, every, beam_size, max_length
+            memory.repeat_interleave(NUM_OBSERVATIONS, dim=0), None, every, beam_size, max_length, repeated
         )
         per_study = [ids[b * NUM_OBSERVATIONS : (b + 1) * NUM_OBSERVATIONS] for b in range(batch)]
         return Descriptions(probabilities, labels, per_study)

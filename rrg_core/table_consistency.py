@@ -1,0 +1,57 @@
+"""Whether a Table-7 description says what its row's label says, and whether a report agrees with the
+table.
+
+A radiologist reads DCRRG's Table 7 row by row: "Pleural Effusion, positive, 0.91: small left pleural
+effusion". A row whose description denies what its label asserts ("Edema, positive, 0.92: there is no
+pulmonary edema") is worse than no description, so the rule is checked by the project labeler on
+every row the app shows (:mod:`rrg_core.generators.dcrrg`):
+
+- a finding's row with label 1 must assert the finding (the labeler reads it positive or uncertain);
+  with label 0 it must not (negative, or not mentioned: "heart size is normal." under Edema says
+  nothing about edema and contradicts nothing);
+- No Finding's row with label 1 must assert no finding; with label 0 its description must not claim a
+  normal study (an empty description, what Step 3 learns for an abnormal study, is fine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from rrg_core.labeler import label_report
+from rrg_core.observations import OBSERVATIONS, Label
+
+NO_FINDING = "No Finding"
+FINDINGS: tuple[str, ...] = tuple(name for name in OBSERVATIONS if name != NO_FINDING)
+"""The 13 findings: the observations other than No Finding."""
+
+
+def asserts(value: object) -> bool:
+    """A labeler label asserts an observation when it is positive or uncertain (a hedge still names
+    the finding; the same reading as :func:`rrg_core.disagreements.asserts`)."""
+    return value in (Label.POSITIVE, Label.UNCERTAIN, 1, -1)
+
+
+def description_asserts(observation: str, description: str) -> bool:
+    """Whether ``description`` asserts ``observation`` (module docstring's reading)."""
+    labels = label_report(description).labels
+    if observation == NO_FINDING:
+        return bool(description.strip()) and labels.get(NO_FINDING) == Label.POSITIVE
+    return asserts(labels.get(observation))
+
+
+def description_contradicts(observation: str, label: int, description: str) -> bool:
+    """Whether a row's description says the opposite of its label (1 positive, 0 negative)."""
+    said = description_asserts(observation, description)
+    if observation == NO_FINDING and label == 1:
+        return any(asserts(v) for k, v in label_report(description).labels.items() if k != NO_FINDING)
+    return said != bool(label)
+
+
+def report_disagreements(report_labels: Mapping[str, object], table_labels: Sequence[int]) -> list[str]:
+    """The findings on which a report (its labeler labels) and Table 7's labels (OBSERVATIONS order)
+    disagree: the report asserts a finding the table labels 0, or does not assert one it labels 1."""
+    return [
+        name
+        for name, label in zip(OBSERVATIONS, table_labels, strict=True)
+        if name != NO_FINDING and asserts(report_labels.get(name)) != bool(label)
+    ]

@@ -4,6 +4,7 @@ page's formatting helpers (fast: no model, no server)."""
 from __future__ import annotations
 
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -70,35 +71,146 @@ def test_logins_are_salted_scrypt_hashes_in_a_private_file(tmp_path, monkeypatch
         UserFile.load(tmp_path / "bad.json")
 
 
-def test_the_bootstrap_runs_each_step_once_and_resumes(tmp_path):
-    calls = []
+@pytest.fixture
+def build_env(monkeypatch):
+    """No bootstrap variables from the machine running the tests, and two cores."""
+    for name in (bootstrap.LANES_VARIABLE, *bootstrap.THREAD_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(bootstrap.os, "cpu_count", lambda: 2)
+    return monkeypatch
 
-    def run(command, log):
-        calls.append(command[3])
-        return 0
 
+class _Runs:
+    """A fake runner: records each step (its log's name) and the variables it was given, fails the steps in
+    ``fail``; the steps in ``wait`` wait for one another, so the test fails unless they run at once."""
+
+    def __init__(self, fail=(), wait=()):
+        self.calls, self.envs, self.fail = [], {}, set(fail)
+        self.wait, self.barrier = set(wait), threading.Barrier(max(1, len(wait)))
+
+    def __call__(self, command, log, env):
+        step = log.stem
+        self.calls.append(step)
+        self.envs[step] = dict(env)
+        if step in self.wait:
+            self.barrier.wait(timeout=10)
+        return 1 if step in self.fail else 0
+
+    def lane(self, prefix):
+        return [step for step in self.calls if step.startswith(prefix)]
+
+
+def test_the_bootstrap_runs_the_two_models_side_by_side_each_in_order(tmp_path, build_env):
+    runs, lines = _Runs(wait={"dcrrg", "uar"}), []  # both trainings must be running at once
     root = tmp_path / "demo"
-    folder = bootstrap.demo_checkpoints(root, run=run, say=lambda _line: None)
+    folder = bootstrap.demo_checkpoints(root, run=runs, say=lines.append)
     assert folder == root / "checkpoints"
-    assert calls == ["phantoms", "dcrrg", "uar", "index", "index", "evaluate", "evaluate"]
+    assert runs.calls[0] == "phantoms" and len(runs.calls) == 7
+    assert runs.lane("dcrrg") == ["dcrrg", "dcrrg-index-domain", "dcrrg-eval"]
+    assert runs.lane("uar") == ["uar", "uar-index-domain", "uar-eval"]
+    assert all((root / f"{step}.done").exists() for step in runs.calls)
     assert "synthetic phantoms" in (folder / "TRAINED_ON.txt").read_text()
-    calls.clear()
-    bootstrap.demo_checkpoints(root, run=run, say=lambda _line: None)
-    assert calls == []  # cached
+    log = root / "logs" / "dcrrg.log"
+    assert any(line.startswith("[DCRRG] DCRRG (demo preset) done in") and str(log) in line for line in lines)
+    assert any(line.startswith("[UAR] UAR (demo preset): python -m train uar") for line in lines)
+    assert lines[-1].startswith("Demo models ready in")
+
+
+def test_the_bootstrap_runs_each_step_once_and_resumes_each_lane_where_it_was(tmp_path, build_env):
+    root, quiet = tmp_path / "demo", (lambda _line: None)
+    bootstrap.demo_checkpoints(root, run=_Runs(), say=quiet)
+    runs = _Runs()
+    bootstrap.demo_checkpoints(root, run=runs, say=quiet)
+    assert runs.calls == []  # cached
     (root / "uar.done").unlink()
-    bootstrap.demo_checkpoints(root, run=run, say=lambda _line: None)
-    assert calls == ["uar"]
+    bootstrap.demo_checkpoints(root, run=runs, say=quiet)
+    assert runs.calls == ["uar"]
+    for marker in ("dcrrg-index-domain", "dcrrg-eval", "uar-eval"):
+        (root / f"{marker}.done").unlink()
+    runs = _Runs()
+    bootstrap.demo_checkpoints(root, run=runs, say=quiet)
+    assert runs.lane("dcrrg") == ["dcrrg-index-domain", "dcrrg-eval"] and runs.lane("uar") == ["uar-eval"]
 
 
-def test_a_failed_bootstrap_step_stops_with_its_log_unless_it_is_optional(tmp_path):
-    def failing(name):
-        return lambda command, log: 1 if command[3] == name else 0
+def test_a_failed_step_stops_its_lane_the_other_lane_finishes_and_keeps_its_markers(tmp_path, build_env):
+    stopped = threading.Event()
 
-    with pytest.raises(bootstrap.BootstrapError, match=r"'DCRRG \(demo preset\)' failed .* output is in"):
-        bootstrap.demo_checkpoints(tmp_path / "a", run=failing("dcrrg"), say=lambda _line: None)
+    class _UARStillTraining(_Runs):
+        def __call__(self, command, log, env):
+            if log.stem == "uar":  # still training when the DCRRG lane has given up
+                assert stopped.wait(timeout=10)
+            return super().__call__(command, log, env)
+
+    def say(line):
+        if "the DCRRG lane stops here" in line:
+            stopped.set()
+
+    runs, root = _UARStillTraining(fail={"dcrrg"}), tmp_path / "a"
+    with pytest.raises(
+        bootstrap.BootstrapError, match=r"'DCRRG \(demo preset\)' failed .* output is in .*dcrrg\.log"
+    ):
+        bootstrap.demo_checkpoints(root, run=runs, say=say)
+    assert runs.lane("dcrrg") == ["dcrrg"] and runs.lane("uar") == ["uar", "uar-index-domain", "uar-eval"]
+    assert sorted(path.name for path in root.glob("*.done")) == [
+        "phantoms.done",
+        "uar-eval.done",
+        "uar-index-domain.done",
+        "uar.done",
+    ]
+    runs = _Runs()
+    bootstrap.demo_checkpoints(root, run=runs, say=lambda _line: None)
+    assert runs.calls == ["dcrrg", "dcrrg-index-domain", "dcrrg-eval"]
+    with pytest.raises(
+        bootstrap.BootstrapError, match=r"'DCRRG retrieval index' failed.*; .*'UAR \(demo preset\)'"
+    ):
+        bootstrap.demo_checkpoints(
+            tmp_path / "b", run=_Runs(fail={"dcrrg-index-domain", "uar"}), say=lambda _line: None
+        )
     lines = []
-    bootstrap.demo_checkpoints(tmp_path / "b", run=failing("evaluate"), say=lines.append)
-    assert any("going on without it" in line for line in lines)
+    bootstrap.demo_checkpoints(tmp_path / "c", run=_Runs(fail={"uar-eval", "dcrrg-eval"}), say=lines.append)
+    assert sum("going on without it" in line for line in lines) == 2
+    with pytest.raises(bootstrap.BootstrapError, match="phantom data set"):
+        bootstrap.demo_checkpoints(tmp_path / "d", run=_Runs(fail={"phantoms"}), say=lambda _line: None)
+    assert not (tmp_path / "d" / "logs" / "dcrrg.log").exists()
+
+
+def test_lane_steps_share_the_cores_unless_the_user_chose_the_threads(tmp_path, build_env):
+    runs = _Runs()
+    bootstrap.demo_checkpoints(tmp_path / "a", run=runs, say=lambda _line: None)
+    assert runs.envs.pop("phantoms") == {}  # alone: the environment as it is
+    assert all(env == {"OMP_NUM_THREADS": "1", "RRG_TRAIN_THREADS": "1"} for env in runs.envs.values())
+    build_env.setattr(bootstrap.os, "cpu_count", lambda: 16)
+    runs = _Runs()
+    bootstrap.demo_checkpoints(tmp_path / "b", run=runs, say=lambda _line: None)
+    assert runs.envs["uar-eval"] == {"OMP_NUM_THREADS": "8", "RRG_TRAIN_THREADS": "8"}
+    build_env.setenv("RRG_TRAIN_THREADS", "3")
+    runs = _Runs()
+    bootstrap.demo_checkpoints(tmp_path / "c", run=runs, say=lambda _line: None)
+    assert len(runs.envs) == 7 and all(env == {} for env in runs.envs.values())
+
+
+def test_one_lane_runs_the_steps_in_order_as_before(tmp_path, build_env):
+    sequential = [
+        "phantoms",
+        "dcrrg",
+        "uar",
+        "dcrrg-index-domain",
+        "uar-index-domain",
+        "dcrrg-eval",
+        "uar-eval",
+    ]
+    runs, lines = _Runs(), []
+    bootstrap.demo_checkpoints(tmp_path / "a", run=runs, say=lines.append, lanes=1)
+    assert runs.calls == sequential and all(env == {} for env in runs.envs.values())
+    assert lines[1].startswith("[1/7] phantom data set") and lines[-2].startswith("    done in")
+    build_env.setenv(bootstrap.LANES_VARIABLE, "1")
+    runs = _Runs(fail={"dcrrg"})
+    with pytest.raises(bootstrap.BootstrapError, match=r"'DCRRG \(demo preset\)' failed"):
+        bootstrap.demo_checkpoints(tmp_path / "b", run=runs, say=lambda _line: None)
+    assert runs.calls == ["phantoms", "dcrrg"]  # one lane: the first failure stops the build
+    build_env.setenv(bootstrap.LANES_VARIABLE, "two")
+    with pytest.raises(bootstrap.BootstrapError, match="at least 1"):
+        bootstrap.demo_checkpoints(tmp_path / "c", run=runs, say=lambda _line: None)
 
 
 def test_cache_root_follows_xdg(monkeypatch, tmp_path):

@@ -5,6 +5,12 @@ into ``$XDG_CACHE_HOME/rrg-review/demo`` (``~/.cache/rrg-review/demo``). Each st
 when it finishes, so an interrupted bootstrap resumes at the step it was in (the training
 commands resume their own run folders), and a finished one costs nothing on the next start. A
 file lock keeps two app processes from training at once.
+
+After the phantom set, each model's chain (training, retrieval index, evaluation) is a *lane*, and the
+lanes run side by side, each in its own thread, with the cores shared between them
+(``RRG_TRAIN_THREADS`` set by the user is left alone); their output goes to ``logs/`` only, since two
+streams on one console would interleave. ``RRG_BOOTSTRAP_LANES=1`` runs the steps one after another
+with their output on the console, as before.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import fcntl
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +35,10 @@ APP_DIR = "rrg-review"
 PHANTOM_STUDIES = 1000
 PHANTOM_SIZE = 128
 PHANTOM_SEED = 0
+#: Debugging aid: ``1`` runs the steps one after another with their output on the console.
+LANES_VARIABLE = "RRG_BOOTSTRAP_LANES"
+#: Read by train/common/runtime.py (torch's threads) and by OpenMP itself.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "RRG_TRAIN_THREADS")
 TRAINED_ON = (
     "synthetic phantoms: {n} studies of drawn frontal and lateral radiographs with templated reports, "
     "made by "
@@ -48,6 +60,8 @@ class Step:
     arguments: tuple[str, ...]
     marker: str
     optional: bool = False
+    #: The chain it belongs to; "" for a step that runs alone before the lanes (the data they all read).
+    lane: str = ""
 
 
 def cache_root() -> Path:
@@ -58,7 +72,7 @@ def cache_root() -> Path:
 
 
 def demo_steps(root: Path) -> list[Step]:
-    """The bootstrap's commands, in order."""
+    """The bootstrap's commands, in the order of a one-lane build (each lane keeps this order too)."""
     data, checkpoints = root / "phantoms", root / "checkpoints"
     steps = [
         Step(
@@ -80,11 +94,13 @@ def demo_steps(root: Path) -> list[Step]:
             "DCRRG (demo preset)",
             ("dcrrg", "--preset", "demo", "--data", str(data), "--out", str(checkpoints / "dcrrg")),
             "dcrrg.done",
+            lane="DCRRG",
         ),
         Step(
             "UAR (demo preset)",
             ("uar", "--preset", "demo", "--data", str(data), "--out", str(checkpoints / "uar")),
             "uar.done",
+            lane="UAR",
         ),
     ]
     for key in ("dcrrg", "uar"):
@@ -93,6 +109,7 @@ def demo_steps(root: Path) -> list[Step]:
                 f"{key.upper()} retrieval index",
                 ("index", "--checkpoint", str(checkpoints / key), "--data", str(data)),
                 f"{key}-index-domain.done",  # renamed: caches from before the domain check re-index
+                lane=key.upper(),
             )
         )
     for key in ("dcrrg", "uar"):
@@ -120,9 +137,15 @@ def demo_steps(root: Path) -> list[Step]:
                 ),
                 f"{key}-eval.done",
                 optional=True,
+                lane=key.upper(),
             )
         )
     return steps
+
+
+#: ``run(command, log, env)``: run ``command`` with ``env``'s variables set over the inherited environment,
+#: keep its output in ``log``, and return its exit code.
+Runner = Callable[[Sequence[str], Path, Mapping[str, str]], int]
 
 
 def demo_checkpoints(
@@ -130,14 +153,20 @@ def demo_checkpoints(
     *,
     python: str = sys.executable,
     say: Callable[[str], None] = print,
-    run: Callable[[Sequence[str], Path], int] | None = None,
+    run: Runner | None = None,
+    lanes: int | None = None,
 ) -> Path:
-    """The demo checkpoints folder, building it first when it is not complete (module docstring)."""
+    """The demo checkpoints folder, building it first when it is not complete (module docstring).
+
+    ``lanes`` is how many lanes may run at once (default ``RRG_BOOTSTRAP_LANES``, else all of them;
+    1 runs the steps one after another with their output on the console); ``run`` replaces the
+    subprocess runner (tests).
+    """
     root = root or cache_root() / "demo"
     root.mkdir(parents=True, exist_ok=True)
     checkpoints = root / "checkpoints"
     steps = demo_steps(root)
-    run = run or _run
+    lanes = _lane_limit(lanes)
     with open(root / ".lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -152,22 +181,7 @@ def demo_checkpoints(
                 "to do; several minutes on a laptop CPU). Later starts reuse them."
             )
         began = time.perf_counter()
-        for number, step in enumerate(todo, start=1):
-            say(f"[{number}/{len(todo)}] {step.name}: python -m train {' '.join(step.arguments)}")
-            started = time.perf_counter()
-            log = root / "logs" / f"{step.marker.removesuffix('.done')}.log"
-            log.parent.mkdir(exist_ok=True)
-            code = run([python, "-m", "train", *step.arguments], log)
-            seconds = time.perf_counter() - started
-            if code != 0:
-                if step.optional:
-                    say(f"    {step.name} failed (exit {code}, see {log}); going on without it")
-                    continue
-                raise BootstrapError(
-                    f"the demo bootstrap step '{step.name}' failed (exit {code}); its output is in {log}"
-                )
-            (root / step.marker).write_text(f"{seconds:.0f} s\n", encoding="utf-8")
-            say(f"    done in {seconds:.0f} s")
+        _Build(root, python, _one_line_at_a_time(say), run).build(todo, lanes)
         if todo:
             say(f"Demo models ready in {time.perf_counter() - began:.0f} s: {checkpoints}")
         note = TRAINED_ON.format(n=PHANTOM_STUDIES, size=PHANTOM_SIZE, seed=PHANTOM_SEED)
@@ -176,16 +190,158 @@ def demo_checkpoints(
     return checkpoints
 
 
-def _run(command: Sequence[str], log: Path) -> int:
-    """Run a command with its output passed through as it comes (tqdm bars included) and kept in ``log``."""
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+@dataclass(frozen=True)
+class _Build:
+    """How one bootstrap runs its steps and reports them."""
+
+    root: Path
+    python: str
+    say: Callable[[str], None]
+    run: Runner | None  # None: the subprocess runner
+
+    def build(self, todo: list[Step], lanes: int | None) -> None:
+        """The lone steps, then the lanes side by side; all in order when one lane may (or has to) run."""
+        chains = _chains(todo)
+        width = len(chains) if lanes is None else min(lanes, len(chains))
+        if width <= 1:  # nothing to overlap: the sequential build, output on the console
+            self.in_order(todo)
+            return
+        self.in_order([step for step in todo if not step.lane])
+        self.side_by_side(chains, width)
+
+    def in_order(self, steps: list[Step]) -> None:
+        """Run ``steps`` one after another with their output on the console; stop at a failed required one."""
+        for number, step in enumerate(steps, start=1):
+            self.say(f"[{number}/{len(steps)}] {step.name}: python -m train {' '.join(step.arguments)}")
+            code, seconds, log = self.execute(step, {}, echo=True)
+            if code == 0:
+                self.say(f"    done in {seconds:.0f} s")
+            elif step.optional:
+                self.say(f"    {step.name} failed (exit {code}, see {log}); going on without it")
+            else:
+                raise _failure(step, code, log)
+
+    def side_by_side(self, chains: dict[str, list[Step]], width: int) -> None:
+        """Run the lanes, ``width`` at a time, each in a thread of its own; then raise their failures."""
+        env = _lane_environment(width)
+        threads = f"{env['RRG_TRAIN_THREADS']} thread(s) each" if env else "RRG_TRAIN_THREADS as set"
+        self.say(
+            f"{' and '.join(chains)} side by side ({threads}); their output goes to {self.root / 'logs'}"
+        )
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="bootstrap-lane") as pool:
+            futures = [pool.submit(self.lane, name, steps, env) for name, steps in chains.items()]
+        # Leaving the pool waited for every lane: a failure in one never cuts another's step short, so
+        # what the others finished keeps its marker and the next start only redoes the failed lane.
+        _raise_failures([error for future in futures if (error := future.exception()) is not None])
+
+    def lane(self, name: str, steps: list[Step], env: Mapping[str, str]) -> None:
+        """Run one lane's steps in order, their output in their logs only; raise at a failed required one."""
+        for step in steps:
+            command = f"python -m train {' '.join(step.arguments)}"
+            self.say(f"[{name}] {step.name}: {command} (output in {self.log(step)})")
+            code, seconds, log = self.execute(step, env, echo=False)
+            if code == 0:
+                self.say(f"[{name}] {step.name} done in {seconds:.0f} s (log: {log})")
+            elif step.optional:
+                self.say(f"[{name}] {step.name} failed (exit {code}, see {log}); going on without it")
+            else:
+                self.say(f"[{name}] {step.name} failed (exit {code}, see {log}); the {name} lane stops here")
+                raise _failure(step, code, log)
+
+    def execute(self, step: Step, env: Mapping[str, str], *, echo: bool) -> tuple[int, float, Path]:
+        """Run one step and leave its marker when it succeeds; its exit code, seconds and log."""
+        log = self.log(step)
+        log.parent.mkdir(exist_ok=True)
+        command = [self.python, "-m", "train", *step.arguments]
+        started = time.perf_counter()
+        code = self.run(command, log, env) if self.run else _run(command, log, env, echo=echo)
+        seconds = time.perf_counter() - started
+        if code == 0:
+            (self.root / step.marker).write_text(f"{seconds:.0f} s\n", encoding="utf-8")
+        return code, seconds, log
+
+    def log(self, step: Step) -> Path:
+        """Where a step's output goes."""
+        return self.root / "logs" / f"{step.marker.removesuffix('.done')}.log"
+
+
+def _lane_limit(lanes: int | None) -> int | None:
+    """How many lanes may run at once: ``lanes``, else ``RRG_BOOTSTRAP_LANES``, else None (all)."""
+    value = os.environ.get(LANES_VARIABLE, "").strip() if lanes is None else str(lanes)
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise BootstrapError(
+            f"the number of bootstrap lanes ({LANES_VARIABLE}) must be at least 1, got {value!r}"
+        )
+    return int(value)
+
+
+def _chains(todo: list[Step]) -> dict[str, list[Step]]:
+    """The lanes' steps still to do, by lane, each lane's in their order."""
+    chains: dict[str, list[Step]] = {}
+    for step in todo:
+        if step.lane:
+            chains.setdefault(step.lane, []).append(step)
+    return chains
+
+
+def _lane_environment(width: int) -> dict[str, str]:
+    """The thread variables of a lane's commands: the cores shared out between the ``width`` lanes that run
+    at once (each training would otherwise take them all, and the lanes would fight over them); nothing
+    when the user set ``RRG_TRAIN_THREADS``, whose choice wins."""
+    if os.environ.get("RRG_TRAIN_THREADS", "").strip():
+        return {}
+    return dict.fromkeys(THREAD_VARIABLES, str(max(1, (os.cpu_count() or 1) // width)))
+
+
+def _failure(step: Step, code: int, log: Path) -> BootstrapError:
+    return BootstrapError(
+        f"the demo bootstrap step '{step.name}' failed (exit {code}); its output is in {log}"
+    )
+
+
+def _raise_failures(errors: list[BaseException]) -> None:
+    """Raise the lanes' errors: an unexpected one as it is, else a BootstrapError naming each failed step."""
+    for error in errors:
+        if not isinstance(error, BootstrapError):
+            raise error
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise BootstrapError("; ".join(str(error) for error in errors))
+
+
+def _one_line_at_a_time(say: Callable[[str], None]) -> Callable[[str], None]:
+    """``say`` for several lanes' threads: one whole line at a time."""
+    lock = threading.Lock()
+
+    def locked(line: str) -> None:
+        with lock:
+            say(line)
+
+    return locked
+
+
+def _run(
+    command: Sequence[str], log: Path, env: Mapping[str, str] | None = None, *, echo: bool = True
+) -> int:
+    """Run a command with ``env`` set over the inherited environment and its output kept in ``log``; with
+    ``echo``, also passed through to the console as it comes (tqdm bars included)."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    folder = Path(__file__).resolve().parents[1]
     with open(log, "wb") as handle:
+        if not echo:
+            return subprocess.run(
+                list(command),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                cwd=folder,
+                check=False,
+            ).returncode
         process = subprocess.Popen(
-            list(command),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            cwd=Path(__file__).resolve().parents[1],
+            list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment, cwd=folder
         )
         assert process.stdout is not None
         for chunk in iter(lambda: process.stdout.read1(4096), b""):

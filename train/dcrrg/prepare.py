@@ -125,7 +125,8 @@ def prepare(
         images=images, reports=[r.report for r in train],
         report_ids=[vocab.encode(r.report, spec.max_length) for r in train], descriptions=descriptions,
         targets=targets, states=asserted(studies), weights=weights, extra_images=extra_images,
-        extra_targets=extra_targets, extra_weights=extra_weights, transform=transform_config(backbone, size), pad_id=vocab.pad_id,
+        extra_targets=extra_targets, extra_weights=extra_weights, transform=transform_config(backbone, size),
+        pad_id=vocab.pad_id,
         description_weights=description_weights(studies, preset.step3.balance),
     )  # fmt: skip
     val_targets = nan_targets([labels[r.id] for r in val])

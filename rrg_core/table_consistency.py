@@ -55,3 +55,38 @@ def report_disagreements(report_labels: Mapping[str, object], table_labels: Sequ
         for name, label in zip(OBSERVATIONS, table_labels, strict=True)
         if name != NO_FINDING and asserts(report_labels.get(name)) != bool(label)
     ]
+
+
+def contradicted_findings(sentence: str, table_labels: Sequence[int]) -> list[str]:
+    """The findings on which one report sentence contradicts Table 7's labels (OBSERVATIONS order):
+    it asserts a finding labelled 0, or denies one labelled 1."""
+    said = label_report(sentence).labels
+    wrong = []
+    for name, label in zip(OBSERVATIONS, table_labels, strict=True):
+        value = said.get(name)
+        if name == NO_FINDING or value is None:
+            continue
+        if asserts(value) != bool(label):
+            wrong.append(name)
+    return wrong
+
+
+def reconcile(
+    sentences: Sequence[str], table_labels: Sequence[int], descriptions: Sequence[str]
+) -> tuple[list[int], list[int]]:
+    """How a report is made to state what Table 7 says: the indices of its sentences to keep (those
+    that contradict no row) and the observations whose row description is added after them (the
+    findings labelled 1 that no kept sentence asserts, whose description asserts them).
+
+    ``descriptions`` are the rows' descriptions in OBSERVATIONS order (a withheld one is "").
+    """
+    keep = [i for i, sentence in enumerate(sentences) if not contradicted_findings(sentence, table_labels)]
+    stated: set[str] = set()
+    for i in keep:
+        stated.update(name for name, value in label_report(sentences[i]).labels.items() if asserts(value))
+    added = [
+        k
+        for k, (name, label) in enumerate(zip(OBSERVATIONS, table_labels, strict=True))
+        if name != NO_FINDING and label and name not in stated and description_asserts(name, descriptions[k])
+    ]
+    return keep, added

@@ -30,7 +30,7 @@ from rrg_core.models.dcrrg import read_preprocess as read_dcrrg_preprocess
 from rrg_core.models.preprocess import Preprocess
 from rrg_core.observations import OBSERVATIONS
 from rrg_core.review_result import ObservationRow
-from rrg_core.table_consistency import description_contradicts
+from rrg_core.table_consistency import description_contradicts, reconcile
 
 
 def checked_row(row: ObservationRow) -> ObservationRow:
@@ -102,7 +102,8 @@ class DCRRGGenerator(ImageReportGenerator):
         self.eval_mode()
         features = self._encode(stacks)
         table = self.model.describe(features, beam_size=self.beam_size, max_length=self.max_length)
-        return self._drafts(features), self.observation_rows(table)
+        rows = self.observation_rows(table)
+        return self._drafts(features, rows), rows
 
     def observation_rows(self, table: Descriptions) -> list[list[ObservationRow]]:
         """Table 7 per study: observation, probability, threshold, label, decoded description; a
@@ -129,11 +130,41 @@ class DCRRGGenerator(ImageReportGenerator):
         # One encoder pass serves the Step-1 heads, the embedding and the decoder memory.
         return self.model.features(self.prepare(stacks))
 
-    def _drafts(self, features: EncoderFeatures) -> BatchDrafts:
+    def _drafts(
+        self, features: EncoderFeatures, rows: list[list[ObservationRow]] | None = None
+    ) -> BatchDrafts:
         probabilities = self.model.observation_probabilities(features)
         embeddings = self.global_image_embedding(features.pooled)
         ids = self.model.generate(features, beam_size=self.beam_size, max_length=self.max_length)
+        if self.model.config.reconcile_report:
+            if rows is None:
+                table = self.model.describe(features, beam_size=self.beam_size, max_length=self.max_length)
+                rows = self.observation_rows(table)
+            ids = [self.reconciled(report, table_rows) for report, table_rows in zip(ids, rows, strict=True)]
         return BatchDrafts(ids, embeddings, probabilities)
+
+    def reconciled(self, report: list[int], rows: list[ObservationRow]) -> list[int]:
+        """``report`` (ids) made to state what its Table 7 says (:func:`reconcile`): the sentences
+        that contradict a row dropped, the row descriptions of unstated present findings appended."""
+        sentences = self._sentences(report)
+        keep, added = reconcile(
+            [self.vocab.decode(s) for s in sentences], [r.label for r in rows], [r.description for r in rows]
+        )
+        described = [self._sentences(self.vocab.encode(rows[k].description, 1000)[1:]) for k in added]
+        body = [i for k in keep for i in sentences[k]] + [i for parts in described for s in parts for i in s]
+        return [*body, self.vocab.eos_id]
+
+    def _sentences(self, ids: list[int]) -> list[list[int]]:
+        """Token ids (no BOS) up to EOS, split after each "."."""
+        period, sentences, current = self.vocab.token_id("."), [], []
+        for i in ids:
+            if i == self.vocab.eos_id:
+                break
+            current.append(i)
+            if i == period:
+                sentences.append(current)
+                current = []
+        return sentences + ([current] if current else [])
 
     def sample_batch(
         self, stacks: Sequence[Tensor], samples: int, temperature: float, generator: torch.Generator

@@ -43,7 +43,10 @@ class DCRRGConfig:
     written for the other state. ``label_rows`` (ours, after PromptMRG's diagnostic prompts): the
     14 observation rows of every memory carry their label's state, so the full report is written
     for what the Step-1 reader decided. Training feeds the report's labels; inference the reader's
-    thresholded labels (:meth:`~rrg_core.models.dcrrg.DCRRG.reader_states`).
+    thresholded labels (:meth:`~rrg_core.models.dcrrg.DCRRG.reader_states`). ``reconcile_report``
+    (ours): the served and evaluated report drops its sentences that contradict Table 7 and adds the
+    row description of each finding Table 7 labels present that it does not state
+    (:func:`rrg_core.table_consistency.reconcile`), so report and table never disagree.
     """
 
     vocab_size: int
@@ -63,6 +66,7 @@ class DCRRGConfig:
     observation_rows: bool = True
     label_prompts: bool = False
     label_rows: bool = False
+    reconcile_report: bool = False
 
     def decoder_config(self) -> DecoderConfig:
         """The post-LN decoder of eqs 10-12."""

@@ -11,7 +11,7 @@ import pytest
 
 import app
 from rrg_core.observations import OBSERVATIONS
-from rrg_core.review_result import Disagreement, ModelDraft, Neighbour
+from rrg_core.review_result import Disagreement, ModelDraft, Neighbour, ObservationRow
 from ui import bootstrap, model_card
 from ui import formatting as fmt
 from ui.auth import AuthError, UserFile, is_loopback
@@ -318,4 +318,9 @@ def test_probability_bar_marks_the_threshold_and_table_rows():
     rows = fmt.observation_rows([], {**labels, "Edema": 1}, {}, [], labels)
     assert len(rows) == 14 and rows[OBSERVATIONS.index("Edema")][1] == "positive ✎"
     assert fmt.NEXT_LABEL == {1: 0, 0: -1, -1: None, None: 1}
+    shown = ObservationRow("Edema", 0.9, 0.5, 1, "mild <b>edema</b> .")
+    withheld = ObservationRow("Edema", 0.9, 0.5, 1, "", withheld="there is no pulmonary edema .")
+    assert fmt.description_cell(shown) == "mild &lt;b&gt;edema&lt;/b&gt; ."
+    cell = fmt.description_cell(withheld)
+    assert "<s" in cell and "there is no pulmonary edema ." in cell and "(withheld)" in cell
     assert fmt.prose(["the heart is normal", "no effusion"]) == "The heart is normal. No effusion."

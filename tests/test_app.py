@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -175,14 +176,15 @@ def test_a_failed_step_stops_its_lane_the_other_lane_finishes_and_keeps_its_mark
 
 
 def test_lane_steps_share_the_cores_unless_the_user_chose_the_threads(tmp_path, build_env):
-    runs = _Runs()
+    runs = _Runs(wait=("dcrrg", "uar"))
     bootstrap.demo_checkpoints(tmp_path / "a", run=runs, say=lambda _line: None)
     assert runs.envs.pop("phantoms") == {}  # alone: the environment as it is
-    assert all(env == {"OMP_NUM_THREADS": "1", "RRG_TRAIN_THREADS": "1"} for env in runs.envs.values())
+    one = {"OMP_NUM_THREADS": "1", "RRG_TRAIN_THREADS": "1"}
+    assert runs.envs["dcrrg"] == one and runs.envs["uar"] == one  # the two trainings ran at once
     build_env.setattr(bootstrap.os, "cpu_count", lambda: 16)
-    runs = _Runs()
+    runs = _Runs(wait=("dcrrg", "uar"))
     bootstrap.demo_checkpoints(tmp_path / "b", run=runs, say=lambda _line: None)
-    assert runs.envs["uar-eval"] == {"OMP_NUM_THREADS": "8", "RRG_TRAIN_THREADS": "8"}
+    assert runs.envs["uar"] == {"OMP_NUM_THREADS": "8", "RRG_TRAIN_THREADS": "8"}
     build_env.setenv("RRG_TRAIN_THREADS", "3")
     runs = _Runs()
     bootstrap.demo_checkpoints(tmp_path / "c", run=runs, say=lambda _line: None)
@@ -324,3 +326,19 @@ def test_probability_bar_marks_the_threshold_and_table_rows():
     cell = fmt.description_cell(withheld)
     assert "<s" in cell and "there is no pulmonary edema ." in cell and "(withheld)" in cell
     assert fmt.prose(["the heart is normal", "no effusion"]) == "The heart is normal. No effusion."
+
+
+def test_a_lane_that_ends_leaves_its_cores_to_the_other(tmp_path, build_env):
+    class SlowDCRRG(_Runs):
+        def __call__(self, command, log, env):
+            if log.stem == "dcrrg":  # train until the UAR lane is over
+                deadline = time.monotonic() + 10
+                while "uar-eval" not in self.calls and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.2)
+            return super().__call__(command, log, env)
+
+    runs = SlowDCRRG()
+    bootstrap.demo_checkpoints(tmp_path / "a", run=runs, say=lambda _line: None)
+    assert runs.envs["dcrrg"] == {"OMP_NUM_THREADS": "1", "RRG_TRAIN_THREADS": "1"}
+    assert runs.envs["dcrrg-eval"] == {"OMP_NUM_THREADS": "2", "RRG_TRAIN_THREADS": "2"}

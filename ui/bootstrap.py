@@ -228,25 +228,33 @@ class _Build:
         self.say(
             f"{' and '.join(chains)} side by side ({threads}); their output goes to {self.root / 'logs'}"
         )
+        cores = _SharedCores(len(chains), width)
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="bootstrap-lane") as pool:
-            futures = [pool.submit(self.lane, name, steps, env) for name, steps in chains.items()]
+            futures = [pool.submit(self.lane, name, steps, cores) for name, steps in chains.items()]
         # Leaving the pool waited for every lane: a failure in one never cuts another's step short, so
         # what the others finished keeps its marker and the next start only redoes the failed lane.
         _raise_failures([error for future in futures if (error := future.exception()) is not None])
 
-    def lane(self, name: str, steps: list[Step], env: Mapping[str, str]) -> None:
+    def lane(self, name: str, steps: list[Step], cores: _SharedCores) -> None:
         """Run one lane's steps in order, their output in their logs only; raise at a failed required one."""
-        for step in steps:
-            command = f"python -m train {' '.join(step.arguments)}"
-            self.say(f"[{name}] {step.name}: {command} (output in {self.log(step)})")
-            code, seconds, log = self.execute(step, env, echo=False)
-            if code == 0:
-                self.say(f"[{name}] {step.name} done in {seconds:.0f} s (log: {log})")
-            elif step.optional:
-                self.say(f"[{name}] {step.name} failed (exit {code}, see {log}); going on without it")
-            else:
-                self.say(f"[{name}] {step.name} failed (exit {code}, see {log}); the {name} lane stops here")
-                raise _failure(step, code, log)
+        try:
+            for step in steps:
+                self.lane_step(name, step, cores.environment())
+        finally:
+            cores.lane_done()
+
+    def lane_step(self, name: str, step: Step, env: Mapping[str, str]) -> None:
+        """One step of lane ``name``; raise at a failed required one."""
+        command = f"python -m train {' '.join(step.arguments)}"
+        self.say(f"[{name}] {step.name}: {command} (output in {self.log(step)})")
+        code, seconds, log = self.execute(step, env, echo=False)
+        if code == 0:
+            self.say(f"[{name}] {step.name} done in {seconds:.0f} s (log: {log})")
+        elif step.optional:
+            self.say(f"[{name}] {step.name} failed (exit {code}, see {log}); going on without it")
+        else:
+            self.say(f"[{name}] {step.name} failed (exit {code}, see {log}); the {name} lane stops here")
+            raise _failure(step, code, log)
 
     def execute(self, step: Step, env: Mapping[str, str], *, echo: bool) -> tuple[int, float, Path]:
         """Run one step and leave its marker when it succeeds; its exit code, seconds and log."""
@@ -284,6 +292,24 @@ def _chains(todo: list[Step]) -> dict[str, list[Step]]:
         if step.lane:
             chains.setdefault(step.lane, []).append(step)
     return chains
+
+
+class _SharedCores:
+    """The cores shared out between the lanes still running: when one lane ends, the others' next steps
+    get its cores too (the DCRRG lane's index and evaluation need not run on one core once UAR is done)."""
+
+    def __init__(self, lanes: int, width: int) -> None:
+        self._remaining, self._width, self._lock = lanes, width, threading.Lock()
+
+    def environment(self) -> dict[str, str]:
+        """The thread variables for a lane's next step."""
+        with self._lock:
+            running = max(1, min(self._width, self._remaining))
+        return _lane_environment(running)
+
+    def lane_done(self) -> None:
+        with self._lock:
+            self._remaining -= 1
 
 
 def _lane_environment(width: int) -> dict[str, str]:

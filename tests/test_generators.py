@@ -17,6 +17,7 @@ from rrg_core.evaluation import GeneratedReport, ReportGenerator
 from rrg_core.generators import LOADERS, DCRRGGenerator, load_generator
 from rrg_core.models.dcrrg.io import load_dcrrg
 from rrg_core.observations import OBSERVATIONS
+from rrg_core.table_consistency import description_contradicts
 from train import evaluate_cmd
 from train.__main__ import main
 
@@ -130,7 +131,13 @@ def test_review_batch_matches_the_draft_and_the_table_computed_apart(generator):
         assert [r.observation for r in got] == list(OBSERVATIONS)
         assert [r.label for r in got] == table.labels[b].tolist()
         decoded = [generator.vocab.decode(ids) for ids in table.description_ids[b]]
-        assert [r.description for r in got] == decoded
+        # a description that contradicts its label is withheld (kept aside), never shown
+        assert [r.description or r.withheld for r in got] == decoded
+        assert all(not (r.description and r.withheld) for r in got)
+        assert all(
+            bool(r.withheld) == (bool(text) and description_contradicts(r.observation, r.label, text))
+            for r, text in zip(got, decoded, strict=True)
+        )
         assert [r.probability for r in got] == pytest.approx(table.probabilities[b].tolist(), abs=1e-4)
 
 

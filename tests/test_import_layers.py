@@ -101,6 +101,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "study_input",
         "disagreements",
         "support",
+        "table_consistency",
     ),
     ("generators",),
     ("explain",),

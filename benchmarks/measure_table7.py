@@ -30,10 +30,10 @@ from rrg_core.data.datasets import R2GenDataset, read_annotation  # noqa: E402
 from rrg_core.generators import load_generator  # noqa: E402
 from rrg_core.labeler import label_report  # noqa: E402
 from rrg_core.metrics import auroc_per_observation  # noqa: E402
-from rrg_core.observations import OBSERVATIONS  # noqa: E402
+from rrg_core.observations import FINDINGS, OBSERVATIONS  # noqa: E402
 from rrg_core.table_consistency import description_contradicts, report_disagreements  # noqa: E402
 
-FINDING_COLUMNS = [k for k, name in enumerate(OBSERVATIONS) if name != "No Finding"]
+FINDING_COLUMNS = [OBSERVATIONS.index(name) for name in FINDINGS]
 
 
 def f1(predicted: np.ndarray, truth: np.ndarray, columns: list[int]) -> float:

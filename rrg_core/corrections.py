@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rrg_core.labeler import LABELER_VERSION, label_report
-from rrg_core.observations import OBSERVATIONS
+from rrg_core.observations import NO_FINDING, OBSERVATIONS
 
 FALSE_PREDICTION = "false_prediction"
 FALSE_NEGATION = "false_negation"
@@ -32,7 +32,6 @@ CATEGORIES: dict[str, str] = {
     FALSE_NEGATION: "missed finding",
     CHANGED_CERTAINTY: "certainty changed",
 }
-NO_FINDING = "No Finding"
 _ASSERTED = (1, -1)
 
 

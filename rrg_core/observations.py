@@ -33,6 +33,10 @@ OBSERVATIONS: tuple[str, ...] = (
 
 NUM_OBSERVATIONS = len(OBSERVATIONS)
 
+NO_FINDING = "No Finding"
+FINDINGS: tuple[str, ...] = tuple(name for name in OBSERVATIONS if name != NO_FINDING)
+"""The 13 findings: every observation but No Finding (which says there are none)."""
+
 
 class Label(IntEnum):
     """A mentioned observation's value; an unmentioned one is ``None``."""

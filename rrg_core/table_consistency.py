@@ -17,37 +17,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from rrg_core.disagreements import asserts
 from rrg_core.labeler import label_report
-from rrg_core.observations import OBSERVATIONS, Label
+from rrg_core.observations import NO_FINDING, OBSERVATIONS, Label
 
-NO_FINDING = "No Finding"
-FINDINGS: tuple[str, ...] = tuple(name for name in OBSERVATIONS if name != NO_FINDING)
-"""The 13 findings: the observations other than No Finding."""
-
-
-def asserts(value: object) -> bool:
-    """A labeler label asserts an observation when it is positive or uncertain (a hedge still names
-    the finding; the same reading as :func:`rrg_core.disagreements.asserts`)."""
-    return value in (Label.POSITIVE, Label.UNCERTAIN, 1, -1)
+LabelMap = Mapping[str, object]
 
 
 def description_asserts(observation: str, description: str) -> bool:
-    """Whether ``description`` asserts ``observation`` (module docstring's reading)."""
-    labels = label_report(description).labels
-    if observation == NO_FINDING:
-        return bool(description.strip()) and labels.get(NO_FINDING) == Label.POSITIVE
-    return asserts(labels.get(observation))
+    """Whether ``description`` asserts ``observation`` (the module docstring's reading; a hedge
+    asserts, as :func:`rrg_core.disagreements.asserts` reads it)."""
+    return _asserts(observation, description, label_report(description).labels)
 
 
 def description_contradicts(observation: str, label: int, description: str) -> bool:
     """Whether a row's description says the opposite of its label (1 positive, 0 negative)."""
-    said = description_asserts(observation, description)
+    said = label_report(description).labels
     if observation == NO_FINDING and label == 1:
-        return any(asserts(v) for k, v in label_report(description).labels.items() if k != NO_FINDING)
-    return said != bool(label)
+        return any(asserts(v) for k, v in said.items() if k != NO_FINDING)
+    return _asserts(observation, description, said) != bool(label)
 
 
-def report_disagreements(report_labels: Mapping[str, object], table_labels: Sequence[int]) -> list[str]:
+def _asserts(observation: str, description: str, said: LabelMap) -> bool:
+    if observation == NO_FINDING:
+        return bool(description.strip()) and said.get(NO_FINDING) == Label.POSITIVE
+    return asserts(said.get(observation))
+
+
+def report_disagreements(report_labels: LabelMap, table_labels: Sequence[int]) -> list[str]:
     """The findings on which a report (its labeler labels) and Table 7's labels (OBSERVATIONS order)
     disagree: the report asserts a finding the table labels 0, or does not assert one it labels 1."""
     return [
@@ -60,15 +57,15 @@ def report_disagreements(report_labels: Mapping[str, object], table_labels: Sequ
 def contradicted_findings(sentence: str, table_labels: Sequence[int]) -> list[str]:
     """The findings on which one report sentence contradicts Table 7's labels (OBSERVATIONS order):
     it asserts a finding labelled 0, or denies one labelled 1."""
-    said = label_report(sentence).labels
-    wrong = []
-    for name, label in zip(OBSERVATIONS, table_labels, strict=True):
-        value = said.get(name)
-        if name == NO_FINDING or value is None:
-            continue
-        if asserts(value) != bool(label):
-            wrong.append(name)
-    return wrong
+    return _contradicted(label_report(sentence).labels, table_labels)
+
+
+def _contradicted(said: LabelMap, table_labels: Sequence[int]) -> list[str]:
+    return [
+        name
+        for name, label in zip(OBSERVATIONS, table_labels, strict=True)
+        if name != NO_FINDING and said.get(name) is not None and asserts(said.get(name)) != bool(label)
+    ]
 
 
 def reconcile(
@@ -80,10 +77,9 @@ def reconcile(
 
     ``descriptions`` are the rows' descriptions in OBSERVATIONS order (a withheld one is "").
     """
-    keep = [i for i, sentence in enumerate(sentences) if not contradicted_findings(sentence, table_labels)]
-    stated: set[str] = set()
-    for i in keep:
-        stated.update(name for name, value in label_report(sentences[i]).labels.items() if asserts(value))
+    said = [label_report(sentence).labels for sentence in sentences]
+    keep = [i for i, labels in enumerate(said) if not _contradicted(labels, table_labels)]
+    stated = {name for i in keep for name, value in said[i].items() if asserts(value)}
     added = [
         k
         for k, (name, label) in enumerate(zip(OBSERVATIONS, table_labels, strict=True))

@@ -11,9 +11,8 @@ from rrg_core.data.reports import raw_sentences
 from rrg_core.labeler.context import classify, clause_of, clauses
 from rrg_core.labeler.conventions import DEFAULT_OPTIONS, LabelerOptions
 from rrg_core.labeler.mentions import OTHER, find_mentions, implies_cardiomegaly
-from rrg_core.observations import OBSERVATIONS, Label, LabelDict
+from rrg_core.observations import NO_FINDING, OBSERVATIONS, Label, LabelDict
 
-NO_FINDING = "No Finding"
 SUPPORT_DEVICES = "Support Devices"
 
 # Precedence when one observation is mentioned more than once: positive > uncertain > negative.

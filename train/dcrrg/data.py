@@ -17,11 +17,10 @@ import torch
 from rrg_core.data.datasets import StudyRecord
 from rrg_core.data.transforms import TransformConfig, dcrrg_transform_config
 from rrg_core.labeler import label_report, labeler_key
-from rrg_core.observations import OBSERVATIONS, Label, binary_targets
+from rrg_core.observations import NO_FINDING, OBSERVATIONS, Label, binary_targets
 
 logger = logging.getLogger(__name__)
 
-NO_FINDING = "No Finding"
 _VERSION_KEY = "_labeler_version"  # stored beside the study ids in the label cache
 
 # Table 7: an unmentioned observation is described by one fixed normal sentence (each is labelled

@@ -130,10 +130,11 @@ class DCRRG(nn.Module):
         return torch.where(full, self.report_prompt.to(observation.dtype).expand_as(observation), observation)
 
     def reader_states(self, features: EncoderFeatures) -> Tensor:
-        """(B, 14) 0/1 labels the Step-1 reader gives (probability at or above its threshold), from
-        image features, or from text features by the text classifier."""
-        modality = "image" if features.attention_mask is None else "text"
-        probabilities = self.clip.observation_logits(features.pooled, modality).softmax(dim=-1)[..., 1]
+        """(B, 14) 0/1 labels the Step-1 reader gives: its probability at or above the threshold."""
+        return self.thresholded(self.observation_probabilities(features))
+
+    def thresholded(self, probabilities: Tensor) -> Tensor:
+        """(B, 14) 0/1 labels of Step-1 probabilities under the per-observation thresholds."""
         return (probabilities >= self.thresholds.to(probabilities.device)).long()
 
     def _states(self, features: EncoderFeatures, states: Tensor | None) -> Tensor | None:
@@ -198,8 +199,10 @@ class DCRRG(nn.Module):
         return torch.cat([rows.to(memory.dtype), memory], dim=1), mask
 
     def observation_probabilities(self, features: EncoderFeatures) -> Tensor:
-        """Step-1 probability (B, 14) that each observation is positive, from image features."""
-        return self.clip.observation_logits(features.pooled, "image").softmax(dim=-1)[..., 1]
+        """Step-1 probability (B, 14) that each observation is positive, from image features (or from
+        text features, by the text classifier)."""
+        modality = "image" if features.attention_mask is None else "text"
+        return self.clip.observation_logits(features.pooled, modality).softmax(dim=-1)[..., 1]
 
     def condition(
         self, memory: Tensor, mask: Tensor | None, prompt_index: Tensor, states: Tensor | None = None
@@ -418,7 +421,7 @@ class DCRRG(nn.Module):
         if features.attention_mask is not None:
             raise ValueError("describe takes images or image features, not text features")
         probabilities = self.observation_probabilities(features)
-        labels = (probabilities >= self.thresholds.to(probabilities.device)).long()
+        labels = self.thresholded(probabilities)
         memory, _ = self.memory(features, labels)
         batch = memory.shape[0]
         every = torch.arange(NUM_OBSERVATIONS, device=memory.device).repeat(batch)  # study-major rows

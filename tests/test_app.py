@@ -179,12 +179,13 @@ def test_lane_steps_share_the_cores_unless_the_user_chose_the_threads(tmp_path, 
     runs = _Runs(wait=("dcrrg", "uar"))
     bootstrap.demo_checkpoints(tmp_path / "a", run=runs, say=lambda _line: None)
     assert runs.envs.pop("phantoms") == {}  # alone: the environment as it is
-    one = {"OMP_NUM_THREADS": "1", "RRG_TRAIN_THREADS": "1"}
+    grants = str(tmp_path / "a" / "logs" / "lane-threads")
+    one = {"OMP_NUM_THREADS": "1", "RRG_TRAIN_THREADS": "1", bootstrap.THREADS_FILE_VARIABLE: grants}
     assert runs.envs["dcrrg"] == one and runs.envs["uar"] == one  # the two trainings ran at once
     build_env.setattr(bootstrap.os, "cpu_count", lambda: 16)
     runs = _Runs(wait=("dcrrg", "uar"))
     bootstrap.demo_checkpoints(tmp_path / "b", run=runs, say=lambda _line: None)
-    assert runs.envs["uar"] == {"OMP_NUM_THREADS": "8", "RRG_TRAIN_THREADS": "8"}
+    assert runs.envs["uar"]["OMP_NUM_THREADS"] == runs.envs["uar"]["RRG_TRAIN_THREADS"] == "8"
     build_env.setenv("RRG_TRAIN_THREADS", "3")
     runs = _Runs()
     bootstrap.demo_checkpoints(tmp_path / "c", run=runs, say=lambda _line: None)
@@ -340,5 +341,7 @@ def test_a_lane_that_ends_leaves_its_cores_to_the_other(tmp_path, build_env):
 
     runs = SlowDCRRG()
     bootstrap.demo_checkpoints(tmp_path / "a", run=runs, say=lambda _line: None)
-    assert runs.envs["dcrrg"] == {"OMP_NUM_THREADS": "1", "RRG_TRAIN_THREADS": "1"}
-    assert runs.envs["dcrrg-eval"] == {"OMP_NUM_THREADS": "2", "RRG_TRAIN_THREADS": "2"}
+    assert runs.envs["dcrrg"]["RRG_TRAIN_THREADS"] == "1"
+    # the running DCRRG training is granted the freed core through the file its harness reads
+    assert Path(runs.envs["dcrrg"][bootstrap.THREADS_FILE_VARIABLE]).read_text().strip() == "2"
+    assert runs.envs["dcrrg-eval"]["OMP_NUM_THREADS"] == runs.envs["dcrrg-eval"]["RRG_TRAIN_THREADS"] == "2"

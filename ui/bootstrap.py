@@ -39,6 +39,8 @@ PHANTOM_SEED = 0
 LANES_VARIABLE = "RRG_BOOTSTRAP_LANES"
 #: Read by train/common/runtime.py (torch's threads) and by OpenMP itself.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "RRG_TRAIN_THREADS")
+#: The training harness reads the thread count granted since its start from the file this names.
+THREADS_FILE_VARIABLE = "RRG_TRAIN_THREADS_FILE"
 TRAINED_ON = (
     "synthetic phantoms: {n} studies of drawn frontal and lateral radiographs with templated reports, "
     "made by "
@@ -228,7 +230,7 @@ class _Build:
         self.say(
             f"{' and '.join(chains)} side by side ({threads}); their output goes to {self.root / 'logs'}"
         )
-        cores = _SharedCores(len(chains), width)
+        cores = _SharedCores(len(chains), width, self.root / "logs" / "lane-threads")
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="bootstrap-lane") as pool:
             futures = [pool.submit(self.lane, name, steps, cores) for name, steps in chains.items()]
         # Leaving the pool waited for every lane: a failure in one never cuts another's step short, so
@@ -295,21 +297,31 @@ def _chains(todo: list[Step]) -> dict[str, list[Step]]:
 
 
 class _SharedCores:
-    """The cores shared out between the lanes still running: when one lane ends, the others' next steps
-    get its cores too (the DCRRG lane's index and evaluation need not run on one core once UAR is done)."""
+    """The cores shared out between the lanes still running: when one lane ends, the others take its
+    cores over, in their next steps and, through ``grants`` (a file named by ``RRG_TRAIN_THREADS_FILE``,
+    read by the training harness at each epoch), in the training they are running: the DCRRG lane
+    trains alone on one core for minutes otherwise, once UAR is done."""
 
-    def __init__(self, lanes: int, width: int) -> None:
-        self._remaining, self._width, self._lock = lanes, width, threading.Lock()
+    def __init__(self, lanes: int, width: int, grants: Path) -> None:
+        self._remaining, self._width, self._lock, self._grants = lanes, width, threading.Lock(), grants
+        self._grants.parent.mkdir(parents=True, exist_ok=True)
+        self._grants.unlink(missing_ok=True)
 
     def environment(self) -> dict[str, str]:
         """The thread variables for a lane's next step."""
         with self._lock:
-            running = max(1, min(self._width, self._remaining))
-        return _lane_environment(running)
+            environment = _lane_environment(self._running())
+        return {**environment, THREADS_FILE_VARIABLE: str(self._grants)} if environment else environment
 
     def lane_done(self) -> None:
         with self._lock:
             self._remaining -= 1
+            threads = _lane_environment(self._running()).get("RRG_TRAIN_THREADS")
+            if threads is not None and self._remaining > 0:
+                self._grants.write_text(threads + "\n", encoding="utf-8")
+
+    def _running(self) -> int:
+        return max(1, min(self._width, self._remaining))
 
 
 def _lane_environment(width: int) -> dict[str, str]:

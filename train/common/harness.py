@@ -37,7 +37,13 @@ from train.common.distributed import (
 )  # fmt: skip
 from train.common.presets import LoopSettings
 from train.common.runner import learning_rate_schedule, step_folder
-from train.common.runtime import Precision, apply_thread_policy, choose_device, seed_everything
+from train.common.runtime import (
+    Precision,
+    apply_thread_policy,
+    choose_device,
+    refresh_threads,
+    seed_everything,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -255,6 +261,8 @@ class Harness:
         running, seen, started = 0.0, 0, time.perf_counter()
         bar = progress_bar(total=total, desc=name, unit="it", leave=False, show=info.is_main)
         for iteration in range(1, total + 1):
+            if iteration % per_epoch == 1 or per_epoch == 1:
+                self._take_granted_threads(name)
             rate = optimizer.param_groups[0]["lr"]
             with self.precision.autocast():
                 loss = module(next(batches))
@@ -279,6 +287,14 @@ class Harness:
                 running, seen, started = 0.0, 0, time.perf_counter()
         bar.close()
         return epochs
+
+    def _take_granted_threads(self, name: str) -> None:
+        """At each epoch's start, the cores a launcher has since granted (:func:`refresh_threads`)."""
+        if self.info.enabled:  # distributed ranks keep one thread each
+            return
+        granted = refresh_threads()
+        if granted is not None and self.info.is_main:
+            logger.info("%s: now %d threads (granted by the launcher)", name, granted)
 
     def run_stages(
         self, model: nn.Module, specs: Sequence[StageSpec], metrics: dict[str, Any], done: list[int],

@@ -8,6 +8,7 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,6 +57,24 @@ def apply_thread_policy(distributed_cpu: bool) -> int:
         threads = int(override)
     torch.set_num_threads(threads)
     return threads
+
+
+THREADS_FILE_VARIABLE = "RRG_TRAIN_THREADS_FILE"
+
+
+def refresh_threads() -> int | None:
+    """The thread count a launcher has since granted, applied: ``$RRG_TRAIN_THREADS_FILE`` names a file
+    holding a positive integer (the app's first start writes it when one of two trainings sharing the
+    cores ends, so the other takes them over). Returns the new count when it changed, else None."""
+    path = os.environ.get(THREADS_FILE_VARIABLE, "").strip()
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip() if path else ""
+    except OSError:  # not written yet, or gone: keep the threads we have
+        return None
+    if not text.isdigit() or int(text) < 1 or int(text) == torch.get_num_threads():
+        return None
+    torch.set_num_threads(int(text))
+    return int(text)
 
 
 @dataclass

@@ -362,3 +362,33 @@ def _harness(out: str, info, weight_decay: float):
     harness.info, harness.precision = info, Precision(info.device)
     harness.generator = torch.Generator().manual_seed(0)
     return harness
+
+
+def test_fine_tuned_tokenizer_and_label_context(phantoms: Path, tmp_path: Path) -> None:
+    """The demo's recipe in micro: the tokenizer's blocks from 2 on are fine-tuned (the ones before
+    keep their ImageNet weights), and the label context's thresholds are chosen after the last stage."""
+    from rrg_core.models.uar.feature_tokenizer import FeatureTokenizer
+    from rrg_core.models.uar.io import load_lsu_tokenizer
+
+    run = tmp_path / "tuned"
+    tuned = [
+        "--set", "tokenizer=features", "--set", "features.block=4", "--set", "features.codebook_size=8",
+        "--set", "features.iterations=2", "--set", "features.finetune_epochs=1",
+        "--set", "features.finetune_from=2", "--set", "features.finetune_batch_size=4",
+        "--set", "model.lambda_findings=1", "--set", "model.label_context=true",
+        "--set", "thresholds.rule=micro", "--set", "thresholds.studies=train+val",
+    ]  # fmt: skip
+    assert main(["uar", "--data", str(phantoms), "--out", str(run), *MICRO, *tuned]) == 0
+    tokenizer, checkpoint = load_lsu_tokenizer(run / "tokenizer")
+    assert checkpoint.metrics["training"]["finetune"]["epochs"] == 1
+    imagenet = FeatureTokenizer(tokenizer.config, pretrained=True).features
+    for index, (layer, original) in enumerate(zip(tokenizer.features, imagenet, strict=True)):
+        pairs = zip(layer.state_dict().values(), original.state_dict().values(), strict=True)
+        same = all(torch.equal(a, b) for a, b in pairs)
+        assert same == (index < tokenizer.layer_of(2)), index  # stem and blocks 0-1 as ImageNet's
+    model, checkpoint = load_uar(run)
+    assert not any(p.requires_grad for p in model.tokenizer.parameters())
+    chosen = checkpoint.metrics["stage2"]
+    assert chosen["threshold_rule"] == "micro F1 on train+val"
+    assert torch.allclose(model.thresholds, torch.tensor(list(chosen["thresholds"].values())), atol=1e-4)
+    assert "thresholds" not in checkpoint.metrics["stage1"]

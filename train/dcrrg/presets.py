@@ -15,6 +15,7 @@ from typing import Any, Literal
 from rrg_core.models.dcrrg.config import DCCLIPConfig, DCRRGConfig
 from train.common import presets as common
 from train.common.presets import LoopSettings, check
+from train.common.thresholds import ThresholdSettings
 
 PRESETS: tuple[str, ...] = ("demo", "cpu", "paper")
 STEPS: tuple[int, ...] = (1, 2, 3, 4)
@@ -83,20 +84,6 @@ class Step4Settings(LoopSettings):
         check(weight is None or weight >= 0, f"description_weight must be a number >= 0, got {weight!r}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class ThresholdSettings:
-    """How Table 7's per-observation thresholds are chosen after Steps 1 and 2: ``rule``
-    "observation" (each column's F1 optimum) or "micro" (the micro F1 over all 14 together,
-    :func:`rrg_core.metrics.choose_micro_thresholds`), on the ``studies`` "val" or "train+val"."""
-
-    rule: Literal["observation", "micro"] = "observation"
-    studies: Literal["val", "train+val"] = "val"
-
-    def __post_init__(self) -> None:
-        check(self.rule in ("observation", "micro"), f"rule must be observation or micro, got {self.rule!r}")
-        check(self.studies in ("val", "train+val"), f"studies must be val or train+val, got {self.studies!r}")
-
-
 # The model section: every DCCLIPConfig and decoder field that the data does not fix (DCCLIPConfig
 # and DCRRGConfig both have ``dropout``; the one setting sets both).
 ModelSettings = dataclasses.make_dataclass(
@@ -122,7 +109,7 @@ class DCRRGPreset:
     step2: Step2Settings
     step3: Step3Settings
     step4: Step4Settings
-    thresholds: ThresholdSettings = ThresholdSettings()
+    thresholds: ThresholdSettings = dataclasses.field(default_factory=ThresholdSettings)
 
     def __post_init__(self) -> None:
         for name in ("image_size", "beam_size"):

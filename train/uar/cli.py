@@ -160,7 +160,7 @@ def fit_and_save_features(
     if ctx.info.is_main:
         settings = preset.features
         tokenizer, result = tokenizers.fit_feature_tokenizer(
-            feature_tokenizer_config(preset), data, ctx.device, settings.iterations, args.seed
+            feature_tokenizer_config(preset), data, ctx.device, settings, args.seed
         )
         _probe_and_publish(args, preset, data, ctx, tokenizer, settings.probe_epochs, result, folder)
         _print_features(result, tokenizer)
@@ -174,6 +174,14 @@ def _print_features(result: dict[str, Any], tokenizer: FeatureTokenizer) -> None
         f"{int(result['vectors'])} cell vectors ({config.encoder} before block {config.block}, "
         f"{config.grid_size}x{config.grid_size} grid), fit in {result['seconds']:.0f}s"
     )
+    tuned = result.get("finetune")
+    if tuned:
+        auroc = tuned.get("val_findings_auroc")
+        print(
+            f"feature tokenizer: encoder fine-tuned {tuned['epochs']} epochs from block "
+            f"{tuned['from_block']} on the training findings in {tuned['seconds']:.0f}s"
+            + ("" if auroc is None else f", its head's val mean AUROC {auroc:.3f}")
+        )
     probe = result.get("findings_probe", {}).get("val_findings_auroc")
     if probe is not None:
         print(f"feature tokenizer: findings kept in the tokens, probe val mean AUROC {probe:.3f}")
@@ -311,11 +319,18 @@ def _train_stages(
     model.to(ctx.device)
     visual = _visual_input(model, data, ctx)
 
+    last = max(plan.todo, default=None)
+
     def finish(k: int) -> Any:
         def validated(result: dict[str, Any]) -> dict[str, Any]:
+            # The label context's thresholds are chosen once, after the run's last stage.
+            calibrated = {}
+            if k == last:
+                calibrated = stages.calibrate(model, data, visual, ctx.device, preset.thresholds)
             extra = {
                 "lambdas": list(model.loss_weights()),
                 **stages.validate(model, data, visual, ctx.device),
+                **calibrated,
             }
             if ctx.info.is_main:
                 example = stages.example_report(model, data, visual, ctx.device, preset.beam_size)

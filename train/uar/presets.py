@@ -37,6 +37,7 @@ from rrg_core.models.uar.dvae import DVAEConfig
 from rrg_core.models.uar.feature_tokenizer import FeatureTokenizerConfig
 from train.common import presets as common
 from train.common.presets import LoopSettings, check
+from train.common.thresholds import ThresholdSettings
 
 PRESETS: tuple[str, ...] = ("demo", "cpu", "paper")
 STAGE_NAMES: tuple[str, ...] = ("tokenizer", "1", "2")
@@ -85,13 +86,27 @@ DVAESettings.__doc__ = "The dVAE: DVAEConfig fields (their defaults where absent
 
 @dataclass(frozen=True, kw_only=True)
 class FeatureFit:
-    """The feature tokenizer's fit: ``iterations`` of k-means, ``probe_epochs`` of the token probe."""
+    """The feature tokenizer's fit: ``iterations`` of k-means, ``probe_epochs`` of the token probe and,
+    before k-means (ours; 0 keeps the ImageNet weights), ``finetune_epochs`` of the encoder from flat
+    block ``finetune_from`` to the cut on the training split's findings at ``finetune_lr`` with
+    ``finetune_batch_size`` studies a step."""
 
     iterations: int = 20
     probe_epochs: int = 0
+    finetune_epochs: int = 0
+    finetune_from: int = 0
+    finetune_lr: float = 1.0e-3
+    finetune_batch_size: int = 16
 
     def __post_init__(self) -> None:
         check(self.iterations >= 1, f"iterations must be a whole number >= 1, got {self.iterations!r}")
+        check(self.finetune_epochs >= 0, f"finetune_epochs must be >= 0, got {self.finetune_epochs!r}")
+        check(self.finetune_from >= 0, f"finetune_from must be >= 0, got {self.finetune_from!r}")
+        check(self.finetune_lr > 0, f"finetune_lr must be positive, got {self.finetune_lr!r}")
+        check(
+            self.finetune_batch_size >= 1,
+            f"finetune_batch_size must be >= 1, got {self.finetune_batch_size!r}",
+        )
         check(
             self.probe_epochs >= 0,
             f"probe_epochs must be >= 0 (0: no token probe), got {self.probe_epochs!r}",
@@ -144,6 +159,7 @@ class UARPreset:
     model: ModelSettings  # type: ignore[valid-type]
     stage1: StageSettings
     stage2: StageSettings
+    thresholds: ThresholdSettings = dataclasses.field(default_factory=ThresholdSettings)
 
     def __post_init__(self) -> None:
         for name in ("image_size", "train_resize", "beam_size"):

@@ -17,8 +17,10 @@ from torch import Tensor, nn
 from rrg_core.metrics import alignment_score
 from rrg_core.metrics.ranking import auroc_per_observation
 from rrg_core.models.uar import UAR
+from rrg_core.observations import NUM_OBSERVATIONS
 from train.common.harness import Harness, Stage, Terms, iterations
 from train.common.runner import index_batches
+from train.common.thresholds import ThresholdSettings, choose
 from train.uar.data import UARData
 from train.uar.presets import StageSettings
 
@@ -110,6 +112,46 @@ def validate(model: UAR, data: UARData, visual: VisualInput, device: torch.devic
     if count > 1:
         result["val_alignment_score"] = alignment_score(torch.cat(images), torch.cat(reports))
     return result
+
+
+@torch.no_grad()
+def head_probabilities(
+    model: UAR, data: UARData, visual: VisualInput, device: torch.device, val: bool, batch: int = 64
+) -> Tensor:
+    """The findings head's probabilities (N, 14) of the training (or validation) studies, eval mode."""
+    was_training = model.training
+    model.eval()
+    count = len(data.val_report_ids if val else data.report_ids)
+    out = []
+    for start in range(0, count, batch):
+        index = torch.arange(start, min(start + batch, count))
+        if val:
+            features = visual.val_batch(data, index, device)
+        elif visual.train_tokens is not None:
+            features = visual.train_tokens[index].to(device)
+        else:  # a random-crop preset: the centre crop, as inference sees it
+            features = data.image.to_input(data.train_images[index], device)
+        out.append(torch.sigmoid(model.findings_logits(model.encode(features)).float()).cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, NUM_OBSERVATIONS)
+
+
+def calibrate(
+    model: UAR, data: UARData, visual: VisualInput, device: torch.device, settings: ThresholdSettings
+) -> dict:
+    """Under ``label_context``: the findings head's thresholds chosen by the preset's rule and studies,
+    stored in the model; {} without a label context or a val split."""
+    if not model.config.label_context or not data.val_report_ids:
+        return {}
+
+    def split(val: bool) -> tuple[Tensor, Tensor]:
+        return head_probabilities(model, data, visual, device, val), data.findings(val=val).float()
+
+    train = split(False) if settings.studies == "train+val" else None
+    thresholds, summary = choose(split(True), settings.rule, train)
+    model.set_thresholds(thresholds)
+    logger.info("findings head thresholds: %s", summary["threshold_rule"])
+    return {key: value for key, value in summary.items() if key != "val_auroc_mean"}
 
 
 @torch.no_grad()

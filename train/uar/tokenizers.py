@@ -2,7 +2,8 @@
 
 Both kinds (:data:`~rrg_core.models.uar.config.TOKENIZERS`) are frozen once made: the dVAE is trained
 (:mod:`train.uar.dvae_steps`), the feature tokenizer's k-means codebook is fit on the training views
-(:func:`fit_feature_tokenizer`). Either one's tokens are read by the same probe
+(:func:`fit_feature_tokenizer`), after its encoder is fine-tuned on the training findings when the
+preset asks (:func:`finetune_features`). Either one's tokens are read by the same probe
 (:mod:`train.uar.token_probe`), so the two are compared on one figure.
 """
 
@@ -12,11 +13,16 @@ import time
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from rrg_core.metrics.ranking import auroc_per_observation
 from rrg_core.models.uar.dvae import DVAE, DVAEEncoder
 from rrg_core.models.uar.feature_tokenizer import FeatureTokenizer, FeatureTokenizerConfig
+from rrg_core.models.uar.losses import findings_bce
+from rrg_core.observations import NUM_OBSERVATIONS
+from train.common.runtime import refresh_threads
 from train.uar.data import ImageSettings, UARData
+from train.uar.presets import FeatureFit
 from train.uar.token_probe import probe_tokens
 
 LSUTokenizer = DVAEEncoder | FeatureTokenizer
@@ -67,20 +73,84 @@ def probe_findings(
 
 
 def fit_feature_tokenizer(
-    config: FeatureTokenizerConfig, data: UARData, device: torch.device, iterations: int, seed: int,
+    config: FeatureTokenizerConfig, data: UARData, device: torch.device, fit: FeatureFit, seed: int,
     batch: int = 64,
 ) -> tuple[FeatureTokenizer, dict[str, Any]]:  # fmt: skip
-    """The ImageNet-initialised tokenizer with its codebook fit by k-means on every training view
-    (centre crops when the cache is larger), and the fit's figures with its time."""
+    """The ImageNet-initialised tokenizer, fine-tuned on the training findings when ``fit`` asks, with
+    its codebook fit by k-means on every training view (centre crops when the cache is larger), and
+    the fit's figures with its time."""
     started = time.perf_counter()
     tokenizer = FeatureTokenizer(config, pretrained=True).to(device)
+    figures: dict[str, Any] = {}
+    if fit.finetune_epochs:
+        figures["finetune"] = finetune_features(tokenizer, data, fit, device, seed)
     views = data.train_views().unsqueeze(1)  # (N * V, 1, S, S): each view on its own
     batches = (
         data.image.to_input(views[i : i + batch], device).flatten(0, 1) for i in range(0, len(views), batch)
     )
-    figures = tokenizer.fit_codebook(batches, iterations=iterations, seed=seed)
+    figures.update(tokenizer.fit_codebook(batches, iterations=fit.iterations, seed=seed))
     return tokenizer, {
         **figures,
-        "iterations": iterations,
+        "iterations": fit.iterations,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def finetune_features(
+    tokenizer: FeatureTokenizer, data: UARData, fit: FeatureFit, device: torch.device, seed: int
+) -> dict[str, Any]:
+    """Fine-tune the tokenizer's encoder from flat block ``finetune_from`` to the cut on the training
+    studies' findings (ours): a linear head over each view's mean- and max-pooled feature map, binary
+    cross-entropy, AdamW at ``finetune_lr``. The layers before ``finetune_from`` stay as they are and
+    run once per view. Batch norms keep their ImageNet statistics (the tokenizer stays in eval
+    mode), so the features are the same at fitting and at use. The head is dropped after; the
+    encoder is frozen again.
+
+    ImageNet features quantised to a few hundred codes keep the large findings and lose the small
+    ones (docs/presets.md, UAR demo); trained on the findings first, the cells that show one become
+    codes of their own. Returns the last epoch's loss, the val AUROC of the head and the seconds."""
+    started = time.perf_counter()
+    start = fit.finetune_from
+    generator = torch.Generator().manual_seed(seed)
+    head = nn.Linear(2 * data.spec.views * tokenizer.feature_dim, NUM_OBSERVATIONS).to(device)
+    late = tokenizer.features[tokenizer.layer_of(start) :]
+    late.requires_grad_(True)
+    optimizer = torch.optim.AdamW(
+        [*late.parameters(), *head.parameters()], lr=fit.finetune_lr, weight_decay=0.01
+    )
+
+    def early(studies: Tensor) -> Tensor:  # uint8 (B, V, S, S) -> (B * V, C, h, w), centre crops
+        return tokenizer.early_map(data.image.to_input(studies, device).flatten(0, 1), start)
+
+    def logits(early_maps: Tensor) -> Tensor:
+        maps = tokenizer.late_map(early_maps, start).flatten(2)  # (B * V, D, h * w)
+        pooled = torch.cat([maps.mean(dim=2), maps.amax(dim=2)], dim=1)
+        return head(pooled.reshape(len(maps) // data.spec.views, -1))
+
+    with torch.no_grad():  # what does not train is computed once
+        train_maps = torch.cat([early(b) for b in data.train_images.split(64)]).unflatten(
+            0, (-1, data.spec.views)
+        )
+    findings, loss = data.findings(), torch.zeros(())
+    for _epoch in range(fit.finetune_epochs):
+        refresh_threads()
+        for index in torch.randperm(len(train_maps), generator=generator).split(fit.finetune_batch_size):
+            loss = findings_bce(logits(train_maps[index].flatten(0, 1)), findings[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    late.requires_grad_(False)
+    result: dict[str, Any] = {
+        "epochs": fit.finetune_epochs,
+        "from_block": start,
+        "final_loss": round(float(loss.detach()), 4),
+    }
+    if len(data.val_images):
+        with torch.no_grad():
+            probabilities = torch.cat(
+                [torch.sigmoid(logits(early(b))).float().cpu() for b in data.val_images.split(64)]
+            )
+        summary = auroc_per_observation(data.findings(val=True).float(), probabilities)
+        result["val_findings_auroc"] = summary.mean_or_none
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result

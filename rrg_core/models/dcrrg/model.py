@@ -47,6 +47,7 @@ from rrg_core.models.dcrrg.dcclip import DCCLIP, Inputs
 from rrg_core.models.decoder import TransformerDecoder
 from rrg_core.models.prompt_tuning import DeepPrompts, freeze_all_but, trainable_parameter_share
 from rrg_core.models.sampling import sample_sequences
+from rrg_core.models.thresholds import cut, store_thresholds
 from rrg_core.observations import NUM_OBSERVATIONS
 
 
@@ -115,10 +116,7 @@ class DCRRG(nn.Module):
 
     def set_thresholds(self, values: Tensor | list[float] | float) -> None:
         """Per-observation decision thresholds on the Step-1 probability (14 values or one for all)."""
-        new = torch.as_tensor(values, dtype=self.thresholds.dtype).to(self.thresholds.device)
-        if new.numel() not in (1, NUM_OBSERVATIONS) or not bool(((new >= 0) & (new <= 1)).all()):
-            raise ValueError(f"need 1 or {NUM_OBSERVATIONS} thresholds in [0, 1], got {new.tolist()}")
-        self.thresholds.copy_(new.expand(NUM_OBSERVATIONS))
+        store_thresholds(self.thresholds, values)
 
     # -- memory ---------------------------------------------------------------------------------
 
@@ -135,7 +133,7 @@ class DCRRG(nn.Module):
 
     def thresholded(self, probabilities: Tensor) -> Tensor:
         """(B, 14) 0/1 labels of Step-1 probabilities under the per-observation thresholds."""
-        return (probabilities >= self.thresholds.to(probabilities.device)).long()
+        return cut(probabilities, self.thresholds)
 
     def _states(self, features: EncoderFeatures, states: Tensor | None) -> Tensor | None:
         """The labels the decoder is conditioned on: ``states`` as given (training feeds the report's

@@ -39,7 +39,11 @@ class UARConfig:
     words before it. ``image_context`` (ours) adds a projection of the pooled memory (the vector the
     findings head reads) to every decoder input embedding, as DCRRG's observation prompt is added:
     the decoder then sees the whole image at every step from the start, where cross-attention alone
-    first has to find the few cells a finding covers among all L.
+    first has to find the few cells a finding covers among all L. ``label_context`` (ours, after
+    PromptMRG's diagnostic prompts; needs the findings head) adds a projection of the study's 14
+    labels to every decoder input embedding: in training the report's own labels, at inference the
+    findings head's, cut at the model's per-observation thresholds (:meth:`UAR.set_thresholds`). The
+    decoder then learns to write what the labels say, and the draft follows what the head reads.
     """
 
     vocab_size: int
@@ -82,6 +86,7 @@ class UARConfig:
     visual_init: str = "random"
     word_dropout: float = 0.0
     image_context: bool = False
+    label_context: bool = False
     unk_id: int = 3
 
     def __post_init__(self) -> None:
@@ -100,6 +105,8 @@ class UARConfig:
             )
         if self.lambda_findings < 0:
             raise RRGError(f"lambda_findings must be >= 0 (0: no findings head), got {self.lambda_findings}")
+        if self.label_context and self.lambda_findings <= 0:
+            raise RRGError("label_context reads the findings head's labels: it needs lambda_findings > 0")
         if self.visual_init not in VISUAL_INITS:
             raise RRGError(f"visual_init must be one of {VISUAL_INITS}, got {self.visual_init!r}")
         if not 0 <= self.word_dropout < 1:

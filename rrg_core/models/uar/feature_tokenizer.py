@@ -16,6 +16,10 @@ findings. This tokenizer is of the same kind, built from what can be had:
 Grey radiographs are repeated to the CNN's 3 channels; the Lite0 weights expect mean = std = 0.5 per
 channel, the normalisation UAR's inputs already have. The encoder runs in eval mode (its batch norms
 use their ImageNet statistics), so a view always gets the same tokens.
+
+Ours, not the paper's: before the codebook is fit, the encoder may be fine-tuned on the training
+split's findings (``train/uar/tokenizers.py``, the preset's ``features.finetune_epochs``), through
+:meth:`FeatureTokenizer.feature_map`; it is frozen again for every use after that.
 """
 
 from __future__ import annotations
@@ -98,9 +102,14 @@ class FeatureTokenizer(nn.Module):
         """Always eval: the encoder is frozen and its batch norms keep their ImageNet statistics."""
         return super().train(False)
 
-    @torch.no_grad()
-    def cell_features(self, images: Tensor) -> Tensor:
-        """Normalised images (N, C, H, W) -> cell vectors (N, h, w, D), L2-normalised when configured."""
+    def feature_map(self, images: Tensor) -> Tensor:
+        """Normalised images (N, C, H, W) -> the encoder's raw features (N, D, h, w), with gradients
+        when the encoder's are on (fine-tuning); every other use goes through :meth:`cell_features`."""
+        return self.late_map(self.early_map(images, 0), 0)
+
+    def early_map(self, images: Tensor, block: int) -> Tensor:
+        """The encoder's output before flat block ``block`` (0: the images themselves, as 3 channels):
+        fine-tuning from ``block`` on computes it once per image."""
         if images.dim() != 4 or images.shape[1] != self.config.in_channels:
             raise RRGError(
                 f"the feature tokenizer takes images shaped (batch, {self.config.in_channels}, height, "
@@ -110,7 +119,22 @@ class FeatureTokenizer(nn.Module):
             images = images.expand(-1, 3, -1, -1)
         # channels-last, as image_encoders.channels_last says why (oneDNN's convolutions run fastest)
         images = images.float().contiguous(memory_format=torch.channels_last)
-        vectors = self.features(images).permute(0, 2, 3, 1)
+        return self.features[: self.layer_of(block)](images)
+
+    def late_map(self, early: Tensor, block: int) -> Tensor:
+        """The encoder's features (N, D, h, w) from :meth:`early_map`'s output for the same ``block``."""
+        return self.features[self.layer_of(block) :](early)
+
+    def layer_of(self, block: int) -> int:
+        """Index in ``features`` (stem conv, stem norm, then the flat blocks) of flat block ``block``."""
+        if not 0 <= block < self.config.block:
+            raise RRGError(f"block must be in 0..{self.config.block - 1} (the cut), got {block}")
+        return 0 if block == 0 else 2 + block
+
+    @torch.no_grad()
+    def cell_features(self, images: Tensor) -> Tensor:
+        """Normalised images (N, C, H, W) -> cell vectors (N, h, w, D), L2-normalised when configured."""
+        vectors = self.feature_map(images).permute(0, 2, 3, 1)
         return functional.normalize(vectors, dim=-1) if self.config.normalize else vectors
 
     @torch.no_grad()

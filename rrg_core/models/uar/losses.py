@@ -4,6 +4,7 @@
 - :func:`stage_loss`: eq 13, ``lambda_1 CE + lambda_2 L_Global + lambda_3 L_Mask`` (+ our optional
   findings term); the stage (:meth:`UAR.set_stage`) sets the lambdas and whether TIR's mask is on.
 - :func:`triplet_loss`: eq 10, CRA's global alignment.
+- :func:`findings_bce`: ours, the findings term (UAR's findings head, the feature tokenizer's fine-tuning).
 """
 
 from __future__ import annotations
@@ -76,10 +77,13 @@ def stage_loss(
     negatives (the trainer's warm-up; :func:`triplet_loss`). ``not_negatives`` (B, B) bool marks
     further pairs, beside identical reports, that eq 10 must not treat as negatives (the trainer
     passes studies with the same findings). ``findings`` (B, 14) bool, the studies' positive
-    observations, trains the findings head when there is one. The stage (:meth:`UAR.set_stage`)
+    observations, trains the findings head when there is one, and is the labels the decoder is given
+    under ``label_context``. The stage (:meth:`UAR.set_stage`)
     sets the lambdas: stage 1 {1, 1, 0} without the mask, stage 2 {1, 1, 1} with it."""
     inputs = _drop_words(report_ids, model.config) if model.training else report_ids
-    encoding, logits = model.teacher_forced(visual, inputs)
+    # Under label_context the decoder is given the report's own labels, so it learns to write them.
+    states = findings.long() if findings is not None and model.config.label_context else None
+    encoding, logits = model.teacher_forced(visual, inputs, states)
     ids = report_ids.to(encoding.memory.device).long()
     ce = functional.cross_entropy(
         logits.flatten(0, 1).float(), ids[:, 1:].flatten(), ignore_index=model.config.pad_id
@@ -99,12 +103,18 @@ def stage_loss(
     findings_logits = model.findings_logits(encoding) if model.findings_head is not None else None
     findings_loss = zero
     if findings_logits is not None and findings is not None:
-        findings_loss = functional.binary_cross_entropy_with_logits(
-            findings_logits.float(), findings.to(ce.device, torch.float32)
-        )
+        findings_loss = findings_bce(findings_logits, findings)
     total = lambda_ce * ce + lambda_global * global_loss + lambda_mask * mask_loss
     total = total + model.config.lambda_findings * findings_loss
     return UAROutput(total, ce, global_loss, mask_loss, logits, findings_loss, findings_logits)
+
+
+def findings_bce(logits: Tensor, findings: Tensor) -> Tensor:
+    """Our findings term: binary cross-entropy of logits (B, 14) against the studies' positive
+    observations (B, 14) bool (UAR's findings head, and the feature tokenizer's fine-tuning)."""
+    return functional.binary_cross_entropy_with_logits(
+        logits.float(), findings.to(logits.device, torch.float32)
+    )
 
 
 def _drop_words(report_ids: Tensor, config: UARConfig) -> Tensor:

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from rrg_core.errors import RRGError
 from rrg_core.models.beam_search import beam_search
 from rrg_core.models.decoder import DecoderCache, TransformerDecoder, eq11_bias
+from rrg_core.models.thresholds import cut, store_thresholds
 from rrg_core.models.uar.config import UARConfig, check_tokenizer
 from rrg_core.models.uar.cra import CRA, masked_mean
 from rrg_core.models.uar.dvae import DVAE, DVAEEncoder
@@ -113,6 +114,9 @@ class UAR(nn.Module):
         )
         self.findings_head = nn.Linear(2 * d, NUM_OBSERVATIONS) if config.lambda_findings > 0 else None
         self.context_projection = nn.Linear(2 * d, d) if config.image_context else None
+        self.label_projection = nn.Linear(NUM_OBSERVATIONS, d) if config.label_context else None
+        if config.label_context:  # the cut-offs of the head's labels that the decoder is given
+            self.register_buffer("thresholds", torch.full((NUM_OBSERVATIONS,), 0.5))
         # The stage is a buffer so that a checkpoint records which stage it was saved in.
         self.register_buffer("stage", torch.tensor(config.first_stage()))
         self.set_stage(config.first_stage())
@@ -153,6 +157,13 @@ class UAR(nn.Module):
         )
         weight = self.visual_embedding.weight
         weight.copy_((codes @ projection).to(weight.device, weight.dtype))
+
+    def set_thresholds(self, values: Tensor | list[float] | float) -> None:
+        """Per-observation cut-offs of the findings head's probabilities (14 values or one for all)
+        that make the labels of ``label_context``; calibration sets them after training."""
+        if self.label_projection is None:
+            raise RRGError("this UAR model has no label context (its config has label_context = false)")
+        store_thresholds(self.thresholds, values)
 
     def set_stage(self, stage: int) -> None:
         """Sec. 3.5: stage 1 trains without the TIR mask (lambda_3 = 0), stage 2 with it.
@@ -217,17 +228,28 @@ class UAR(nn.Module):
             raise RRGError("this UAR model has no findings head (its config has lambda_findings = 0)")
         return self.findings_head(pooled_memory(encoding))
 
-    def image_context(self, encoding: VisualEncoding) -> Tensor | None:
-        """The decoder's input offset (B, d) with ``image_context`` on, else None."""
-        if self.context_projection is None:
-            return None
-        return self.context_projection(pooled_memory(encoding))
+    def reader_states(self, encoding: VisualEncoding) -> Tensor:
+        """(B, 14) 0/1 labels the findings head reads from ``encoding``, cut at the thresholds."""
+        return cut(torch.sigmoid(self.findings_logits(encoding).float()), self.thresholds)
 
-    def init_cache(self, encoding: VisualEncoding) -> DecoderCache:
+    def decoder_offset(self, encoding: VisualEncoding, states: Tensor | None = None) -> Tensor | None:
+        """What is added to every decoder input embedding (B, d), or None: the image context and the
+        label context, each when on. ``states`` (B, 14): the labels to write for (training gives the
+        report's own); None takes the findings head's (:meth:`reader_states`)."""
+        offset = None
+        if self.context_projection is not None:
+            offset = self.context_projection(pooled_memory(encoding))
+        if self.label_projection is not None:
+            states = self.reader_states(encoding) if states is None else states
+            labels = self.label_projection(states.to(encoding.memory.device, encoding.memory.dtype))
+            offset = labels if offset is None else offset + labels
+        return offset
+
+    def init_cache(self, encoding: VisualEncoding, states: Tensor | None = None) -> DecoderCache:
         """The decoder's cache for generating from ``encoding``: its memory, TIR's mask when active,
-        and the image context when on."""
+        and the offset of :meth:`decoder_offset`."""
         return self.decoder.init_cache(
-            encoding.memory, cross_bias=self.cross_bias(), input_offset=self.image_context(encoding)
+            encoding.memory, cross_bias=self.cross_bias(), input_offset=self.decoder_offset(encoding, states)
         )
 
     def report_features(self, report_ids: Tensor) -> Tensor:
@@ -269,9 +291,12 @@ class UAR(nn.Module):
         argument means); a forward so that DDP synchronises what it trains."""
         return stage_loss(self, visual, report_ids, **options)
 
-    def teacher_forced(self, visual: Tensor, report_ids: Tensor) -> tuple[VisualEncoding, Tensor]:
+    def teacher_forced(
+        self, visual: Tensor, report_ids: Tensor, states: Tensor | None = None
+    ) -> tuple[VisualEncoding, Tensor]:
         """The visual encoding and next-token logits (B, T - 1, vocab) of ``report_ids`` (B, T) =
-        BOS words EOS PAD..., with TIR's mask in the attention when it is active."""
+        BOS words EOS PAD..., with TIR's mask in the attention when it is active; ``states`` as
+        :meth:`decoder_offset` takes them."""
         report_ids = self._check_report(report_ids)
         encoding = self.encode(visual)
         ids = report_ids.to(encoding.memory.device)
@@ -279,7 +304,7 @@ class UAR(nn.Module):
             ids[:, :-1],
             encoding.memory,
             cross_bias=self.cross_bias(),
-            input_offset=self.image_context(encoding),
+            input_offset=self.decoder_offset(encoding, states),
         )
         return encoding, decoded.logits
 
@@ -295,10 +320,12 @@ class UAR(nn.Module):
         length_penalty: float = 0.0,
         no_repeat_ngram_size: int = 0,
         attention_layer: int | None = None,
+        states: Tensor | None = None,
     ) -> UARGeneration:
         """Beam search (size 3 by default) over all views at once; see :class:`UARGeneration`.
 
         ``attention_layer`` None averages the decoder layers' attention, an int picks one layer.
+        ``states`` (B, 14): the labels to write for under ``label_context`` (None: the head's).
         """
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -312,7 +339,7 @@ class UAR(nn.Module):
             batch_size=batch, bos_id=self.config.bos_id, eos_id=self.config.eos_id, pad_id=self.config.pad_id,
             beam_size=beam_size, max_length=limit, length_penalty=length_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size, device=encoding.memory.device,
-            init_state=self.init_cache(encoding),
+            init_state=self.init_cache(encoding, states),
         )  # fmt: skip
         maps = self._select_layer(result.attention, attention_layer).unflatten(-1, encoding.grid)
         lengths = result.lengths.tolist()
@@ -321,7 +348,11 @@ class UAR(nn.Module):
 
     @torch.no_grad()
     def attention_maps(
-        self, visual: Tensor, report_ids: Tensor, attention_layer: int | None = None
+        self,
+        visual: Tensor,
+        report_ids: Tensor,
+        attention_layer: int | None = None,
+        states: Tensor | None = None,
     ) -> Tensor:
         """Teacher-forced heatmaps for given reports (e.g. a radiologist's edit): (B, T - 1, V, h, w),
         row t the attention that predicts token t + 1 of ``report_ids``."""
@@ -330,7 +361,7 @@ class UAR(nn.Module):
         ids = report_ids[:, :-1].to(encoding.memory.device)
         out = self.decoder(
             ids, encoding.memory, cross_bias=self.cross_bias(), return_attention=True, average_heads=True,
-            input_offset=self.image_context(encoding),
+            input_offset=self.decoder_offset(encoding, states),
         )  # fmt: skip
         attention = out.cross_attention.movedim(0, 2)  # (B, T, n_layers, L)
         return self._select_layer(attention, attention_layer).unflatten(-1, encoding.grid)

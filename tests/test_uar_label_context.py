@@ -1,0 +1,83 @@
+"""UAR's label context (ours): the decoder writes for the labels it is given, the findings head's
+at inference, cut at thresholds that a checkpoint keeps; and the feature tokenizer's fine-tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rrg_core.data.vocab import Vocabulary
+from rrg_core.errors import RRGError
+from rrg_core.models.uar import UAR, UARConfig
+from rrg_core.models.uar.config import default_preprocess
+from rrg_core.models.uar.feature_tokenizer import FeatureTokenizer, FeatureTokenizerConfig
+from rrg_core.models.uar.io import load_uar, save_uar
+from rrg_core.observations import NUM_OBSERVATIONS
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _config(**changes: object) -> UARConfig:
+    fields = dict(
+        vocab_size=13, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32, n_basis=32,
+        max_length=8, image_size=32, downsample=8, codebook_size=8, lambda_findings=1.0, label_context=True,
+    )  # fmt: skip
+    return UARConfig(**{**fields, **changes})
+
+
+def test_label_context_needs_the_findings_head() -> None:
+    with pytest.raises(RRGError, match="lambda_findings"):
+        _config(lambda_findings=0.0)
+    plain = UAR(_config(label_context=False))
+    with pytest.raises(RRGError, match="no label context"):
+        plain.set_thresholds(0.3)
+    assert not hasattr(plain, "thresholds")
+
+
+def test_the_decoder_is_given_the_head_labels_cut_at_the_thresholds() -> None:
+    torch.manual_seed(0)
+    model = UAR(_config()).eval()
+    tokens = torch.randint(0, 8, (2, 2, 4, 4))
+    encoding = model.encode(tokens)
+    probabilities = torch.sigmoid(model.findings_logits(encoding))
+    model.set_thresholds(probabilities[0].tolist())  # study 0 sits on every cut: all present
+    assert model.reader_states(encoding)[0].tolist() == [1] * NUM_OBSERVATIONS
+    model.set_thresholds(1.0)
+    assert model.reader_states(encoding).sum() == 0
+    with pytest.raises(ValueError, match="thresholds in"):
+        model.set_thresholds([0.5, 1.5])
+    none, every = torch.zeros(2, NUM_OBSERVATIONS), torch.ones(2, NUM_OBSERVATIONS)
+    offset = model.decoder_offset(encoding)  # the head's labels: none present at threshold 1
+    assert torch.allclose(offset, model.decoder_offset(encoding, none))
+    assert not torch.allclose(offset, model.decoder_offset(encoding, every))
+    report = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
+    with torch.no_grad():
+        given = model.teacher_forced(tokens, report, every)[1]
+        assert not torch.allclose(given, model.teacher_forced(tokens, report)[1])
+        model.label_projection.weight.mul_(50.0)  # labels that outweigh the image: drafts follow them
+        drafts = [model.generate(tokens, beam_size=2, states=s).tokens for s in (none, every)]
+    assert drafts[0] != drafts[1]
+    assert model.attention_maps(tokens, report, states=every).shape == (2, 3, 2, 4, 4)
+
+
+def test_thresholds_travel_with_the_checkpoint(tmp_path: Path) -> None:
+    model = UAR(_config())
+    cuts = torch.linspace(0.1, 0.9, NUM_OBSERVATIONS)
+    model.set_thresholds(cuts)
+    vocab = Vocabulary.build(["a b c d e f g h"], 1)
+    save_uar(model, tmp_path / "uar", vocab=vocab, preprocess=default_preprocess(model.config))
+    loaded, checkpoint = load_uar(tmp_path / "uar")
+    assert torch.allclose(loaded.thresholds, cuts) and checkpoint.config["model"]["label_context"]
+
+
+def test_fine_tuning_splits_the_encoder_where_asked() -> None:
+    tokenizer = FeatureTokenizer(FeatureTokenizerConfig(block=4, image_size=32, codebook_size=8))
+    images = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        whole = tokenizer.feature_map(images)
+        for block in (0, 2, 3):
+            assert torch.allclose(tokenizer.late_map(tokenizer.early_map(images, block), block), whole)
+    with pytest.raises(RRGError, match=r"block must be in 0\.\.3"):
+        tokenizer.early_map(images, 4)

@@ -31,7 +31,7 @@ def test_label_context_needs_the_findings_head() -> None:
     with pytest.raises(RRGError, match="lambda_findings"):
         _config(lambda_findings=0.0)
     plain = UAR(_config(label_context=False))
-    with pytest.raises(RRGError, match="no label context"):
+    with pytest.raises(RRGError, match="given no labels"):
         plain.set_thresholds(0.3)
     assert not hasattr(plain, "thresholds")
 
@@ -49,9 +49,9 @@ def test_the_decoder_is_given_the_head_labels_cut_at_the_thresholds() -> None:
     with pytest.raises(ValueError, match="thresholds in"):
         model.set_thresholds([0.5, 1.5])
     none, every = torch.zeros(2, NUM_OBSERVATIONS), torch.ones(2, NUM_OBSERVATIONS)
-    offset = model.decoder_offset(encoding)  # the head's labels: none present at threshold 1
-    assert torch.allclose(offset, model.decoder_offset(encoding, none))
-    assert not torch.allclose(offset, model.decoder_offset(encoding, every))
+    offset = model.decoder_inputs(encoding).offset  # the head's labels: none present at threshold 1
+    assert torch.allclose(offset, model.decoder_inputs(encoding, none).offset)
+    assert not torch.allclose(offset, model.decoder_inputs(encoding, every).offset)
     report = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
     with torch.no_grad():
         given = model.teacher_forced(tokens, report, every)[1]
@@ -81,3 +81,40 @@ def test_fine_tuning_splits_the_encoder_where_asked() -> None:
             assert torch.allclose(tokenizer.late_map(tokenizer.early_map(images, block), block), whole)
     with pytest.raises(RRGError, match=r"block must be in 0\.\.3"):
         tokenizer.early_map(images, 4)
+
+
+def test_alternatives_are_written_for_labels_drawn_from_the_head() -> None:
+    torch.manual_seed(0)
+    model = UAR(_config()).eval()
+    encoding = model.encode(torch.randint(0, 8, (64, 2, 4, 4)))
+    generator = torch.Generator().manual_seed(0)
+    model.set_thresholds(1e-6)  # far below every probability: always drawn present
+    assert model.sampled_states(encoding, generator).all()
+    model.set_thresholds(0.5)
+    probabilities = torch.sigmoid(model.findings_logits(encoding))
+    at_the_cut = (probabilities - 0.5).abs() < 0.05  # odds near one half there
+    share = model.sampled_states(encoding, generator)[at_the_cut].float().mean()
+    assert at_the_cut.sum() > 50 and 0.3 < float(share) < 0.7
+
+
+def test_label_rows_join_the_memory_and_heatmaps_stay_on_the_image() -> None:
+    torch.manual_seed(0)
+    model = UAR(_config(label_context=False, label_rows=True)).eval()
+    model.set_stage(2)  # TIR's mask in the attention: it must cover the label rows too
+    tokens = torch.randint(0, 8, (2, 2, 4, 4))
+    encoding = model.encode(tokens)
+    every = torch.ones(2, NUM_OBSERVATIONS)
+    inputs = model.decoder_inputs(encoding, every)
+    assert inputs.memory.shape == (2, 32 + NUM_OBSERVATIONS, 16) and inputs.offset is None
+    bias = inputs.cross_bias
+    assert bias.shape[-1] == 32 + NUM_OBSERVATIONS
+    assert torch.allclose(bias[:, 32:], bias[:, :32].mean(dim=-1, keepdim=True).expand(-1, 14))
+    assert torch.equal(inputs.memory[:, :32], encoding.memory)
+    report = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
+    with torch.no_grad():
+        given = model.teacher_forced(tokens, report, every)[1]
+        assert not torch.allclose(given, model.teacher_forced(tokens, report, torch.zeros(2, 14))[1])
+    maps = model.attention_maps(tokens, report, states=every)
+    assert maps.shape == (2, 3, 2, 4, 4) and torch.allclose(maps.sum(dim=(-3, -2, -1)), torch.ones(2, 3))
+    out = model.generate(tokens, beam_size=2, max_length=4)
+    assert all(torch.allclose(m.sum(dim=(-3, -2, -1)), torch.ones(len(m))) for m in out.attention)

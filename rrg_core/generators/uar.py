@@ -119,15 +119,18 @@ class UARGenerator(ImageReportGenerator):
     def sample_batch(
         self, stacks: Sequence[Tensor], samples: int, temperature: float, generator: torch.Generator
     ) -> list[list[list[int]]]:
-        """Reports sampled at ``temperature`` (the alternatives of :meth:`alternatives`)."""
+        """Reports sampled at ``temperature`` (the alternatives of :meth:`alternatives`); under the
+        label context each study's draws are written for labels drawn once from the findings head's
+        uncertainty, so a finding it is unsure of is present in some alternatives only."""
         model, config = self.model, self.model.config
         encoding = model.encode(self.visual_input(stacks))
+        states = model.sampled_states(encoding, generator) if config.reads_labels else None
         limit = config.max_length if self.max_length is None else min(self.max_length, config.max_length)
         return sample_sequences(
             model.decoder.beam_step_fn(), batch_size=encoding.memory.shape[0], bos_id=config.bos_id,
             eos_id=config.eos_id, pad_id=config.pad_id, samples=samples, temperature=temperature,
             max_length=limit, device=encoding.memory.device, generator=generator,
-            init_state=model.init_cache(encoding),
+            init_state=model.init_cache(encoding, states),
         )  # fmt: skip
 
     def image_embedding_batch(self, stacks: Sequence[Tensor]) -> Tensor:

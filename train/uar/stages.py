@@ -139,9 +139,10 @@ def head_probabilities(
 def calibrate(
     model: UAR, data: UARData, visual: VisualInput, device: torch.device, settings: ThresholdSettings
 ) -> dict:
-    """Under ``label_context``: the findings head's thresholds chosen by the preset's rule and studies,
-    stored in the model; {} without a label context or a val split."""
-    if not model.config.label_context or not data.val_report_ids:
+    """With labels given to the decoder (``label_context``, ``label_rows``): the findings head's
+    thresholds chosen by the preset's rule and studies, stored in the model; {} otherwise or without
+    a val split."""
+    if not model.config.reads_labels or not data.val_report_ids:
         return {}
 
     def split(val: bool) -> tuple[Tensor, Tensor]:

@@ -47,7 +47,7 @@ from rrg_core.models.dcrrg.dcclip import DCCLIP, Inputs
 from rrg_core.models.decoder import TransformerDecoder
 from rrg_core.models.prompt_tuning import DeepPrompts, freeze_all_but, trainable_parameter_share
 from rrg_core.models.sampling import sample_sequences
-from rrg_core.models.thresholds import cut, store_thresholds
+from rrg_core.models.thresholds import cut, draw, store_thresholds
 from rrg_core.observations import NUM_OBSERVATIONS
 
 
@@ -399,12 +399,7 @@ class DCRRG(nn.Module):
     def sampled_states(self, features: EncoderFeatures, generator: torch.Generator | None = None) -> Tensor:
         """(B, 14) labels drawn from the reader: 1 with probability sigmoid(logit p - logit t), which
         is one half at the observation's threshold t and follows the classifier's odds around it."""
-        probabilities = self.observation_probabilities(features).clamp(1e-6, 1 - 1e-6)
-        thresholds = self.thresholds.to(probabilities.device).clamp(1e-6, 1 - 1e-6)
-        odds = torch.sigmoid(torch.logit(probabilities) - torch.logit(thresholds))
-        where = generator.device if generator is not None else odds.device
-        draws = torch.rand(odds.shape, generator=generator, device=where).to(odds.device)
-        return (draws < odds).long()
+        return draw(self.observation_probabilities(features), self.thresholds, generator)
 
     @torch.no_grad()
     def describe(

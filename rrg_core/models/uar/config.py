@@ -44,6 +44,9 @@ class UARConfig:
     labels to every decoder input embedding: in training the report's own labels, at inference the
     findings head's, cut at the model's per-observation thresholds (:meth:`UAR.set_thresholds`). The
     decoder then learns to write what the labels say, and the draft follows what the head reads.
+    ``label_rows`` (ours, as DCRRG's) gives the same labels as 14 rows appended to the decoder's
+    memory, each its observation's vector plus its label's state vector, so that cross-attention can
+    look a finding's label up when it writes about it; heatmaps stay over the visual cells.
     """
 
     vocab_size: int
@@ -87,6 +90,7 @@ class UARConfig:
     word_dropout: float = 0.0
     image_context: bool = False
     label_context: bool = False
+    label_rows: bool = False
     unk_id: int = 3
 
     def __post_init__(self) -> None:
@@ -105,14 +109,21 @@ class UARConfig:
             )
         if self.lambda_findings < 0:
             raise RRGError(f"lambda_findings must be >= 0 (0: no findings head), got {self.lambda_findings}")
-        if self.label_context and self.lambda_findings <= 0:
-            raise RRGError("label_context reads the findings head's labels: it needs lambda_findings > 0")
+        if self.reads_labels and self.lambda_findings <= 0:
+            raise RRGError(
+                "label_context and label_rows read the findings head's labels: they need lambda_findings > 0"
+            )
         if self.visual_init not in VISUAL_INITS:
             raise RRGError(f"visual_init must be one of {VISUAL_INITS}, got {self.visual_init!r}")
         if not 0 <= self.word_dropout < 1:
             raise RRGError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
         if self.margin < 0 or self.mask_scale < 0:
             raise RRGError(f"margin and mask_scale must be >= 0, got {self.margin} and {self.mask_scale}")
+
+    @property
+    def reads_labels(self) -> bool:
+        """Whether the decoder is given the study's labels (``label_context`` or ``label_rows``)."""
+        return self.label_context or self.label_rows
 
     @property
     def grid_size(self) -> int:

@@ -78,11 +78,11 @@ def stage_loss(
     further pairs, beside identical reports, that eq 10 must not treat as negatives (the trainer
     passes studies with the same findings). ``findings`` (B, 14) bool, the studies' positive
     observations, trains the findings head when there is one, and is the labels the decoder is given
-    under ``label_context``. The stage (:meth:`UAR.set_stage`)
+    when it is given labels. The stage (:meth:`UAR.set_stage`)
     sets the lambdas: stage 1 {1, 1, 0} without the mask, stage 2 {1, 1, 1} with it."""
     inputs = _drop_words(report_ids, model.config) if model.training else report_ids
-    # Under label_context the decoder is given the report's own labels, so it learns to write them.
-    states = findings.long() if findings is not None and model.config.label_context else None
+    # Given labels at all, the decoder is given the report's own in training, so it learns to write them.
+    states = findings.long() if findings is not None and model.config.reads_labels else None
     encoding, logits = model.teacher_forced(visual, inputs, states)
     ids = report_ids.to(encoding.memory.device).long()
     ce = functional.cross_entropy(

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from rrg_core.errors import RRGError
 from rrg_core.models.beam_search import beam_search
 from rrg_core.models.decoder import DecoderCache, TransformerDecoder, eq11_bias
-from rrg_core.models.thresholds import cut, store_thresholds
+from rrg_core.models.thresholds import cut, draw, store_thresholds
 from rrg_core.models.uar.config import UARConfig, check_tokenizer
 from rrg_core.models.uar.cra import CRA, masked_mean
 from rrg_core.models.uar.dvae import DVAE, DVAEEncoder
@@ -65,6 +65,16 @@ class VisualEncoding:
     features: Tensor
     memory: Tensor
     grid: tuple[int, int, int]
+
+
+@dataclass
+class DecoderInputs:
+    """What the decoder reads besides the words (:meth:`UAR.decoder_inputs`): ``memory`` (B, M, d),
+    ``cross_bias`` (T, M) or None, ``offset`` (B, d) or None."""
+
+    memory: Tensor
+    cross_bias: Tensor | None
+    offset: Tensor | None
 
 
 @dataclass
@@ -115,7 +125,10 @@ class UAR(nn.Module):
         self.findings_head = nn.Linear(2 * d, NUM_OBSERVATIONS) if config.lambda_findings > 0 else None
         self.context_projection = nn.Linear(2 * d, d) if config.image_context else None
         self.label_projection = nn.Linear(NUM_OBSERVATIONS, d) if config.label_context else None
-        if config.label_context:  # the cut-offs of the head's labels that the decoder is given
+        # label_rows: one memory row per observation, its identity plus the state of its label
+        self.observation_rows = nn.Embedding(NUM_OBSERVATIONS, d) if config.label_rows else None
+        self.label_states = nn.Embedding(2, d) if config.label_rows else None
+        if config.reads_labels:  # the cut-offs of the head's labels that the decoder is given
             self.register_buffer("thresholds", torch.full((NUM_OBSERVATIONS,), 0.5))
         # The stage is a buffer so that a checkpoint records which stage it was saved in.
         self.register_buffer("stage", torch.tensor(config.first_stage()))
@@ -160,9 +173,11 @@ class UAR(nn.Module):
 
     def set_thresholds(self, values: Tensor | list[float] | float) -> None:
         """Per-observation cut-offs of the findings head's probabilities (14 values or one for all)
-        that make the labels of ``label_context``; calibration sets them after training."""
-        if self.label_projection is None:
-            raise RRGError("this UAR model has no label context (its config has label_context = false)")
+        that make the labels the decoder is given; calibration sets them after training."""
+        if not self.config.reads_labels:
+            raise RRGError(
+                "this UAR model is given no labels (its config has label_context and label_rows off)"
+            )
         store_thresholds(self.thresholds, values)
 
     def set_stage(self, stage: int) -> None:
@@ -232,24 +247,38 @@ class UAR(nn.Module):
         """(B, 14) 0/1 labels the findings head reads from ``encoding``, cut at the thresholds."""
         return cut(torch.sigmoid(self.findings_logits(encoding).float()), self.thresholds)
 
-    def decoder_offset(self, encoding: VisualEncoding, states: Tensor | None = None) -> Tensor | None:
-        """What is added to every decoder input embedding (B, d), or None: the image context and the
-        label context, each when on. ``states`` (B, 14): the labels to write for (training gives the
-        report's own); None takes the findings head's (:meth:`reader_states`)."""
-        offset = None
+    def sampled_states(self, encoding: VisualEncoding, generator: torch.Generator | None = None) -> Tensor:
+        """(B, 14) labels drawn from the findings head's uncertainty around the thresholds
+        (:func:`~rrg_core.models.thresholds.draw`): what sampled alternatives are written for."""
+        return draw(torch.sigmoid(self.findings_logits(encoding).float()), self.thresholds, generator)
+
+    def decoder_inputs(self, encoding: VisualEncoding, states: Tensor | None = None) -> DecoderInputs:
+        """What the decoder reads besides the words: the memory (the encoder's, plus the label rows
+        under ``label_rows``), TIR's mask when active (over the label rows, each position's mean of
+        it, so the mask moves attention among the cells without shutting the rows out), and the offset added
+        to every input embedding (the image and label contexts, each when on). ``states`` (B, 14):
+        the labels to write for (training gives the report's own); None takes the findings head's
+        (:meth:`reader_states`)."""
+        if self.config.reads_labels and states is None:
+            states = self.reader_states(encoding)
+        memory, bias, offset = encoding.memory, self.cross_bias(), None
+        if self.observation_rows is not None:
+            rows = self.observation_rows.weight + self.label_states(states.long().to(memory.device))
+            memory = torch.cat([memory, rows.to(memory.dtype)], dim=1)
+            if bias is not None:  # eq 11 only adds to cells; the rows get each position's mean of it
+                bias = torch.cat([bias, bias.mean(dim=-1, keepdim=True).expand(-1, NUM_OBSERVATIONS)], dim=-1)
         if self.context_projection is not None:
             offset = self.context_projection(pooled_memory(encoding))
         if self.label_projection is not None:
-            states = self.reader_states(encoding) if states is None else states
-            labels = self.label_projection(states.to(encoding.memory.device, encoding.memory.dtype))
+            labels = self.label_projection(states.to(memory.device, memory.dtype))
             offset = labels if offset is None else offset + labels
-        return offset
+        return DecoderInputs(memory, bias, offset)
 
     def init_cache(self, encoding: VisualEncoding, states: Tensor | None = None) -> DecoderCache:
-        """The decoder's cache for generating from ``encoding``: its memory, TIR's mask when active,
-        and the offset of :meth:`decoder_offset`."""
+        """The decoder's cache for generating from ``encoding`` (:meth:`decoder_inputs`)."""
+        inputs = self.decoder_inputs(encoding, states)
         return self.decoder.init_cache(
-            encoding.memory, cross_bias=self.cross_bias(), input_offset=self.decoder_offset(encoding, states)
+            inputs.memory, cross_bias=inputs.cross_bias, input_offset=inputs.offset
         )
 
     def report_features(self, report_ids: Tensor) -> Tensor:
@@ -296,15 +325,13 @@ class UAR(nn.Module):
     ) -> tuple[VisualEncoding, Tensor]:
         """The visual encoding and next-token logits (B, T - 1, vocab) of ``report_ids`` (B, T) =
         BOS words EOS PAD..., with TIR's mask in the attention when it is active; ``states`` as
-        :meth:`decoder_offset` takes them."""
+        :meth:`decoder_inputs` takes them."""
         report_ids = self._check_report(report_ids)
         encoding = self.encode(visual)
         ids = report_ids.to(encoding.memory.device)
+        inputs = self.decoder_inputs(encoding, states)
         decoded = self.decoder(
-            ids[:, :-1],
-            encoding.memory,
-            cross_bias=self.cross_bias(),
-            input_offset=self.decoder_offset(encoding, states),
+            ids[:, :-1], inputs.memory, cross_bias=inputs.cross_bias, input_offset=inputs.offset
         )
         return encoding, decoded.logits
 
@@ -325,7 +352,8 @@ class UAR(nn.Module):
         """Beam search (size 3 by default) over all views at once; see :class:`UARGeneration`.
 
         ``attention_layer`` None averages the decoder layers' attention, an int picks one layer.
-        ``states`` (B, 14): the labels to write for under ``label_context`` (None: the head's).
+        ``states`` (B, 14): the labels to write for, when the decoder is given labels (None: the
+        head's).
         """
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -341,7 +369,7 @@ class UAR(nn.Module):
             no_repeat_ngram_size=no_repeat_ngram_size, device=encoding.memory.device,
             init_state=self.init_cache(encoding, states),
         )  # fmt: skip
-        maps = self._select_layer(result.attention, attention_layer).unflatten(-1, encoding.grid)
+        maps = self._visual_maps(result.attention, attention_layer, encoding.grid)
         lengths = result.lengths.tolist()
         tokens = [row[:n] for row, n in zip(result.tokens.tolist(), lengths, strict=True)]
         return UARGeneration(tokens, [maps[b, :n] for b, n in enumerate(lengths)], result.scores)
@@ -359,20 +387,25 @@ class UAR(nn.Module):
         report_ids = self._check_report(report_ids)
         encoding = self.encode(visual)
         ids = report_ids[:, :-1].to(encoding.memory.device)
+        inputs = self.decoder_inputs(encoding, states)
         out = self.decoder(
-            ids, encoding.memory, cross_bias=self.cross_bias(), return_attention=True, average_heads=True,
-            input_offset=self.decoder_offset(encoding, states),
+            ids, inputs.memory, cross_bias=inputs.cross_bias, return_attention=True, average_heads=True,
+            input_offset=inputs.offset,
         )  # fmt: skip
-        attention = out.cross_attention.movedim(0, 2)  # (B, T, n_layers, L)
-        return self._select_layer(attention, attention_layer).unflatten(-1, encoding.grid)
+        attention = out.cross_attention.movedim(0, 2)  # (B, T, n_layers, memory)
+        return self._visual_maps(attention, attention_layer, encoding.grid)
 
-    def _select_layer(self, attention: Tensor, layer: int | None) -> Tensor:
-        """(B, T, n_layers, L) -> (B, T, L): the mean over layers, or one layer."""
-        if layer is None:
-            return attention.mean(dim=2)
-        if not -attention.shape[2] <= layer < attention.shape[2]:
+    def _visual_maps(self, attention: Tensor, layer: int | None, grid: tuple[int, int, int]) -> Tensor:
+        """(B, T, n_layers, memory) -> (B, T, V, h, w): the mean over layers, or one layer, over the
+        visual cells; with label rows in the memory, renormalised over the cells alone."""
+        if layer is not None and not -attention.shape[2] <= layer < attention.shape[2]:
             raise ValueError(f"attention_layer {layer} out of range for {attention.shape[2]} decoder layers")
-        return attention[:, :, layer]
+        maps = attention.mean(dim=2) if layer is None else attention[:, :, layer]
+        cells = grid[0] * grid[1] * grid[2]
+        if maps.shape[-1] > cells:
+            maps = maps[..., :cells]
+            maps = maps / maps.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+        return maps.unflatten(-1, grid)
 
     # -- input checks -----------------------------------------------------------------------------
 

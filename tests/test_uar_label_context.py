@@ -118,3 +118,23 @@ def test_label_rows_join_the_memory_and_heatmaps_stay_on_the_image() -> None:
     assert maps.shape == (2, 3, 2, 4, 4) and torch.allclose(maps.sum(dim=(-3, -2, -1)), torch.ones(2, 3))
     out = model.generate(tokens, beam_size=2, max_length=4)
     assert all(torch.allclose(m.sum(dim=(-3, -2, -1)), torch.ones(len(m))) for m in out.attention)
+
+
+def test_folded_batch_norms_make_the_same_features_and_follow_new_weights() -> None:
+    torch.manual_seed(0)
+    config = FeatureTokenizerConfig(block=4, image_size=32, codebook_size=8, normalize=False)
+    tokenizer = FeatureTokenizer(config)
+    for norm in tokenizer.modules():  # statistics other than the initial 0 / 1, so folding does something
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.data.uniform_(0.5, 1.5)
+    tokenizer.weights_changed()
+    images = torch.randn(3, 1, 32, 32)
+    unfolded = tokenizer.feature_map(images).permute(0, 2, 3, 1)
+    assert torch.allclose(tokenizer.cell_features(images), unfolded, atol=1e-4)
+    assert all(key.startswith(("features.", "codebook")) for key in tokenizer.state_dict())  # not saved
+    other = FeatureTokenizer(tokenizer.config)
+    tokenizer.load_state_dict(other.state_dict())  # new weights: the folded copy is made again
+    expected = other.feature_map(images).permute(0, 2, 3, 1)
+    assert torch.allclose(tokenizer.cell_features(images), expected, atol=1e-4)

@@ -16,6 +16,8 @@ block of its body that Grad-CAM reads by default (``cam_layer``; see :mod:`rrg_c
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import re
 from collections import OrderedDict
@@ -71,6 +73,33 @@ def channels_last(images: torch.Tensor) -> torch.Tensor:
     converted, so the weights stay contiguous, as safetensors needs to save them. Results equal the
     default layout's up to float rounding (other convolution kernels)."""
     return images.contiguous(memory_format=torch.channels_last)
+
+
+def fold_batch_norms(module: nn.Module) -> nn.Module:
+    """An inference copy of a frozen CNN with every eval-mode batch norm folded into the convolution
+    just before it (a per-channel scale and shift of that convolution's weights and bias), the norm
+    replaced by what follows it in the layer (timm's activation): the same function in fewer passes
+    over the feature maps. On this CPU the batch norms of EfficientNet-Lite0 cost two thirds as much
+    as its convolutions. Pairs are found among each module's children in registration order, which
+    is their order in the forward pass for timm's EfficientNet blocks and the stem; the copy must
+    not be trained."""
+    folded = copy.deepcopy(module).eval().requires_grad_(False)
+    for parent in folded.modules():
+        children = list(parent.named_children())
+        for (_, conv), (name, norm) in itertools.pairwise(children):
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
+                _fold(conv, norm)
+                after = [getattr(norm, part) for part in ("drop", "act") if hasattr(norm, part)]
+                setattr(parent, name, nn.Sequential(*after) if after else nn.Identity())
+    return folded
+
+
+@torch.no_grad()
+def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+    conv.bias = nn.Parameter((bias - norm.running_mean) * scale + norm.bias, requires_grad=False)
 
 
 class ImageFeatures(NamedTuple):

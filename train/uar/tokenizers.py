@@ -140,6 +140,7 @@ def finetune_features(
             loss.backward()
             optimizer.step()
     late.requires_grad_(False)
+    tokenizer.weights_changed()
     result: dict[str, Any] = {
         "epochs": fit.finetune_epochs,
         "from_block": start,

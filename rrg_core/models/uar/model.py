@@ -21,7 +21,10 @@ Data flow (eqs 1-4), for a study of ``views`` radiographs (IU X-ray: frontal + l
 
 Loss (eq 13): ``lambda_1 CE + lambda_2 L_Global + lambda_3 L_Mask``, plus ours when
 ``lambda_findings`` > 0: a findings head over the encoder memory (mean- and max-pooled over all
-visual tokens) scored with binary cross-entropy against the study's 14 observations.
+visual tokens) scored with binary cross-entropy against the study's 14 observations. With
+``label_context`` or ``label_rows`` (ours) the decoder is also given the study's 14 labels (an
+input offset, memory rows): the report's own in training, the findings head's cut at the model's
+thresholds at inference (:meth:`UAR.decoder_inputs`).
 Two-stage training (sec. 3.5) is the ``stage`` switch (:meth:`UAR.set_stage`): stage 1 uses lambdas
 {1, 1, 0} and no mask in the attention, stage 2 {1, 1, 1} with the mask. CE (eq 5) is averaged over
 non-pad target tokens. The triplet loss (eq 10) compares the masked means of F^(I) (all L visual

@@ -57,8 +57,7 @@ def read_split(checkpoint: Path, data: Path, split: str) -> tuple[list[str], np.
         encoding = model.encode(visual)
         probabilities.append(torch.sigmoid(model.findings_logits(encoding)).float().cpu())
         labels.append(model.reader_states(encoding).cpu())
-        tokens = model.generate(visual, beam_size=generator.beam_size).tokens
-        drafts += [generator.vocab.decode(t) for t in tokens]
+        drafts += [generator.vocab.decode(t) for t in generator.write(visual).tokens]
     return drafts, torch.cat(probabilities).numpy(), torch.cat(labels).numpy()
 
 

@@ -201,3 +201,16 @@ def test_decoder_beam_one_equals_full_recompute_greedy() -> None:
                 logits[..., [PAD, BOS]] = float("-inf")  # never generated
                 seq.append(int(logits[0, -1].argmax()))
             assert result.tokens[i, : result.lengths[i]].tolist() == seq[1:]
+
+
+def test_all_beams_are_returned_best_first_and_the_first_is_the_best() -> None:
+    step = Counter(TRAP, REPEAT)
+    ranked = search(step, n_items=2, beam_size=3, all_beams=True)
+    best = search(Counter(TRAP, REPEAT), n_items=2, beam_size=3)
+    assert ranked.tokens.shape[:2] == (2, 3) and ranked.lengths.shape == (2, 3)
+    assert (ranked.scores[:, :-1] >= ranked.scores[:, 1:]).all()
+    for item in range(2):
+        width = int(best.lengths[item])
+        assert ranked.tokens[item, 0, :width].tolist() == best.tokens[item, :width].tolist()
+    assert ranked.tokens[0, 0, :2].tolist() == [B_, EOS]  # the trap's best, then the greedy path
+    assert ranked.tokens[0, 1, :3].tolist() == [A, C, EOS]

@@ -22,6 +22,7 @@ from rrg_core.generators.uar import UARGenerator, model_name
 from rrg_core.models.uar import UAR
 from rrg_core.models.uar.config import ablation_config
 from rrg_core.models.uar.io import save_uar
+from rrg_core.observations import OBSERVATIONS
 
 WORDS = ["heart", "normal", "lungs", "clear", "effusion", "small", "no", "."]
 PREPROCESS = UAR_PREPROCESS
@@ -163,3 +164,13 @@ def test_ablation_rows_are_named_apart() -> None:
     assert model_name(tiny_model().config) == "UAR"
     assert model_name(ablation_config("lsu_cra", 12)) == "UAR[lsu_cra]"
     assert model_name(ablation_config("base", 12)) == "UAR[base]"
+
+
+def test_consistent_beams_draft_the_beam_that_agrees_with_the_labels() -> None:
+    gen = generator()
+    labels = torch.zeros(14, dtype=torch.long)
+    labels[OBSERVATIONS.index("Pleural Effusion")] = 1
+    denies, states = (gen.vocab.encode(t, 10)[1:-1] for t in ("no effusion .", "small effusion ."))
+    assert gen.agreeing_beam(labels, [denies, states, states]) == 1  # the first that agrees
+    assert gen.agreeing_beam(labels, [states, denies]) == 0
+    assert gen.agreeing_beam(None, [denies, states]) == 0

@@ -138,3 +138,23 @@ def test_folded_batch_norms_make_the_same_features_and_follow_new_weights() -> N
     tokenizer.load_state_dict(other.state_dict())  # new weights: the folded copy is made again
     expected = other.feature_map(images).permute(0, 2, 3, 1)
     assert torch.allclose(tokenizer.cell_features(images), expected, atol=1e-4)
+
+
+def test_a_chooser_picks_the_draft_among_the_beams() -> None:
+    torch.manual_seed(0)
+    model = UAR(_config()).eval()
+    tokens = torch.randint(0, 8, (2, 2, 4, 4))
+    best = model.generate(tokens, beam_size=4, max_length=6)
+    seen = []
+
+    def last(labels, beams):
+        seen.append((labels, beams))
+        return len(beams) - 1
+
+    chosen = model.generate(tokens, beam_size=4, max_length=6, choose=last)
+    assert len(seen) == 2 and all(len(beams) == 4 and labels.shape == (14,) for labels, beams in seen)
+    assert [beams[0] for _, beams in seen] == best.tokens  # the best beam comes first
+    assert chosen.tokens == [beams[-1] for _, beams in seen]
+    assert [len(m) for m in chosen.attention] == [len(t) for t in chosen.tokens]
+    with pytest.raises(RRGError, match="consistent_beams"):
+        _config(label_context=False, consistent_beams=5)

@@ -26,11 +26,14 @@ from rrg_core.checkpoints import Checkpoint, CheckpointError
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.generators.base import BatchDrafts, ImageReportGenerator
+from rrg_core.labeler import label_report
 from rrg_core.models.preprocess import Preprocess
 from rrg_core.models.sampling import sample_sequences
 from rrg_core.models.uar import ABLATIONS, UAR, UARConfig, load_uar
 from rrg_core.models.uar import read_preprocess as read_uar_preprocess
 from rrg_core.models.uar.config import default_preprocess
+from rrg_core.models.uar.model import UARGeneration
+from rrg_core.table_consistency import report_disagreements
 
 
 @dataclass(frozen=True)
@@ -111,10 +114,30 @@ class UARGenerator(ImageReportGenerator):
     # -- the ReportGenerator protocol ------------------------------------------------------------
 
     def draft_batch(self, stacks: Sequence[Tensor]) -> BatchDrafts:
-        """Beam-search reports and CRA global image features of one batch."""
+        """Beam-search reports (:meth:`write`) and CRA global image features of one batch."""
         visual = self.visual_input(stacks)
-        out = self.model.generate(visual, beam_size=self.beam_size, max_length=self.max_length)
-        return BatchDrafts(out.tokens, self.model.image_global(visual))
+        return BatchDrafts(self.write(visual).tokens, self.model.image_global(visual))
+
+    def write(self, visual: Tensor, attention_layer: int | None = None) -> UARGeneration:
+        """The drafts of a batch of visual input: beam search at the generator's beam size or, where
+        the checkpoint asks for it (``consistent_beams``), the best-scoring of that many beams among
+        those that agree most with the labels the decoder was given (:meth:`agreeing_beam`)."""
+        config = self.model.config
+        options = {"max_length": self.max_length, "attention_layer": attention_layer}
+        if config.consistent_beams and config.reads_labels:
+            beams = max(self.beam_size, config.consistent_beams)
+            return self.model.generate(visual, beam_size=beams, choose=self.agreeing_beam, **options)
+        return self.model.generate(visual, beam_size=self.beam_size, **options)
+
+    def agreeing_beam(self, labels: Tensor | None, beams: list[list[int]]) -> int:
+        """The first of ``beams`` (best first) whose text, read by the project's labeler, disagrees
+        on the fewest findings with ``labels`` (14,); the best beam without labels."""
+        if labels is None:
+            return 0
+        given = labels.tolist()
+        readings = [label_report(self.vocab.decode(ids)).labels for ids in beams]
+        counts = [len(report_disagreements(reading, given)) for reading in readings]
+        return counts.index(min(counts))
 
     def sample_batch(
         self, stacks: Sequence[Tensor], samples: int, temperature: float, generator: torch.Generator
@@ -166,9 +189,7 @@ class UARGenerator(ImageReportGenerator):
         explanations: list[UARExplanation] = []
         for start in range(0, len(images), self.batch_size):
             visual = self.visual_input(images[start : start + self.batch_size])
-            out = self.model.generate(
-                visual, beam_size=self.beam_size, max_length=self.max_length, attention_layer=attention_layer
-            )
+            out = self.write(visual, attention_layer)
             embeddings = self.model.image_global(visual).float().cpu() if with_embeddings else None
             for k, (tokens, attention) in enumerate(zip(out.tokens, out.attention, strict=True)):
                 words = self.vocab.decode_tokens(tokens)

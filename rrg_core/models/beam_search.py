@@ -99,6 +99,7 @@ def beam_search(
     no_repeat_ngram_size: int = 0,
     device: torch.device | str = "cpu",
     init_state: Any,
+    all_beams: bool = False,
 ) -> BeamResult:
     """Beam search for ``batch_size`` items; ``init_state`` is batch-first with ``batch_size`` rows
     and is expanded to ``batch_size * beam_size`` rows here (beam-major within each item).
@@ -107,7 +108,8 @@ def beam_search(
     ``no_repeat_ngram_size`` n > 0 forbids any n-gram from occurring twice in a sequence (3 is the usual
     fix for repeated sentences); it is off by default so that results are the model's own. PAD and BOS
     are never generated. With ``beam_size`` 1 the search is exactly greedy decoding (argmax over the
-    tokens other than PAD and BOS).
+    tokens other than PAD and BOS). ``all_beams`` returns every item's final beams instead of its
+    best one: each field of the result then has a beam axis after the batch axis, best beam first.
     """
     n_rows = batch_size * beam_size
     rows = torch.arange(batch_size, device=device).repeat_interleave(beam_size)
@@ -146,7 +148,8 @@ def beam_search(
         last = chosen
         if bool(finished.all()):
             break
-    return _best(tokens, lengths, sum_logp, length_penalty, attention, batch_size, beam_size)
+    ranked = _ranked(tokens, lengths, sum_logp, length_penalty, attention, batch_size, beam_size)
+    return ranked if all_beams else _first(ranked)
 
 
 def _pad_only(log_probs: Tensor, pad_id: int) -> Tensor:
@@ -169,7 +172,7 @@ def _append_attention(history: Tensor | None, step: Tensor, parent: Tensor, was_
     return torch.cat([history.index_select(0, parent), step], dim=1)
 
 
-def _best(
+def _ranked(
     tokens: Tensor,
     lengths: Tensor,
     sum_logp: Tensor,
@@ -178,15 +181,30 @@ def _best(
     batch_size: int,
     beam_size: int,
 ) -> BeamResult:
-    """Pick each item's best beam and trim trailing columns that are PAD for every item."""
+    """Each item's beams (B, beam, ...) sorted best first, trailing all-PAD columns trimmed."""
     scores = sum_logp / length_normaliser(lengths.view(batch_size, beam_size), length_penalty)
-    best = scores.argmax(dim=1) + torch.arange(batch_size, device=tokens.device) * beam_size
-    best_lengths = lengths[best]
-    width = int(best_lengths.max()) if batch_size else 0
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    rows = (order + torch.arange(batch_size, device=tokens.device)[:, None] * beam_size).view(-1)
+    sorted_lengths = lengths[rows].view(batch_size, beam_size)
+    width = int(sorted_lengths.max()) if batch_size else 0
     return BeamResult(
-        tokens=tokens[best, :width],
-        lengths=best_lengths,
-        scores=scores.view(-1)[best],
-        log_probs=sum_logp.view(-1)[best],
-        attention=None if attention is None else attention[best, :width],
+        tokens=tokens[rows, :width].view(batch_size, beam_size, -1),
+        lengths=sorted_lengths,
+        scores=scores.gather(1, order),
+        log_probs=sum_logp.gather(1, order),
+        attention=None
+        if attention is None
+        else attention[rows, :width].unflatten(0, (batch_size, beam_size)),
+    )
+
+
+def _first(ranked: BeamResult) -> BeamResult:
+    """The best beam of each item, trailing all-PAD columns trimmed."""
+    width = int(ranked.lengths[:, 0].max()) if len(ranked.lengths) else 0
+    return BeamResult(
+        tokens=ranked.tokens[:, 0, :width],
+        lengths=ranked.lengths[:, 0],
+        scores=ranked.scores[:, 0],
+        log_probs=ranked.log_probs[:, 0],
+        attention=None if ranked.attention is None else ranked.attention[:, 0, :width],
     )

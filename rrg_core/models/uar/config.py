@@ -47,6 +47,9 @@ class UARConfig:
     ``label_rows`` (ours, as DCRRG's) gives the same labels as 14 rows appended to the decoder's
     memory, each its observation's vector plus its label's state vector, so that cross-attention can
     look a finding's label up when it writes about it; heatmaps stay over the visual cells.
+    ``consistent_beams`` (ours; 0 off) is a decoding rule the checkpoint carries for its generator:
+    with labels given, search this many beams and draft the best-scoring one among those whose
+    reading by the project's labeler disagrees least with the labels the decoder was given.
     """
 
     vocab_size: int
@@ -91,6 +94,7 @@ class UARConfig:
     image_context: bool = False
     label_context: bool = False
     label_rows: bool = False
+    consistent_beams: int = 0
     unk_id: int = 3
 
     def __post_init__(self) -> None:
@@ -112,6 +116,11 @@ class UARConfig:
         if self.reads_labels and self.lambda_findings <= 0:
             raise RRGError(
                 "label_context and label_rows read the findings head's labels: they need lambda_findings > 0"
+            )
+        if self.consistent_beams < 0 or (self.consistent_beams and not self.reads_labels):
+            raise RRGError(
+                f"consistent_beams must be >= 0 and needs labels given to the decoder (label_context or "
+                f"label_rows), got {self.consistent_beams}"
             )
         if self.visual_init not in VISUAL_INITS:
             raise RRGError(f"visual_init must be one of {VISUAL_INITS}, got {self.visual_init!r}")

@@ -43,13 +43,14 @@ is attached (:meth:`UAR.attach_tokenizer`) or for the "base" row; it knows nothi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from rrg_core.errors import RRGError
-from rrg_core.models.beam_search import beam_search
+from rrg_core.models.beam_search import BeamResult, beam_search
 from rrg_core.models.decoder import DecoderCache, TransformerDecoder, eq11_bias
 from rrg_core.models.thresholds import cut, draw, store_thresholds
 from rrg_core.models.uar.config import UARConfig, check_tokenizer
@@ -351,12 +352,15 @@ class UAR(nn.Module):
         no_repeat_ngram_size: int = 0,
         attention_layer: int | None = None,
         states: Tensor | None = None,
+        choose: Chooser | None = None,
     ) -> UARGeneration:
         """Beam search (size 3 by default) over all views at once; see :class:`UARGeneration`.
 
         ``attention_layer`` None averages the decoder layers' attention, an int picks one layer.
         ``states`` (B, 14): the labels to write for, when the decoder is given labels (None: the
-        head's).
+        head's). ``choose`` picks each study's draft among all its final beams (best first) instead
+        of taking the best: it is given the study's labels (None without) and the beams' token ids,
+        and returns an index.
         """
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -365,13 +369,17 @@ class UAR(nn.Module):
         if limit < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         batch = encoding.memory.shape[0]
+        if self.config.reads_labels and states is None:
+            states = self.reader_states(encoding)
         result = beam_search(
             self.decoder.beam_step_fn(return_attention=True, average_heads=True),
             batch_size=batch, bos_id=self.config.bos_id, eos_id=self.config.eos_id, pad_id=self.config.pad_id,
             beam_size=beam_size, max_length=limit, length_penalty=length_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size, device=encoding.memory.device,
-            init_state=self.init_cache(encoding, states),
+            init_state=self.init_cache(encoding, states), all_beams=choose is not None,
         )  # fmt: skip
+        if choose is not None:
+            result = _chosen(result, states, choose)
         maps = self._visual_maps(result.attention, attention_layer, encoding.grid)
         lengths = result.lengths.tolist()
         tokens = [row[:n] for row, n in zip(result.tokens.tolist(), lengths, strict=True)]
@@ -453,6 +461,25 @@ class UAR(nn.Module):
                 "encode them with the model's max_length"
             )
         return report_ids.long()
+
+
+#: Picks a study's draft among its beams: (its labels (14,) or None, the beams' token ids) -> index.
+Chooser = Callable[[Tensor | None, list[list[int]]], int]
+
+
+def _chosen(ranked: BeamResult, states: Tensor | None, choose: Chooser) -> BeamResult:
+    """From ``beam_search(..., all_beams=True)``'s result, the beam ``choose`` picks for each study."""
+    picks = []
+    for b, (rows, lengths) in enumerate(zip(ranked.tokens.tolist(), ranked.lengths.tolist(), strict=True)):
+        candidates = [row[:n] for row, n in zip(rows, lengths, strict=True)]
+        picks.append(choose(None if states is None else states[b], candidates))
+    index = torch.arange(len(picks)), torch.tensor(picks)
+    width = int(ranked.lengths[index].max()) if picks else 0
+    return BeamResult(
+        tokens=ranked.tokens[index][:, :width], lengths=ranked.lengths[index], scores=ranked.scores[index],
+        log_probs=ranked.log_probs[index],
+        attention=None if ranked.attention is None else ranked.attention[index][:, :width],
+    )  # fmt: skip
 
 
 def pooled_memory(encoding: VisualEncoding) -> Tensor:

@@ -42,10 +42,14 @@ def positives(text: str) -> list[int]:
 
 
 @torch.no_grad()
-def read_split(checkpoint: Path, data: Path, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+def read_split(
+    checkpoint: Path, data: Path, split: str, consistent_beams: int | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per study of the split: its draft, the head's probabilities and the head's labels."""
     generator = load_generator(checkpoint, "cpu", beam_size=3, expected_kind="uar")
     model = generator.model
+    if consistent_beams is not None:  # a decoding rule only: the weights stay the checkpoint's
+        model.config.consistent_beams = consistent_beams
     if not model.config.reads_labels:
         raise RRGError(f"{checkpoint}: its decoder is given no labels (label_context and label_rows off)")
     generator.eval_mode()
@@ -67,9 +71,13 @@ def main() -> int:
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--split", default="test")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--consistent-beams", type=int, default=None,
+        help="decode with this many consistent beams instead of the checkpoint's setting (0: plain beam 3)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    drafts, probabilities, reader = read_split(args.checkpoint, args.data, args.split)
+    drafts, probabilities, reader = read_split(args.checkpoint, args.data, args.split, args.consistent_beams)
     records = read_annotation(args.data)[args.split]
     truth = np.array([positives(r.report) for r in records])
     written = np.array([positives(t) for t in drafts])

@@ -32,7 +32,7 @@ from rrg_core.models.sampling import sample_sequences
 from rrg_core.models.uar import ABLATIONS, UAR, UARConfig, load_uar
 from rrg_core.models.uar import read_preprocess as read_uar_preprocess
 from rrg_core.models.uar.config import default_preprocess
-from rrg_core.models.uar.model import UARGeneration
+from rrg_core.models.uar.decoding import UARGeneration
 from rrg_core.table_consistency import report_disagreements
 
 

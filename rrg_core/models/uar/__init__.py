@@ -2,16 +2,18 @@
 text-to-image refiner (TIR), two-stage training, and Table 2's ablation rows.
 
 - :mod:`.config`: :class:`UARConfig`, :data:`ABLATIONS`, the default preprocessing
-- :mod:`.dvae`: the tokenizer; :mod:`.cra`: the aligner; :mod:`.model`: the whole model
+- :mod:`.dvae`, :mod:`.feature_tokenizer`: the tokenizers; :mod:`.cra`: the aligner; :mod:`.model`: the
+  whole model; :mod:`.decoding`: what its decoding returns and how a draft is picked
 - :mod:`.losses`: the dVAE's objective, eq 13 per stage, eq 10
 - :mod:`.io`: checkpoint save and load (UAR and its dVAE)
 """
 
 from rrg_core.models.uar.config import ABLATIONS, UARConfig, ablation_config, check_tokenizer
+from rrg_core.models.uar.decoding import UARGeneration
 from rrg_core.models.uar.dvae import DVAE, DVAEConfig, DVAEEncoder
 from rrg_core.models.uar.io import load_dvae, load_uar, read_preprocess, save_tokenizer, save_uar
 from rrg_core.models.uar.losses import UAROutput, stage_loss
-from rrg_core.models.uar.model import UAR, UARGeneration
+from rrg_core.models.uar.model import UAR
 
 __all__ = [
     "ABLATIONS",

@@ -43,18 +43,18 @@ is attached (:meth:`UAR.attach_tokenizer`) or for the "base" row; it knows nothi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from rrg_core.errors import RRGError
-from rrg_core.models.beam_search import BeamResult, beam_search
+from rrg_core.models.beam_search import beam_search
 from rrg_core.models.decoder import DecoderCache, TransformerDecoder, eq11_bias
 from rrg_core.models.thresholds import cut, draw, store_thresholds
 from rrg_core.models.uar.config import UARConfig, check_tokenizer
 from rrg_core.models.uar.cra import CRA, masked_mean
+from rrg_core.models.uar.decoding import Chooser, DecoderInputs, UARGeneration, chosen_beams, visual_maps
 from rrg_core.models.uar.dvae import DVAE, DVAEEncoder
 from rrg_core.models.uar.feature_tokenizer import FeatureTokenizer
 from rrg_core.models.uar.losses import UAROutput, stage_loss
@@ -69,31 +69,6 @@ class VisualEncoding:
     features: Tensor
     memory: Tensor
     grid: tuple[int, int, int]
-
-
-@dataclass
-class DecoderInputs:
-    """What the decoder reads besides the words (:meth:`UAR.decoder_inputs`): ``memory`` (B, M, d),
-    ``cross_bias`` (T, M) or None, ``offset`` (B, d) or None."""
-
-    memory: Tensor
-    cross_bias: Tensor | None
-    offset: Tensor | None
-
-
-@dataclass
-class UARGeneration:
-    """Beam-search output for B studies.
-
-    ``tokens[b]``: generated ids, no BOS, EOS last unless cut at the length limit.
-    ``attention[b]``: (len(tokens[b]), V, h, w), the text-to-image attention that produced each token,
-    averaged over heads and decoder layers (or one layer); each token's map sums to 1 over all views'
-    cells together. ``scores`` (B,): the beams' ranking scores.
-    """
-
-    tokens: list[list[int]]
-    attention: list[Tensor]
-    scores: Tensor
 
 
 class UAR(nn.Module):
@@ -379,8 +354,8 @@ class UAR(nn.Module):
             init_state=self.init_cache(encoding, states), all_beams=choose is not None,
         )  # fmt: skip
         if choose is not None:
-            result = _chosen(result, states, choose)
-        maps = self._visual_maps(result.attention, attention_layer, encoding.grid)
+            result = chosen_beams(result, states, choose)
+        maps = visual_maps(result.attention, attention_layer, encoding.grid)
         lengths = result.lengths.tolist()
         tokens = [row[:n] for row, n in zip(result.tokens.tolist(), lengths, strict=True)]
         return UARGeneration(tokens, [maps[b, :n] for b, n in enumerate(lengths)], result.scores)
@@ -404,19 +379,7 @@ class UAR(nn.Module):
             input_offset=inputs.offset,
         )  # fmt: skip
         attention = out.cross_attention.movedim(0, 2)  # (B, T, n_layers, memory)
-        return self._visual_maps(attention, attention_layer, encoding.grid)
-
-    def _visual_maps(self, attention: Tensor, layer: int | None, grid: tuple[int, int, int]) -> Tensor:
-        """(B, T, n_layers, memory) -> (B, T, V, h, w): the mean over layers, or one layer, over the
-        visual cells; with label rows in the memory, renormalised over the cells alone."""
-        if layer is not None and not -attention.shape[2] <= layer < attention.shape[2]:
-            raise ValueError(f"attention_layer {layer} out of range for {attention.shape[2]} decoder layers")
-        maps = attention.mean(dim=2) if layer is None else attention[:, :, layer]
-        cells = grid[0] * grid[1] * grid[2]
-        if maps.shape[-1] > cells:
-            maps = maps[..., :cells]
-            maps = maps / maps.sum(dim=-1, keepdim=True).clamp(min=1e-12)
-        return maps.unflatten(-1, grid)
+        return visual_maps(attention, attention_layer, encoding.grid)
 
     # -- input checks -----------------------------------------------------------------------------
 
@@ -461,25 +424,6 @@ class UAR(nn.Module):
                 "encode them with the model's max_length"
             )
         return report_ids.long()
-
-
-#: Picks a study's draft among its beams: (its labels (14,) or None, the beams' token ids) -> index.
-Chooser = Callable[[Tensor | None, list[list[int]]], int]
-
-
-def _chosen(ranked: BeamResult, states: Tensor | None, choose: Chooser) -> BeamResult:
-    """From ``beam_search(..., all_beams=True)``'s result, the beam ``choose`` picks for each study."""
-    picks = []
-    for b, (rows, lengths) in enumerate(zip(ranked.tokens.tolist(), ranked.lengths.tolist(), strict=True)):
-        candidates = [row[:n] for row, n in zip(rows, lengths, strict=True)]
-        picks.append(choose(None if states is None else states[b], candidates))
-    index = torch.arange(len(picks)), torch.tensor(picks)
-    width = int(ranked.lengths[index].max()) if picks else 0
-    return BeamResult(
-        tokens=ranked.tokens[index][:, :width], lengths=ranked.lengths[index], scores=ranked.scores[index],
-        log_probs=ranked.log_probs[index],
-        attention=None if ranked.attention is None else ranked.attention[index][:, :width],
-    )  # fmt: skip
 
 
 def pooled_memory(encoding: VisualEncoding) -> Tensor:

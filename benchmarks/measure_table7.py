@@ -47,13 +47,18 @@ def macro(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([f1(predicted, truth, [k]) for k in range(len(OBSERVATIONS))]))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def split_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every "a checkpoint on a split" measurement takes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--checkpoint", required=True, type=Path)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--split", default="test")
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = split_parser(__doc__.split("\n")[0]).parse_args()
     torch.set_num_threads(args.threads)
     generator = load_generator(args.checkpoint, "cpu", beam_size=3, expected_kind="dcrrg")
     splits = read_annotation(args.data)
@@ -89,12 +94,23 @@ def main() -> int:
     pairs = sum(len(d) for d in disagreements)
     print(f"report-table disagreements: {pairs} of {13 * len(reports)} (study, finding) pairs, "
           f"in {sum(bool(d) for d in disagreements)} studies")  # fmt: skip
+    print_per_observation(truth, probabilities, reader, written, ("reader", "report"))
+    return 0
+
+
+def print_per_observation(
+    truth: np.ndarray,
+    probabilities: np.ndarray,
+    reader: np.ndarray,
+    written: np.ndarray,
+    names: tuple[str, str],
+) -> None:
+    """A markdown table: per observation, its positives, the reader's AUROC and both label sets' F1."""
     aurocs = auroc_per_observation(truth.astype(float), probabilities).per_observation
-    print("| Observation | positives | AUROC | reader F1 | report F1 |\n|---|---:|---:|---:|---:|")
+    print(f"| Observation | positives | AUROC | {names[0]} F1 | {names[1]} F1 |\n|---|---:|---:|---:|---:|")
     for k, name in enumerate(OBSERVATIONS):
         print(f"| {name} | {truth[:, k].sum()} | {aurocs[name]:.3f} | {f1(reader, truth, [k]):.3f} | "
               f"{f1(written, truth, [k]):.3f} |")  # fmt: skip
-    return 0
 
 
 if __name__ == "__main__":

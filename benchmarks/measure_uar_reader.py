@@ -14,7 +14,6 @@ checkpoint whose decoder is given labels (the demo and cpu presets). Run from th
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,13 +24,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from measure_table7 import FINDING_COLUMNS, f1, macro  # noqa: E402
+from measure_table7 import FINDING_COLUMNS, f1, macro, print_per_observation, split_parser  # noqa: E402
 
 from rrg_core.data.datasets import R2GenDataset, read_annotation  # noqa: E402
 from rrg_core.errors import RRGError  # noqa: E402
 from rrg_core.generators import load_generator  # noqa: E402
 from rrg_core.labeler import label_report  # noqa: E402
-from rrg_core.metrics import auroc_per_observation  # noqa: E402
 from rrg_core.observations import NO_FINDING, OBSERVATIONS  # noqa: E402
 from rrg_core.table_consistency import report_disagreements  # noqa: E402
 
@@ -66,11 +64,7 @@ def read_split(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = split_parser(__doc__.split("\n")[0])
     parser.add_argument(
         "--consistent-beams", type=int, default=None,
         help="decode with this many consistent beams instead of the checkpoint's setting (0: plain beam 3)",
@@ -97,11 +91,7 @@ def main() -> int:
     unnamed = (reader[:, normal] == 0) & (reader[:, FINDING_COLUMNS].sum(axis=1) == 0)
     print(f"head calls abnormal with no finding over its threshold: {int(unnamed.sum())} studies; "
           f"their drafts read normal in {int((written[unnamed, normal] == 1).sum())}")  # fmt: skip
-    aurocs = auroc_per_observation(truth.astype(float), probabilities).per_observation
-    print("| Observation | positives | AUROC | head F1 | draft F1 |\n|---|---:|---:|---:|---:|")
-    for k, name in enumerate(OBSERVATIONS):
-        print(f"| {name} | {truth[:, k].sum()} | {aurocs[name]:.3f} | {f1(reader, truth, [k]):.3f} | "
-              f"{f1(written, truth, [k]):.3f} |")  # fmt: skip
+    print_per_observation(truth, probabilities, reader, written, ("head", "draft"))
     return 0
 
 

@@ -148,3 +148,10 @@ def test_image_context_conditions_every_decoding_path() -> None:
         assert not torch.allclose(model.teacher_forced(tokens, report)[1], logits)
     assert model.attention_maps(tokens, report).shape == (2, 3, 2, 4, 4)
     assert len(model.generate(tokens, beam_size=2, max_length=4).tokens) == 2
+
+
+def test_the_codebook_fit_gives_the_tokens_of_the_images_it_fit() -> None:
+    tokenizer = FeatureTokenizer(SMALL)
+    images = torch.randn(6, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    fit = tokenizer.fit_codebook([images[:4], images[4:]], iterations=3)
+    assert fit.figures["vectors"] == 6 * 16 and torch.equal(fit.codes, tokenizer.tokens(images))

@@ -89,6 +89,8 @@ def demo_steps(root: Path) -> list[Step]:
                 str(PHANTOM_SIZE),
                 "--seed",
                 str(PHANTOM_SEED),
+                "--workers",  # every core: it runs alone, and the set is the same for any count
+                str(os.cpu_count() or 1),
             ),
             "phantoms.done",
         ),

@@ -159,7 +159,7 @@ def fit_and_save_features(
     """Fit the feature tokenizer's codebook on the training views and save it (rank 0; the others wait)."""
     if ctx.info.is_main:
         settings = preset.features
-        tokenizer, result = tokenizers.fit_feature_tokenizer(
+        tokenizer, result, data.train_tokens = tokenizers.fit_feature_tokenizer(
             feature_tokenizer_config(preset), data, ctx.device, settings, args.seed
         )
         _probe_and_publish(args, preset, data, ctx, tokenizer, settings.probe_epochs, result, folder)
@@ -266,7 +266,9 @@ def _visual_input(model: UAR, data: UARData, ctx: Harness) -> stages.VisualInput
     if data.image.random_crop or model.tokenizer is None:
         return stages.VisualInput(None, None)
     started = time.perf_counter()
-    train = tokenizers.tokenize(model.tokenizer, data.train_images, data.image, ctx.device)
+    train = data.train_tokens  # made by this run's codebook fit, when it fit one
+    if train is None:
+        train = tokenizers.tokenize(model.tokenizer, data.train_images, data.image, ctx.device)
     val = tokenizers.tokenize(model.tokenizer, data.val_images, data.image, ctx.device)
     if ctx.info.is_main:
         seconds = time.perf_counter() - started

@@ -100,6 +100,8 @@ class UARData:
     image: ImageSettings
     positive_sets: Tensor | None = None  # bool (N, 14): each training study's positive observations
     val_positive_sets: Tensor | None = None  # bool (M, 14): the same for the validation studies
+    # (N, V, h, w): the training studies' LSU tokens, when this run's codebook fit already made them
+    train_tokens: Tensor | None = None
 
     def findings(self, val: bool = False) -> Tensor:
         """bool (N, 14): the positive observations of the training (or validation) studies."""

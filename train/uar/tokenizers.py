@@ -75,10 +75,10 @@ def probe_findings(
 def fit_feature_tokenizer(
     config: FeatureTokenizerConfig, data: UARData, device: torch.device, fit: FeatureFit, seed: int,
     batch: int = 64,
-) -> tuple[FeatureTokenizer, dict[str, Any]]:  # fmt: skip
+) -> tuple[FeatureTokenizer, dict[str, Any], Tensor]:  # fmt: skip
     """The ImageNet-initialised tokenizer, fine-tuned on the training findings when ``fit`` asks, with
-    its codebook fit by k-means on every training view (centre crops when the cache is larger), and
-    the fit's figures with its time."""
+    its codebook fit by k-means on every training view (centre crops when the cache is larger); the
+    fit's figures with its time; and the training studies' tokens (N, V, h, w), made on the way."""
     started = time.perf_counter()
     tokenizer = FeatureTokenizer(config, pretrained=True).to(device)
     figures: dict[str, Any] = {}
@@ -88,12 +88,14 @@ def fit_feature_tokenizer(
     batches = (
         data.image.to_input(views[i : i + batch], device).flatten(0, 1) for i in range(0, len(views), batch)
     )
-    figures.update(tokenizer.fit_codebook(batches, iterations=fit.iterations, seed=seed))
-    return tokenizer, {
-        **figures,
-        "iterations": fit.iterations,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    codebook = tokenizer.fit_codebook(batches, iterations=fit.iterations, seed=seed)
+    figures.update(codebook.figures)
+    tokens = codebook.codes.unflatten(0, data.train_images.shape[:2]).cpu()
+    return (
+        tokenizer,
+        {**figures, "iterations": fit.iterations, "seconds": round(time.perf_counter() - started, 1)},
+        tokens,
+    )
 
 
 def finetune_features(

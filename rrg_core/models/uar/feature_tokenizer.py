@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -167,12 +168,12 @@ class FeatureTokenizer(nn.Module):
         return nearest_code(vectors.flatten(0, 2), self.codebook).reshape(vectors.shape[:3])
 
     @torch.no_grad()
-    def fit_codebook(
-        self, batches: Iterable[Tensor], iterations: int = 20, seed: int = 0
-    ) -> dict[str, float]:
+    def fit_codebook(self, batches: Iterable[Tensor], iterations: int = 20, seed: int = 0) -> CodebookFit:
         """Fit the codebook by k-means on the cell vectors of ``batches`` of images (N, C, H, W);
-        returns the fit's figures (vectors, codes used, mean squared distance to the nearest code)."""
-        vectors = torch.cat([self.cell_features(b).flatten(0, 2) for b in batches])
+        returns the fit's figures (vectors, codes used, mean squared distance to the nearest code)
+        and the images' tokens (N, h, w), which :meth:`tokens` would give them again."""
+        cells = [self.cell_features(b) for b in batches]
+        vectors = torch.cat([c.flatten(0, 2) for c in cells])
         if len(vectors) < self.config.codebook_size:
             raise RRGError(
                 f"{len(vectors)} cell vectors cannot fit {self.config.codebook_size} codes; use more "
@@ -181,11 +182,19 @@ class FeatureTokenizer(nn.Module):
         self.codebook.copy_(kmeans(vectors, self.config.codebook_size, iterations, seed))
         assigned = nearest_code(vectors, self.codebook)
         inertia = (vectors - self.codebook[assigned]).pow(2).sum(dim=1).mean()
-        return {
+        figures = {
             "vectors": float(len(vectors)),
             "codes_used": float(len(torch.unique(assigned))),
             "mean_squared_distance": float(inertia),
         }
+        return CodebookFit(figures, assigned.reshape(-1, *cells[0].shape[1:3]))
+
+
+class CodebookFit(NamedTuple):
+    """:meth:`FeatureTokenizer.fit_codebook`'s figures and the fitted images' tokens (N, h, w)."""
+
+    figures: dict[str, float]
+    codes: Tensor
 
 
 def _weights_changed(module: FeatureTokenizer, _incompatible_keys: object) -> None:

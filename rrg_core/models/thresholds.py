@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rrg_core.observations import NO_FINDING, NUM_OBSERVATIONS, OBSERVATIONS
+from rrg_core.observations import NUM_OBSERVATIONS
 
 
 def store_thresholds(buffer: Tensor, values: Tensor | list[float] | float) -> None:
@@ -33,24 +33,3 @@ def draw(probabilities: Tensor, thresholds: Tensor, generator: torch.Generator |
     where = generator.device if generator is not None else odds.device
     draws = torch.rand(odds.shape, generator=generator, device=where).to(odds.device)
     return (draws < odds).long()
-
-
-def consistent(probabilities: Tensor, thresholds: Tensor) -> Tensor:
-    """(B, 14) 0/1 labels cut at the thresholds, then made consistent where the cut is not: a study
-    called abnormal (No Finding under its threshold) with no finding over its own gets the nearest
-    consistent label set, in logit distance to the cuts: either its likeliest finding is called
-    present or No Finding is, whichever is closer to its threshold. A report cannot say "abnormal"
-    without naming something, so the decoder is never handed that set."""
-    labels = cut(probabilities, thresholds)
-    normal = OBSERVATIONS.index(NO_FINDING)
-    findings = [k for k in range(NUM_OBSERVATIONS) if k != normal]
-    margins = torch.logit(probabilities.float().clamp(1e-6, 1 - 1e-6)) - torch.logit(
-        thresholds.to(probabilities.device).float().clamp(1e-6, 1 - 1e-6)
-    )
-    unnamed = (labels[:, normal] == 0) & (labels[:, findings].sum(dim=1) == 0)
-    best_margin, best = margins[:, findings].max(dim=1)
-    name_one = unnamed & (-best_margin <= -margins[:, normal])
-    rows = torch.nonzero(name_one).flatten()
-    labels[rows, torch.tensor(findings, device=labels.device)[best[rows]]] = 1
-    labels[unnamed & ~name_one, normal] = 1
-    return labels

@@ -110,7 +110,7 @@ def finetune_features(
 
     ImageNet features quantised to a few hundred codes keep the large findings and lose the small
     ones (docs/presets.md, UAR demo); trained on the findings first, the cells that show one become
-    codes of their own. Returns the last epoch's loss, the val AUROC of the head and the seconds."""
+    codes of their own. Returns the last step's loss, the val AUROC of the head and the seconds."""
     started = time.perf_counter()
     start = fit.finetune_from
     generator = torch.Generator().manual_seed(seed)

@@ -257,7 +257,12 @@ class ReviewPipeline:
             explanations = generator.explain(views, with_embeddings=True)
         for explanation, result in zip(explanations, results, strict=True):
             result.drafts["uar"] = _draft(model, explanation.words)
-            result.attention = TokenAttention(list(explanation.words), explanation.attention.numpy())
+            evidence = explanation.evidence
+            result.attention = TokenAttention(
+                list(explanation.words),
+                explanation.attention.numpy(),
+                None if evidence is None else evidence.numpy(),
+            )
         with timer.part("retrieval"):
             embeddings = torch.stack([e.image_embedding for e in explanations])
             self._neighbours(model, "uar", embeddings, results, domain)

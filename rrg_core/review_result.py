@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from rrg_core.errors import RRGError
+from rrg_core.observations import NUM_OBSERVATIONS
 
 #: Bumped when a field of the JSON form changes meaning or shape (2: ``domain``, ``support`` and each
 #: draft's per-sentence ``support``).
@@ -96,23 +97,38 @@ class Disagreement:
 
 @dataclass
 class TokenAttention:
-    """UAR's text-to-image attention: for each generated token, a map over each view's grid.
+    """UAR's text-to-image attention: for each generated token, a map over each view's grid; and the
+    findings head's evidence for each observation on the same grid.
 
     ``maps`` (T, V, h, w), float32; each token's maps sum to 1 over all its views together.
+    ``evidence`` (14, V, h, w), float32, signed (gradient x input), in the order of
+    :data:`~rrg_core.observations.OBSERVATIONS`; None for a model without a findings head (and in
+    results saved before it existed).
     """
 
     tokens: list[str]
     maps: np.ndarray
+    evidence: np.ndarray | None = None
 
     def to_dict(self, decimals: int = 5) -> dict[str, Any]:
-        return {"tokens": self.tokens, "maps": np.round(self.maps.astype(np.float64), decimals).tolist()}
+        evidence = None if self.evidence is None else _rounded(self.evidence, decimals)
+        return {"tokens": self.tokens, "maps": _rounded(self.maps, decimals), "evidence": evidence}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenAttention:
         maps = np.asarray(data["maps"], dtype=np.float32)
         if maps.ndim != 4 and len(data["tokens"]):
             raise RRGError(f"attention maps must be (tokens, views, h, w), got shape {maps.shape}")
-        return cls(list(data["tokens"]), maps.reshape(len(data["tokens"]), *maps.shape[1:]))
+        evidence = data.get("evidence")
+        if evidence is not None:
+            evidence = np.asarray(evidence, dtype=np.float32)
+            if evidence.ndim != 4 or evidence.shape[0] != NUM_OBSERVATIONS:
+                raise RRGError(f"evidence maps must be (14, views, h, w), got shape {evidence.shape}")
+        return cls(list(data["tokens"]), maps.reshape(len(data["tokens"]), *maps.shape[1:]), evidence)
+
+
+def _rounded(values: np.ndarray, decimals: int) -> list:
+    return np.round(values.astype(np.float64), decimals).tolist()
 
 
 @dataclass(frozen=True)

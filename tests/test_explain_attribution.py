@@ -17,13 +17,13 @@ from tiny_models import DCRRG_IMAGE_SIZE
 from torch import nn
 
 from rrg_core.data.datasets import read_annotation
+from rrg_core.data.finding_words import finding_words
 from rrg_core.errors import RRGError
 from rrg_core.explain import (
     METHODS,
     AttributionSettings,
     ObservationAttributor,
     dcrrg_pointing,
-    finding_words,
     pointing_hit,
     study_masks,
     uar_pointing,

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from rrg_core.data.finding_words import finding_words
 from rrg_core.data.reports import split_sentences
 from rrg_core.errors import RRGError
 from rrg_core.explain import (
     cell_mask,
-    finding_words,
     grow_mask,
     normalise_map,
     overlay,

@@ -4,6 +4,8 @@ A 400-study phantom set at 64 px, the demo preset's recipe (feature tokenizer, f
 vector init, image context, small batches) at a 4 x 4 grid, about a minute on one core. The test
 split's drafts must differ between studies and lose much of their CE F1 when every study is given
 another study's images (``train evaluate``'s image dependence), and beat the most frequent report.
+The findings head's evidence maps, which the app shows for a finding's word, must point at the
+findings at least twice as often as a uniform map.
 """
 
 from __future__ import annotations
@@ -45,3 +47,12 @@ def test_uar_drafts_follow_the_image(tmp_path: Path) -> None:
     assert uar["swapped_ce_micro_f1"] < 0.75 * uar["ce_micro_f1"], uar
     assert uar["ce_micro_f1"] > frequent["ce_micro_f1"], (uar, frequent)
     assert frequent["ce_kept"] == 1.0
+    played = tmp_path / "pointing.json"
+    args = [
+        "pointing-game", "--checkpoint", str(tmp_path / "uar"), "--data", str(data), "--text", "reference",
+        "--out", str(played),
+    ]  # fmt: skip
+    assert main(args) == 0
+    attention, evidence = json.loads(played.read_text())
+    assert attention["method"].startswith("UAR TIR") and evidence["method"].startswith("UAR findings-head")
+    assert evidence["trials"] >= 20 and evidence["rate"] >= 2 * evidence["uniform"], (attention, evidence)

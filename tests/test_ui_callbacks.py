@@ -15,6 +15,7 @@ from app_helpers import app_checkpoints
 
 from rrg_core.observations import OBSERVATIONS
 from rrg_core.pipeline import ReviewPipeline
+from rrg_core.review_result import TokenAttention
 from ui import editor, review, worklist
 from ui.context import StoreHandle
 from ui.images import MAX_UPLOAD_BYTES
@@ -79,6 +80,29 @@ def test_a_word_and_a_sentence_of_the_uar_draft_give_heatmaps(drafted):
         assert sentence["heatmap"].shape == (160, 160, 3) and "sentence" in sentence["heat_caption"]
     bad = review.select_word(state, 10_000)
     assert "click a word" in bad["alert"] and "heatmap" not in bad
+
+
+def test_a_finding_word_shows_the_findings_heads_evidence(drafted):
+    state, _ = drafted
+    saved = state.result.attention
+    views, height, width = saved.maps.shape[1:]
+    evidence = np.zeros((len(OBSERVATIONS), views, height, width), dtype=np.float32)
+    evidence[OBSERVATIONS.index("Pleural Effusion"), 0, height - 1, width - 1] = 2.0  # one hot cell
+    words = ["small", "pleural", "effusion", "."]
+    maps = np.full((len(words), views, height, width), 1.0 / (views * height * width), dtype=np.float32)
+    state.result.attention = TokenAttention(words, maps, evidence)
+    try:
+        effusion = review.select_word(state, 2)
+        assert (
+            "evidence for Pleural Effusion" in effusion["heat_caption"]
+            and "“effusion”" in effusion["heat_caption"]
+        )
+        assert np.array_equal(state.heat.maps, evidence[OBSERVATIONS.index("Pleural Effusion")] / 2.0)
+        assert "text-to-image attention" in review.select_word(state, 0)["heat_caption"]
+        state.result.attention = TokenAttention(words, maps)  # a model without the findings head
+        assert "text-to-image attention" in review.select_word(state, 2)["heat_caption"]
+    finally:
+        state.result.attention = saved
 
 
 def test_window_level_redraws_the_view_and_the_heatmap(drafted):

@@ -1,9 +1,10 @@
 """``python -m train pointing-game``: do a model's heatmaps point at the findings of a phantom split?
 
 A DCRRG checkpoint plays with its captum attributions (``--method``, or ``all``), a UAR checkpoint
-with its TIR word heatmaps (``--text generated`` or ``reference``). Prints, per finding and
-overall, the hit rate, the uniform-map baseline of the same trials and their ratio; ``--out``
-writes the same as JSON. See :mod:`rrg_core.explain.phantom_pointing`.
+with the heatmaps of its report's finding words (``--text generated`` or ``reference``): TIR
+attention, and the findings head's evidence where the model has the head (``--heatmaps``).
+Prints, per finding and overall, the hit rate, the uniform-map baseline of the same trials and
+their ratio; ``--out`` writes the same as JSON. See :mod:`rrg_core.explain.phantom_pointing`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--text", choices=("generated", "reference"), default="generated",
         help="UAR: heatmaps of the generated report's words or of the study's own report (teacher-forced)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--heatmaps", choices=("attention", "evidence", "both"),
+        help="UAR: each finding word's TIR attention, the findings head's evidence for the observation it "
+        "names, or both (default: both for a model with a findings head, else attention)",
     )  # fmt: skip
     parser.add_argument(
         "--tolerance", type=int, default=0,
@@ -111,11 +117,11 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
     else:
-        reports.append(
-            uar_pointing(
-                generator, args.data, args.split, text=args.text, limit=args.limit, tolerance=args.tolerance
-            )
-        )
+        has_head = generator.model.findings_head is not None
+        chosen = args.heatmaps or ("both" if has_head else "attention")
+        for heatmaps in ("attention", "evidence") if chosen == "both" else (chosen,):
+            options = dict(text=args.text, heatmaps=heatmaps, limit=args.limit, tolerance=args.tolerance)
+            reports.append(uar_pointing(generator, args.data, args.split, **options))
     print(f"{args.checkpoint} on {args.data} split {args.split!r}\n")
     for report in reports:
         print(report.format_table())

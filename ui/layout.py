@@ -174,7 +174,7 @@ def _review_tab(context: AppContext, c: dict[str, Any]) -> None:
                     elem_id="rrg-dcrrg",
                 )
                 c["uar_draft"] = gr.HighlightedText(
-                    label="UAR draft: click a word for its attention",
+                    label="UAR draft: click a word for its heatmap",
                     show_legend=True,
                     show_inline_category=False,
                     combine_adjacent=False,

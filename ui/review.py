@@ -13,9 +13,10 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from rrg_core.data.finding_words import named_observation
+from rrg_core.data.reports import sentence_spans
 from rrg_core.errors import RRGError
 from rrg_core.explain.overlay import normalise_map
-from rrg_core.explain.tir import sentence_spans
 from rrg_core.observations import OBSERVATIONS
 from rrg_core.review_result import ReviewResult
 from ui import formatting as fmt
@@ -246,14 +247,26 @@ def _need_attention(state: ReviewState) -> ReviewResult:
 
 @guarded("alert")
 def select_word(state: ReviewState, index: int | None) -> Outputs:
-    """The TIR heatmap of word ``index`` of the UAR draft."""
+    """The heatmap of word ``index`` of the UAR draft: for a word that names a finding, the findings
+    head's evidence for that observation (what made the draft state it, under label context); for
+    any other word, or a model without the head, the word's TIR attention."""
     result = _need_attention(state)
-    tokens = result.attention.tokens
+    attention = result.attention
+    tokens = attention.tokens
     if index is None or not 0 <= int(index) < len(tokens):
         raise RRGError("click a word of the UAR draft")
     index = int(index)
-    maps = normalise_map(result.attention.maps[index]).numpy()
-    state.heat = Heat(maps, f"UAR text-to-image attention of the word “{tokens[index]}” (word {index + 1})")
+    observation = named_observation(tokens, index)
+    if observation is not None and attention.evidence is not None:
+        maps = normalise_map(attention.evidence[OBSERVATIONS.index(observation)]).numpy()
+        caption = (
+            f"UAR findings head's evidence for {observation}, which the word “{tokens[index]}” names "
+            f"(gradient × input; word {index + 1}). The sentence list shows the attention."
+        )
+    else:
+        maps = normalise_map(attention.maps[index]).numpy()
+        caption = f"UAR text-to-image attention of the word “{tokens[index]}” (word {index + 1})"
+    state.heat = Heat(maps, caption)
     heatmap, caption = heat_image(state)
     return {"state": state, "heatmap": heatmap, "heat_caption": caption}
 

@@ -18,6 +18,8 @@ Where we differ from R2Gen's regular expressions, on purpose:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from rrg_core.errors import RRGError
 
@@ -85,3 +87,27 @@ def clean_report(text: str) -> str:
 def report_tokens(text: str) -> list[str]:
     """The tokens of the cleaned report, sentence ends included (what the vocabulary counts)."""
     return clean_report(text).split()
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A sentence of a report given as words: its text and its positions ``start:stop`` in ``words``."""
+
+    text: str
+    start: int
+    stop: int
+
+
+def sentence_spans(words: Sequence[str]) -> list[Sentence]:
+    """The sentences of a word sequence, split at ``.`` tokens (empty sentences dropped).
+
+    The texts equal :func:`rrg_core.data.reports.split_sentences` of ``" ".join(words)``.
+    """
+    spans: list[Sentence] = []
+    start = 0
+    for position, word in enumerate([*words, SENTENCE_END]):
+        if word == SENTENCE_END:
+            if position > start:
+                spans.append(Sentence(" ".join(words[start:position]), start, position))
+            start = position + 1
+    return spans

@@ -55,8 +55,6 @@ _LAZY = {
     "AttributionSettings": "attribution",
     "ObservationAttributor": "attribution",
     "method_name": "attribution",
-    "WORD_OBSERVATIONS": "phantom_pointing",
-    "finding_words": "phantom_pointing",
     "study_masks": "phantom_pointing",
     "dcrrg_pointing": "phantom_pointing",
     "uar_pointing": "phantom_pointing",

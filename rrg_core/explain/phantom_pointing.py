@@ -16,7 +16,8 @@ first image is the frontal view, the second the lateral one.
   not show (a negation such as "no effusion", or a wrong finding) are counted as skipped. The
   report is the generated one, or with ``text="reference"`` the study's own report, teacher-forced:
   that measures where the model looks when it says a finding's word, apart from whether it would
-  have written it.
+  have written it. With ``heatmaps="evidence"`` each such word is played with the findings head's
+  evidence map of the observation it names instead (what the app shows for a finding's word).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +32,10 @@ import torch
 from PIL import Image
 
 from rrg_core.data.datasets import R2GenDataset
+from rrg_core.data.finding_words import finding_words
 from rrg_core.errors import DatasetError, RRGError
 from rrg_core.explain.attribution import AttributionSettings, ObservationAttributor, method_name
 from rrg_core.explain.pointing import PointingReport, PointingTrial, play
-from rrg_core.explain.tir import sentence_spans
 from rrg_core.generators.uar import UARExplanation, UARGenerator
 from rrg_core.observations import OBSERVATIONS
 from rrg_core.phantoms.anatomy import FRONTAL, LATERAL
@@ -47,48 +47,8 @@ MASKS_DIR = "masks"
 VIEW_NAMES = (FRONTAL, LATERAL)
 """The view of each image position in a phantom study."""
 
-WORD_OBSERVATIONS: dict[str, str] = {
-    **dict.fromkeys(("effusion", "effusions"), "Pleural Effusion"),
-    "cardiomegaly": "Cardiomegaly",
-    **dict.fromkeys(("pneumothorax", "pneumothoraces"), "Pneumothorax"),
-    **dict.fromkeys(("nodule", "nodules", "mass", "masses", "lesion", "granuloma"), "Lung Lesion"),
-    **dict.fromkeys(("opacity", "opacities", "opacification"), "Lung Opacity"),
-    **dict.fromkeys(("consolidation", "consolidations"), "Consolidation"),
-    "atelectasis": "Atelectasis",
-    "edema": "Edema",
-    **dict.fromkeys(("fracture", "fractures"), "Fracture"),
-    "pneumonia": "Pneumonia",
-    **dict.fromkeys(("thickening", "plaque"), "Pleural Other"),
-    **dict.fromkeys(("widening", "widened"), "Enlarged Cardiomediastinum"),
-    **dict.fromkeys(("pacemaker", "catheter", "tube", "wires", "sternotomy"), "Support Devices"),
-}
-"""Words that name one finding by themselves."""
-
-_ENLARGED = ("enlarged", "enlargement")
-_HEART = ("heart", "cardiac")
-_MEDIASTINUM = ("mediastinum", "mediastinal", "cardiomediastinal")
-
-
-def finding_words(words: Sequence[str]) -> list[tuple[int, str]]:
-    """(position, observation) of every word of a report that names a finding.
-
-    "enlarged"/"enlargement" names Cardiomegaly in a sentence about the heart and Enlarged
-    Cardiomediastinum in one about the mediastinum; other words go through :data:`WORD_OBSERVATIONS`.
-    """
-    found: list[tuple[int, str]] = []
-    for sentence in sentence_spans(words):
-        context = set(words[sentence.start : sentence.stop])
-        for position in range(sentence.start, sentence.stop):
-            word = words[position]
-            observation = WORD_OBSERVATIONS.get(word)
-            if word in _ENLARGED:
-                if context.intersection(_HEART):
-                    observation = "Cardiomegaly"
-                elif context.intersection(_MEDIASTINUM):
-                    observation = "Enlarged Cardiomediastinum"
-            if observation is not None:
-                found.append((position, observation))
-    return found
+UAR_HEATMAPS = ("attention", "evidence")
+"""What a UAR finding word's heatmap can be: its TIR attention, or the findings head's evidence."""
 
 
 def _file_name(observation: str) -> str:
@@ -189,6 +149,7 @@ def _uar_trials(
     masks: dict,
     skipped: Counter,
     tolerance: int,
+    heatmaps: str,
 ) -> list[PointingTrial]:
     trials = []
     for position, observation in finding_words(explanation.words):
@@ -196,7 +157,11 @@ def _uar_trials(
         if not by_view or not any(mask.any() for mask in by_view.values()):
             skipped["word names a finding the study does not show"] += 1
             continue
-        attention = explanation.attention[position]  # (slots, h, w)
+        evidence = explanation.evidence
+        if heatmaps == "evidence" and evidence is not None:
+            attention = evidence[OBSERVATIONS.index(observation)]  # (slots, h, w)
+        else:
+            attention = explanation.attention[position]
         slot_masks = _slot_masks(by_view, views, attention.shape[0], study_id)
         if not slot_masks.any():
             skipped["finding not visible in the model's views"] += 1
@@ -212,15 +177,21 @@ def uar_pointing(
     split: str = "test",
     *,
     text: str = "generated",
+    heatmaps: str = "attention",
     limit: int | None = None,
     batch_size: int = 16,
     tolerance: int = 0,
     progress: bool = True,
 ) -> PointingReport:
-    """The pointing game of UAR's word heatmaps on a phantom split (module docstring); ``tolerance``
-    in mask pixels, as :mod:`rrg_core.explain.pointing` defines it."""
+    """The pointing game of UAR's word heatmaps on a phantom split (module docstring): each word's
+    TIR ``attention``, or the findings head's ``evidence`` for the observation it names (a model
+    with the head only); ``tolerance`` in mask pixels, as :mod:`rrg_core.explain.pointing` defines it."""
     if text not in ("generated", "reference"):
         raise RRGError(f"text must be 'generated' or 'reference', got {text!r}")
+    if heatmaps not in UAR_HEATMAPS:
+        raise RRGError(f"heatmaps must be one of {', '.join(UAR_HEATMAPS)}, got {heatmaps!r}")
+    if heatmaps == "evidence" and generator.model.findings_head is None:
+        raise RRGError("this UAR model has no findings head, so no evidence maps: play its attention")
     if batch_size < 1:
         raise RRGError(f"batch size must be at least 1, got {batch_size}")
     dataset = _dataset(data, split, limit)
@@ -238,8 +209,11 @@ def uar_pointing(
             ]
         for item, explanation in zip(items, explanations, strict=True):
             masks = study_masks(data, item["id"])
-            trials.extend(_uar_trials(item["id"], explanation, item["images"], masks, skipped, tolerance))
+            trials.extend(
+                _uar_trials(item["id"], explanation, item["images"], masks, skipped, tolerance, heatmaps)
+            )
         bar.update(len(items))
     bar.close()
     seconds = time.perf_counter() - started
-    return PointingReport(f"UAR TIR ({text} reports)", trials, dict(skipped), seconds, tolerance)
+    name = "UAR TIR" if heatmaps == "attention" else "UAR findings-head evidence"
+    return PointingReport(f"{name} ({text} reports)", trials, dict(skipped), seconds, tolerance)

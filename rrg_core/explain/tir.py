@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rrg_core.data.reports import SENTENCE_END
+from rrg_core.data.reports import Sentence, sentence_spans
 from rrg_core.errors import RRGError
 from rrg_core.explain.overlay import (
     DEFAULT_ALPHA,
@@ -36,35 +36,11 @@ from rrg_core.generators.uar import UARExplanation
 
 
 @dataclass(frozen=True)
-class Sentence:
-    """A sentence of a generated report: its text and its words' positions ``start:stop`` in ``words``."""
-
-    text: str
-    start: int
-    stop: int
-
-
-@dataclass(frozen=True)
 class SentenceMap:
     """A sentence with its heatmap (V, h, w): the mean of its words' attention maps."""
 
     sentence: Sentence
     attention: Tensor
-
-
-def sentence_spans(words: Sequence[str]) -> list[Sentence]:
-    """The sentences of a word sequence, split at ``.`` tokens (empty sentences dropped).
-
-    The texts equal :func:`rrg_core.data.reports.split_sentences` of ``" ".join(words)``.
-    """
-    spans: list[Sentence] = []
-    start = 0
-    for position, word in enumerate([*words, SENTENCE_END]):
-        if word == SENTENCE_END:
-            if position > start:
-                spans.append(Sentence(" ".join(words[start:position]), start, position))
-            start = position + 1
-    return spans
 
 
 def _check(explanation: UARExplanation) -> Tensor:

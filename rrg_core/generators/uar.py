@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.nn import functional
 
 from rrg_core.checkpoints import Checkpoint, CheckpointError
+from rrg_core.data.finding_words import named_observation
 from rrg_core.data.vocab import Vocabulary
 from rrg_core.errors import RRGError
 from rrg_core.generators.base import BatchDrafts, ImageReportGenerator
@@ -33,6 +34,8 @@ from rrg_core.models.uar import ABLATIONS, UAR, UARConfig, load_uar
 from rrg_core.models.uar import read_preprocess as read_uar_preprocess
 from rrg_core.models.uar.config import default_preprocess
 from rrg_core.models.uar.decoding import UARGeneration
+from rrg_core.models.uar.evidence import findings_evidence
+from rrg_core.observations import OBSERVATIONS
 from rrg_core.table_consistency import report_disagreements
 
 
@@ -50,6 +53,17 @@ class UARExplanation:
     attention: Tensor
     #: The CRA global image feature (d,) when :meth:`UARGenerator.explain` was asked for it.
     image_embedding: Tensor | None = None
+    #: (14, V, h, w): the findings head's evidence for each observation
+    #: (:func:`~rrg_core.models.uar.evidence.findings_evidence`); None for a model without the head.
+    evidence: Tensor | None = None
+
+    def word_evidence(self, position: int) -> tuple[str, Tensor] | None:
+        """The observation that word ``position`` names and the findings head's evidence map of it
+        (V, h, w), or None when the word names no finding or the model has no findings head."""
+        if self.evidence is None:
+            return None
+        observation = named_observation(self.words, position)
+        return None if observation is None else (observation, self.evidence[OBSERVATIONS.index(observation)])
 
     def upsampled(self, size: int | tuple[int, int]) -> Tensor:
         """(len(words), V, H, W): each cell's weight spread over its pixels (bilinear)."""
@@ -191,22 +205,37 @@ class UARGenerator(ImageReportGenerator):
             visual = self.visual_input(images[start : start + self.batch_size])
             out = self.write(visual, attention_layer)
             embeddings = self.model.image_global(visual).float().cpu() if with_embeddings else None
+            evidence = self.evidence(visual)
             for k, (tokens, attention) in enumerate(zip(out.tokens, out.attention, strict=True)):
                 words = self.vocab.decode_tokens(tokens)
+                maps = attention[: len(words)].float().cpu()
                 embedding = None if embeddings is None else embeddings[k]
-                explanations.append(
-                    UARExplanation(" ".join(words), words, attention[: len(words)].float().cpu(), embedding)
-                )
+                study_evidence = None if evidence is None else evidence[k]
+                explanations.append(UARExplanation(" ".join(words), words, maps, embedding, study_evidence))
         return explanations
+
+    def evidence(self, visual: Tensor) -> Tensor | None:
+        """(B, 14, V, h, w) on the CPU: the findings head's evidence maps of the studies of ``visual``
+        (:meth:`visual_input`), or None for a model without the head."""
+        if self.model.findings_head is None:
+            return None
+        return findings_evidence(self.model, visual).cpu()
 
     @torch.no_grad()
     def attention_for_report(self, images: list[Tensor], report: str) -> UARExplanation:
         """Teacher-forced heatmaps of a given report (e.g. the radiologist's edit) on one study."""
         self.eval_mode()
         ids = self.encode_reports([report])
-        maps = self.model.attention_maps(self.visual_input(images), ids)[0]  # (T - 1, V, h, w)
+        visual = self.visual_input(images)
+        maps = self.model.attention_maps(visual, ids)[0]  # (T - 1, V, h, w)
         words = self.vocab.decode_tokens(ids[0].tolist())
-        return UARExplanation(" ".join(words), words, maps[: len(words)].float().cpu())
+        evidence = self.evidence(visual)
+        return UARExplanation(
+            " ".join(words),
+            words,
+            maps[: len(words)].float().cpu(),
+            evidence=None if evidence is None else evidence[0],
+        )
 
     # -- inputs ----------------------------------------------------------------------------------
 

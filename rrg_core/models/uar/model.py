@@ -160,11 +160,9 @@ class UAR(nn.Module):
         store_thresholds(self.thresholds, values)
 
     def set_stage(self, stage: int) -> None:
-        """Sec. 3.5: stage 1 trains without the TIR mask (lambda_3 = 0), stage 2 with it.
-
-        The mask's ``requires_grad`` follows the stage, so DDP does not wait for a gradient that
-        stage 1 never produces; build a stage's optimizer (and DDP wrapper) after calling this.
-        """
+        """Sec. 3.5: stage 1 trains without the TIR mask (lambda_3 = 0), stage 2 with it. The mask's
+        ``requires_grad`` follows the stage, so DDP does not wait for a gradient that stage 1 never
+        produces; build a stage's optimizer (and DDP wrapper) after calling this."""
         if stage not in (1, 2):
             raise ValueError(f"UAR training stage must be 1 or 2, got {stage}")
         self.stage.fill_(stage)
@@ -210,7 +208,10 @@ class UAR(nn.Module):
 
     def encode(self, visual: Tensor) -> VisualEncoding:
         """F^(I) (eq 2) and the Transformer encoder's memory over it (eq 3)."""
-        features, grid = self.visual_features(visual)
+        return self.encode_features(*self.visual_features(visual))
+
+    def encode_features(self, features: Tensor, grid: tuple[int, int, int]) -> VisualEncoding:
+        """The encoder's memory over given F^(I) (B, L, d) on ``grid`` (what evidence maps differentiate)."""
         views = torch.arange(grid[0], device=features.device).repeat_interleave(grid[1] * grid[2])
         cells = torch.arange(grid[1] * grid[2], device=features.device).repeat(grid[0])
         memory = self.encoder(features + self.view_embedding(views) + self.grid_position(cells))
@@ -434,8 +435,7 @@ def pooled_memory(encoding: VisualEncoding) -> Tensor:
 
 
 def _follow_loaded_stage(module: UAR, _incompatible_keys: object) -> None:
-    """A module-level function rather than a lambda, so the model stays picklable."""
-    module.set_stage(int(module.stage))
+    module.set_stage(int(module.stage))  # a module-level function, not a lambda: the model pickles
 
 
 def _transformer_encoder(config: UARConfig) -> nn.Module:

@@ -112,7 +112,7 @@ _FINDINGS: dict[str, re.Pattern[str]] = {
         r"\bdefib\w*",
         r"\bdevices?\b",
         r"\bdrains?\b",
-        r"\bplates?\b(?!-?like)",
+        r"\bplates?\b(?![- ]?like)",  # "plate-like", cleaned "plate like", "platelike"
         r"\bscrews?\b",
         r"\bcannula\w*",
         r"\bapparatus\b",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LABELER_VERSION = "2026-12-chexpert-1"
+LABELER_VERSION = "2026-12-chexpert-2"
 """Bump on every change of mentions, negation/uncertainty or aggregation rules."""
 
 CHEXPERT_SOURCE = "github.com/stanfordmlgroup/chexpert-labeler@44ddeb3 (phrases/, patterns/)"

@@ -31,7 +31,7 @@ from rrg_core.generators import load_generator  # noqa: E402
 from rrg_core.labeler import label_report  # noqa: E402
 from rrg_core.metrics import auroc_per_observation  # noqa: E402
 from rrg_core.observations import FINDINGS, OBSERVATIONS  # noqa: E402
-from rrg_core.table_consistency import description_contradicts, report_disagreements  # noqa: E402
+from rrg_core.table_consistency import description_contradicts, hedged_finding, report_disagreements  # noqa: E402
 
 FINDING_COLUMNS = [OBSERVATIONS.index(name) for name in FINDINGS]
 
@@ -87,13 +87,15 @@ def main() -> int:
     )
     print(f"Table-7 rows: {len(rows)}; shown descriptions contradicting their label: {shown}; "
           f"withheld: {sum(bool(r.withheld) for r in rows)}")  # fmt: skip
+    hedges = [hedged_finding(table) for table in tables]
     disagreements = [
-        report_disagreements(label_report(t).labels, [r.label for r in table])
-        for t, table in zip(reports, tables, strict=True)
+        report_disagreements(label_report(t).labels, [r.label for r in table], hedged)
+        for t, table, hedged in zip(reports, tables, hedges, strict=True)
     ]
     pairs = sum(len(d) for d in disagreements)
     print(f"report-table disagreements: {pairs} of {13 * len(reports)} (study, finding) pairs, "
-          f"in {sum(bool(d) for d in disagreements)} studies")  # fmt: skip
+          f"in {sum(bool(d) for d in disagreements)} studies; {sum(bool(h) for h in hedges)} studies "
+          "abnormal with no finding over its threshold (their reports hedge the nearest)")  # fmt: skip
     print_per_observation(truth, probabilities, reader, written, ("reader", "report"))
     return 0
 

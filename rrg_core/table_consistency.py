@@ -11,6 +11,13 @@ every row the app shows (:mod:`rrg_core.generators.dcrrg`):
   nothing about edema and contradicts nothing);
 - No Finding's row with label 1 must assert no finding; with label 0 its description must not claim a
   normal study (an empty description, what Step 3 learns for an abnormal study, is fine).
+
+A report agrees with the table when it asserts exactly the findings the table labels 1. One hedge is
+allowed: where the table calls the study abnormal (No Finding 0) but puts no pathology over its
+threshold, a report that reads normal would contradict the No Finding row, and one that asserts a
+finding would contradict that finding's row; the report then hedges the pathology nearest its
+threshold (:func:`hedged_finding`, :data:`HEDGES`: "possible pleural effusion."), which the labeler
+reads as uncertain.
 """
 
 from __future__ import annotations
@@ -20,8 +27,26 @@ from collections.abc import Mapping, Sequence
 from rrg_core.disagreements import asserts
 from rrg_core.labeler import label_report
 from rrg_core.observations import NO_FINDING, OBSERVATIONS, Label
+from rrg_core.review_result import ObservationRow
 
 LabelMap = Mapping[str, object]
+
+HEDGES: dict[str, str] = {
+    "Atelectasis": "possible atelectasis .",
+    "Cardiomegaly": "possible cardiomegaly .",
+    "Consolidation": "possible consolidation .",
+    "Edema": "possible pulmonary edema .",
+    "Enlarged Cardiomediastinum": "possible mediastinal widening .",
+    "Fracture": "possible rib fracture .",
+    "Lung Lesion": "possible pulmonary nodule .",
+    "Lung Opacity": "possible opacity .",
+    "Pleural Effusion": "possible pleural effusion .",
+    "Pleural Other": "possible pleural thickening .",
+    "Pneumonia": "possible pneumonia .",
+    "Pneumothorax": "possible pneumothorax .",
+}
+"""The sentence (cleaned form) a report hedges each pathology with: the labeler reads it as that
+pathology uncertain and nothing else. Support Devices makes no study abnormal and has none."""
 
 
 def description_asserts(observation: str, description: str) -> bool:
@@ -44,13 +69,28 @@ def _asserts(observation: str, description: str, said: LabelMap) -> bool:
     return asserts(said.get(observation))
 
 
-def report_disagreements(report_labels: LabelMap, table_labels: Sequence[int]) -> list[str]:
+def hedged_finding(rows: Sequence[ObservationRow]) -> str | None:
+    """The pathology a report hedges on (module docstring), from a study's Table 7 (OBSERVATIONS
+    order): when No Finding is 0 and no pathology is 1, the one whose probability is the largest
+    share of its threshold; otherwise None."""
+    by_name = {row.observation: row for row in rows}
+    if by_name[NO_FINDING].label != 0 or any(by_name[name].label for name in HEDGES):
+        return None
+    return max(HEDGES, key=lambda name: by_name[name].probability / max(by_name[name].threshold, 1e-6))
+
+
+def report_disagreements(
+    report_labels: LabelMap, table_labels: Sequence[int], hedged: str | None = None
+) -> list[str]:
     """The findings on which a report (its labeler labels) and Table 7's labels (OBSERVATIONS order)
-    disagree: the report asserts a finding the table labels 0, or does not assert one it labels 1."""
+    disagree: the report asserts a finding the table labels 0, or does not assert one it labels 1.
+    ``hedged`` (:func:`hedged_finding`): the report may hedge that pathology (uncertain, not positive)."""
     return [
         name
         for name, label in zip(OBSERVATIONS, table_labels, strict=True)
-        if name != NO_FINDING and asserts(report_labels.get(name)) != bool(label)
+        if name != NO_FINDING
+        and asserts(report_labels.get(name)) != bool(label)
+        and not (name == hedged and report_labels.get(name) == Label.UNCERTAIN)
     ]
 
 

@@ -4,7 +4,8 @@ A CI-sized phantom run (300 studies at 64 px) of the demo preset, whose label co
 (``label_prompts``, ``label_rows``) and report reconciliation are on. On its test split and on
 inputs unlike any phantom (pydicom-data's real chest CR, photographs, synthetic non-radiographs):
 no shown Table-7 description says the opposite of its row's label, few are withheld (the model
-writes for the label; the guard is the exception), and the report agrees with the table.
+writes for the label; the guard is the exception), and the report agrees with the table (an
+abnormal study with no finding over its threshold hedges the nearest one).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from rrg_core import load_generator
 from rrg_core.data.datasets import R2GenDataset, read_annotation
 from rrg_core.generators.dcrrg import DCRRGGenerator
 from rrg_core.labeler import label_report
+from rrg_core.observations import Label
 from rrg_core.phantoms import write_phantoms
 from rrg_core.review_result import ObservationRow
 from rrg_core.study_input import load_study
-from rrg_core.table_consistency import description_contradicts, report_disagreements
+from rrg_core.table_consistency import description_contradicts, hedged_finding, report_disagreements
 from train.__main__ import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -66,9 +68,18 @@ def _check(reports: list[str], tables: list[list[ObservationRow]], withheld_shar
     disagreeing = [
         (report, names)
         for report, table in zip(reports, tables, strict=True)
-        if (names := report_disagreements(label_report(report).labels, [r.label for r in table]))
+        if (
+            names := report_disagreements(
+                label_report(report).labels, [r.label for r in table], hedged_finding(table)
+            )
+        )
     ]
     assert len(disagreeing) <= 0.05 * len(reports), disagreeing[:5]
+    # an abnormal study with no finding over its threshold: the report hedges, it does not read normal
+    for report, table in zip(reports, tables, strict=True):
+        if (hedged := hedged_finding(table)) is not None:
+            said = label_report(report).labels
+            assert said[hedged] == Label.UNCERTAIN and said["No Finding"] != Label.POSITIVE, (hedged, report)
 
 
 def test_table7_and_report_agree_on_the_test_split(trained: tuple[Path, DCRRGGenerator]) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from rrg_core.data.reports import clean_report
 from rrg_core.generators.dcrrg import checked_row
+from rrg_core.labeler import label_report
 from rrg_core.metrics import choose_micro_thresholds, choose_thresholds
-from rrg_core.observations import OBSERVATIONS
+from rrg_core.observations import NO_FINDING, OBSERVATIONS, Label
 from rrg_core.review_result import ObservationRow
 from rrg_core.table_consistency import (
+    HEDGES,
     contradicted_findings,
     description_contradicts,
+    hedged_finding,
     reconcile,
     report_disagreements,
 )
@@ -65,6 +69,35 @@ def test_reconcile_drops_contradicting_sentences_and_adds_missing_findings() -> 
     assert contradicted_findings("large right pneumothorax .", _labels()) == ["Pneumothorax"]
     keep, added = reconcile(sentences[:1], _labels(), descriptions)
     assert keep == [0] and added == []
+
+
+def _table(labels: dict[str, int], probabilities: dict[str, float]) -> list[ObservationRow]:
+    return [
+        ObservationRow(name, probabilities.get(name, 0.05), 0.5, labels.get(name, 0), "")
+        for name in OBSERVATIONS
+    ]
+
+
+def test_each_hedge_is_its_pathology_uncertain_and_nothing_else() -> None:
+    assert set(HEDGES) == set(OBSERVATIONS) - {NO_FINDING, "Support Devices"}
+    for name, sentence in HEDGES.items():
+        assert clean_report(sentence) == sentence  # the form a report is written in
+        said = {k: v for k, v in label_report(sentence).labels.items() if v is not None}
+        assert said == {name: Label.UNCERTAIN}, (name, said)
+
+
+def test_an_abnormal_study_with_no_finding_over_its_threshold_hedges_the_nearest() -> None:
+    # No Finding 0, nothing over its cut: Edema at 0.4 of 0.5 is nearer than Pneumonia at 0.3.
+    table = _table({}, {"Edema": 0.4, "Pneumonia": 0.3, "Support Devices": 0.49})
+    assert hedged_finding(table) == "Edema"
+    assert hedged_finding(_table({NO_FINDING: 1}, {"Edema": 0.4})) is None  # a normal study
+    assert hedged_finding(_table({"Pneumonia": 1}, {"Edema": 0.4})) is None  # a finding is stated
+    assert hedged_finding(_table({"Support Devices": 1}, {"Edema": 0.4})) == "Edema"  # devices are no finding
+    labels = [row.label for row in table]
+    hedge = label_report(HEDGES["Edema"]).labels
+    assert report_disagreements(hedge, labels, "Edema") == []
+    assert report_disagreements(hedge, labels) == ["Edema"]  # without the hedge rule it disagrees
+    assert report_disagreements({"Edema": Label.POSITIVE}, labels, "Edema") == ["Edema"]  # only a hedge
 
 
 def test_micro_thresholds_drop_a_weak_column_that_costs_the_others_precision() -> None:

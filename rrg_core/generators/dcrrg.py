@@ -30,7 +30,7 @@ from rrg_core.models.dcrrg import read_preprocess as read_dcrrg_preprocess
 from rrg_core.models.preprocess import Preprocess
 from rrg_core.observations import OBSERVATIONS
 from rrg_core.review_result import ObservationRow
-from rrg_core.table_consistency import description_contradicts, reconcile
+from rrg_core.table_consistency import HEDGES, description_contradicts, hedged_finding, reconcile
 
 
 def checked_row(row: ObservationRow) -> ObservationRow:
@@ -145,13 +145,20 @@ class DCRRGGenerator(ImageReportGenerator):
 
     def reconciled(self, report: list[int], rows: list[ObservationRow]) -> list[int]:
         """``report`` (ids) made to state what its Table 7 says (:func:`reconcile`): the sentences
-        that contradict a row dropped, the row descriptions of unstated present findings appended."""
+        that contradict a row dropped, the row descriptions of unstated present findings appended,
+        and for an abnormal study with no finding over its threshold the hedge on the nearest one
+        (:func:`hedged_finding`; left out if the vocabulary lacks one of its words)."""
         sentences = self._sentences(report)
-        keep, added = reconcile(
-            [self.vocab.decode(s) for s in sentences], [r.label for r in rows], [r.description for r in rows]
-        )
-        described = [self._sentences(self.vocab.encode(rows[k].description, 1000)[1:]) for k in added]
-        body = [i for k in keep for i in sentences[k]] + [i for parts in described for s in parts for i in s]
+        labels = [r.label for r in rows]
+        descriptions = [r.description for r in rows]
+        keep, added = reconcile([self.vocab.decode(s) for s in sentences], labels, descriptions)
+        appended = [self.vocab.encode(descriptions[k], 1000)[1:] for k in added]
+        hedged = hedged_finding(rows)
+        hedge = [] if hedged is None else self.vocab.encode(HEDGES[hedged], 1000)[1:]
+        if hedge and self.vocab.unk_id not in hedge:
+            appended.append(hedge)
+        body = [i for k in keep for i in sentences[k]]
+        body += [i for ids in appended for sentence in self._sentences(ids) for i in sentence]
         return [*body, self.vocab.eos_id]
 
     def _sentences(self, ids: list[int]) -> list[list[int]]:

@@ -115,32 +115,6 @@ def test_observation_probabilities(model: DCRRG) -> None:
     assert probs.shape == (3, NUM_OBSERVATIONS) and bool(((probs >= 0) & (probs <= 1)).all())
 
 
-def test_the_mirrored_reader_averages_the_image_and_its_mirror() -> None:
-    torch.manual_seed(0)
-    plain = DCRRG(tiny_config()).eval()
-    mirrored = DCRRG(
-        dataclasses.replace(tiny_config(), clip=dataclasses.replace(tiny_clip_config(), reader_mirror=True))
-    )
-    mirrored.load_state_dict(plain.state_dict())
-    mirrored.eval()
-    studies = images(3, views=2)
-    with torch.no_grad():
-        alone, flipped = (plain.clip.observation_probabilities(x) for x in (studies, studies.flip(-1)))
-        expected = (alone + flipped) / 2
-        torch.testing.assert_close(mirrored.clip.observation_probabilities(studies), expected)
-        features = mirrored.features(studies)  # what serving, Table 7 and the report's labels read
-        torch.testing.assert_close(mirrored.observation_probabilities(features), expected)
-        torch.testing.assert_close(mirrored.describe(features).probabilities, expected)
-        assert plain.features(studies).mirrored_pooled is None
-        torch.testing.assert_close(plain.observation_probabilities(plain.features(studies)), alone)
-        symmetric = studies + studies.flip(-1)  # a mirror image of itself: nothing to average
-        torch.testing.assert_close(
-            mirrored.observation_probabilities(mirrored.features(symmetric)),
-            plain.observation_probabilities(plain.features(symmetric)),
-        )
-    assert not torch.allclose(alone, flipped)
-
-
 def test_prompt_tuning_trains_only_prompts_and_new_head(model: DCRRG) -> None:
     old_head = model.decoder.head
     trainable, total, share = model.enable_prompt_tuning()

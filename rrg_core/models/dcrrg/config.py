@@ -22,9 +22,7 @@ class DCCLIPConfig:
 
     ``text_encoder``: None for the packaged MiniLM-L6 (hidden 384), a Hugging Face id or folder
     (the paper: ClinicalBERT), or "tiny-random". ``projection_dim`` P and ``projection_hidden``
-    size the heads f_v and f_t. ``reader_mirror`` (ours): the Step-1 probabilities are the mean of
-    the image's and its mirror image's, a test-time augmentation (none of the 14 observations
-    depends on the side it is on); training is unchanged.
+    size the heads f_v and f_t.
     """
 
     image_encoder: str = "efficientnet_lite0"
@@ -34,7 +32,6 @@ class DCCLIPConfig:
     projection_dim: int = 256
     projection_hidden: int = 512
     dropout: float = 0.1
-    reader_mirror: bool = False
 
 
 @dataclass

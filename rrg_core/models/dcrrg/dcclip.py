@@ -169,18 +169,8 @@ class DCCLIP(nn.Module):
         return logits.view(n, NUM_OBSERVATIONS, 2)
 
     def observation_probabilities(self, images: Tensor) -> Tensor:
-        """Step-1 probability (N, 14) that each observation is positive: one encoder pass, 14 prompts
-        (two passes under ``reader_mirror``: :meth:`pooled_probabilities`)."""
-        mirrored = self.encode_image(images.flip(-1))[0] if self.config.reader_mirror else None
-        return self.pooled_probabilities(self.encode_image(images)[0], mirrored)
-
-    def pooled_probabilities(self, pooled: Tensor, mirrored: Tensor | None = None) -> Tensor:
-        """Step-1 probabilities (N, 14) from the raw image embedding ``v`` (N, C); with the mirror
-        image's ``mirrored`` (N, C), the mean of both."""
-        probabilities = self.observation_logits(pooled, "image").softmax(dim=-1)[..., 1]
-        if mirrored is None:
-            return probabilities
-        return (probabilities + self.observation_logits(mirrored, "image").softmax(dim=-1)[..., 1]) / 2
+        """Step-1 probability (N, 14) that each observation is positive: one encoder pass, 14 prompts."""
+        return self.observation_logits(self.encode_image(images)[0], "image").softmax(dim=-1)[..., 1]
 
     def global_embedding(self, uni: Tensor, modality: str) -> Tensor:
         """The report-level projection used by Step 2: the all-zero prompt (module docstring)."""

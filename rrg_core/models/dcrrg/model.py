@@ -64,14 +64,10 @@ class EncoderFeatures(NamedTuple):
     states: Tensor
     pooled: Tensor
     attention_mask: Tensor | None = None
-    #: The mirror images' ``v`` (B, C) under ``reader_mirror``, for the Step-1 probabilities only.
-    mirrored_pooled: Tensor | None = None
 
     @classmethod
-    def of_images(
-        cls, feature_map: Tensor, pooled: Tensor, mirrored: Tensor | None = None
-    ) -> EncoderFeatures:
-        return cls(feature_map, pooled, None, mirrored)
+    def of_images(cls, feature_map: Tensor, pooled: Tensor) -> EncoderFeatures:
+        return cls(feature_map, pooled, None)
 
     @classmethod
     def of_texts(cls, token_states: Tensor, attention_mask: Tensor, pooled: Tensor) -> EncoderFeatures:
@@ -155,10 +151,7 @@ class DCRRG(nn.Module):
             return inputs
         if isinstance(inputs, Tensor):
             pooled, fmap = self.clip.encode_image(inputs, from_block)
-            # Training's cached early layers are never mirrored: only a served image's reader is.
-            mirror = self.clip.config.reader_mirror and from_block is None
-            mirrored = self.clip.encode_image(inputs.flip(-1))[0] if mirror else None
-            return EncoderFeatures.of_images(fmap, pooled, mirrored)
+            return EncoderFeatures.of_images(fmap, pooled)
         features = self.clip.encode_text_features(inputs)
         return EncoderFeatures.of_texts(features.token_states, features.attention_mask, features.pooled)
 
@@ -206,9 +199,8 @@ class DCRRG(nn.Module):
     def observation_probabilities(self, features: EncoderFeatures) -> Tensor:
         """Step-1 probability (B, 14) that each observation is positive, from image features (or from
         text features, by the text classifier)."""
-        if features.attention_mask is None:
-            return self.clip.pooled_probabilities(features.pooled, features.mirrored_pooled)
-        return self.clip.observation_logits(features.pooled, "text").softmax(dim=-1)[..., 1]
+        modality = "image" if features.attention_mask is None else "text"
+        return self.clip.observation_logits(features.pooled, modality).softmax(dim=-1)[..., 1]
 
     def condition(
         self, memory: Tensor, mask: Tensor | None, prompt_index: Tensor, states: Tensor | None = None

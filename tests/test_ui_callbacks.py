@@ -351,3 +351,13 @@ def test_callbacks_without_a_study_say_so():
     assert "draft a study first" in editor.start_from(empty, "dcrrg", "")["save_alert"]
     assert "no UAR draft" in review.select_word(empty, 0)["alert"]
     assert review.toggle_label(empty, [0, 1]) == {}
+
+
+def test_the_table_renders_the_html_its_cells_are_written_in(context):
+    """The probability bar, the description (escaped text, or a withheld one struck through) and the
+    drafts' labels are HTML: shown as plain text, a description's "<unk>" read "&lt;unk&gt;"."""
+    from ui.layout import build_app
+
+    blocks = build_app(context)
+    table = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "rrg-table")
+    assert table.datatype == ["str", "str", "html", "html", "html"]

@@ -190,7 +190,7 @@ def _review_tab(context: AppContext, c: dict[str, Any]) -> None:
         with gr.Column(scale=7, min_width=480):
             c["table"] = gr.Dataframe(
                 headers=fmt.TABLE_HEADERS,
-                datatype=["str", "str", "html", "str", "html"],
+                datatype=["str", "str", "html", "html", "html"],
                 interactive=False,
                 label="Observations (the DCRRG paper's Table 7): click a label to change it",
                 elem_id="rrg-table",

@@ -31,11 +31,11 @@ def findings_evidence(model: UAR, visual: Tensor, observations: Sequence[int] | 
         raise RRGError(f"observations must be indices in [0, {NUM_OBSERVATIONS}), got {wanted}")
     with torch.enable_grad():
         features, grid = model.visual_features(visual)
-        features = features.detach().float().requires_grad_(True)
+        features = features.detach().requires_grad_(True)  # the model's own dtype: a half model stays half
         logits = model.findings_logits(model.encode_features(features, grid)).float()
         maps = []
         for n, k in enumerate(wanted):
             # Studies never mix in eval mode, so the batch's summed logit gives each study its own gradient.
             (gradient,) = torch.autograd.grad(logits[:, k].sum(), features, retain_graph=n + 1 < len(wanted))
-            maps.append((gradient * features).sum(dim=-1))
+            maps.append((gradient * features).float().sum(dim=-1))
     return torch.stack(maps, dim=1).detach().unflatten(-1, grid)

@@ -36,6 +36,12 @@ from rrg_core.table_consistency import description_contradicts, hedged_finding, 
 FINDING_COLUMNS = [OBSERVATIONS.index(name) for name in FINDINGS]
 
 
+def positives(text: str) -> list[int]:
+    """A report's 14 labels as 0/1: positive is the labeler's 1 (uncertain is not, the CE convention)."""
+    labels = label_report(text).labels
+    return [int(labels[name] == 1) for name in OBSERVATIONS]
+
+
 def f1(predicted: np.ndarray, truth: np.ndarray, columns: list[int]) -> float:
     """Micro F1 of 0/1 arrays (N, 14) over ``columns``."""
     p, t = predicted[:, columns], truth[:, columns]
@@ -71,9 +77,9 @@ def main() -> int:
         )
         tables += rows
         reports += [generator.vocab.decode(ids) for ids in drafts.token_ids]
-    truth = np.array([[int(label_report(r.report).labels[k] == 1) for k in OBSERVATIONS] for r in records])
+    truth = np.array([positives(r.report) for r in records])
     reader = np.array([[row.label for row in table] for table in tables])
-    written = np.array([[int(label_report(t).labels[k] == 1) for k in OBSERVATIONS] for t in reports])
+    written = np.array([positives(t) for t in reports])
     probabilities = np.array([[row.probability for row in table] for table in tables])
     print(f"{args.checkpoint} on {args.data} {args.split}: {len(records)} studies")
     for name, labels in (("reader", reader), ("report", written)):

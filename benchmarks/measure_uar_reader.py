@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from measure_table7 import FINDING_COLUMNS, f1, macro, print_per_observation, split_parser  # noqa: E402
+from measure_table7 import FINDING_COLUMNS, f1, macro, positives, print_per_observation, split_parser  # noqa: E402
 
 from rrg_core.data.datasets import R2GenDataset, read_annotation  # noqa: E402
 from rrg_core.errors import RRGError  # noqa: E402
@@ -32,11 +32,6 @@ from rrg_core.generators import load_generator  # noqa: E402
 from rrg_core.labeler import label_report  # noqa: E402
 from rrg_core.observations import NO_FINDING, OBSERVATIONS  # noqa: E402
 from rrg_core.table_consistency import report_disagreements  # noqa: E402
-
-
-def positives(text: str) -> list[int]:
-    labels = label_report(text).labels
-    return [int(labels[name] == 1) for name in OBSERVATIONS]
 
 
 @torch.no_grad()

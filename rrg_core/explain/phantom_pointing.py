@@ -157,11 +157,8 @@ def _uar_trials(
         if not by_view or not any(mask.any() for mask in by_view.values()):
             skipped["word names a finding the study does not show"] += 1
             continue
-        evidence = explanation.evidence
-        if heatmaps == "evidence" and evidence is not None:
-            attention = evidence[OBSERVATIONS.index(observation)]  # (slots, h, w)
-        else:
-            attention = explanation.attention[position]
+        named = explanation.word_evidence(position) if heatmaps == "evidence" else None
+        attention = explanation.attention[position] if named is None else named[1]  # (slots, h, w)
         slot_masks = _slot_masks(by_view, views, attention.shape[0], study_id)
         if not slot_masks.any():
             skipped["finding not visible in the model's views"] += 1

@@ -149,7 +149,7 @@ def beam_search(
         if bool(finished.all()):
             break
     ranked = _ranked(tokens, lengths, sum_logp, length_penalty, attention, batch_size, beam_size)
-    return ranked if all_beams else _first(ranked)
+    return ranked if all_beams else select_beams(ranked, torch.zeros(batch_size, dtype=torch.long))
 
 
 def _pad_only(log_probs: Tensor, pad_id: int) -> Tensor:
@@ -198,13 +198,15 @@ def _ranked(
     )
 
 
-def _first(ranked: BeamResult) -> BeamResult:
-    """The best beam of each item, trailing all-PAD columns trimmed."""
-    width = int(ranked.lengths[:, 0].max()) if len(ranked.lengths) else 0
+def select_beams(ranked: BeamResult, picks: Tensor) -> BeamResult:
+    """From ``all_beams`` results (B, beam, ...), beam ``picks[b]`` (B,) of each item, trailing
+    all-PAD columns trimmed: the shape ``beam_search`` returns by default."""
+    index = torch.arange(len(picks), device=ranked.lengths.device), picks.to(ranked.lengths.device)
+    width = int(ranked.lengths[index].max()) if len(picks) else 0
     return BeamResult(
-        tokens=ranked.tokens[:, 0, :width],
-        lengths=ranked.lengths[:, 0],
-        scores=ranked.scores[:, 0],
-        log_probs=ranked.log_probs[:, 0],
-        attention=None if ranked.attention is None else ranked.attention[:, 0, :width],
+        tokens=ranked.tokens[index][:, :width],
+        lengths=ranked.lengths[index],
+        scores=ranked.scores[index],
+        log_probs=ranked.log_probs[index],
+        attention=None if ranked.attention is None else ranked.attention[index][:, :width],
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rrg_core.models.beam_search import BeamResult
+from rrg_core.models.beam_search import BeamResult, select_beams
 
 
 @dataclass
@@ -50,13 +50,7 @@ def chosen_beams(ranked: BeamResult, states: Tensor | None, choose: Chooser) -> 
     for b, (rows, lengths) in enumerate(zip(ranked.tokens.tolist(), ranked.lengths.tolist(), strict=True)):
         candidates = [row[:n] for row, n in zip(rows, lengths, strict=True)]
         picks.append(choose(None if states is None else states[b], candidates))
-    index = torch.arange(len(picks)), torch.tensor(picks)
-    width = int(ranked.lengths[index].max()) if picks else 0
-    return BeamResult(
-        tokens=ranked.tokens[index][:, :width], lengths=ranked.lengths[index], scores=ranked.scores[index],
-        log_probs=ranked.log_probs[index],
-        attention=None if ranked.attention is None else ranked.attention[index][:, :width],
-    )  # fmt: skip
+    return select_beams(ranked, torch.tensor(picks, dtype=torch.long))
 
 
 def visual_maps(attention: Tensor, layer: int | None, grid: tuple[int, int, int]) -> Tensor:
